@@ -1,0 +1,448 @@
+//! Backend configuration: YAML file, then `WIZ_BACKEND__*` environment variables on top
+//! (`__` between nesting levels), then validation. Library code never reads the environment:
+//! `main` passes it in, so tests can hand over exactly what they want.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    providers::{Format, Serialized, Yaml},
+    Figment,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Private listener; only the gateway talks to it.
+    pub listen: SocketAddr,
+    /// `sqlite://data/wiz.db` (default) or `postgres://...`.
+    pub database_url: String,
+    /// Shared secret with the gateway (docs/internal-api.md); at least 32 characters.
+    pub internal_token: String,
+    /// Requests with a larger body get 413.
+    pub max_body_bytes: usize,
+    pub log: LogConfig,
+    pub session: SessionConfig,
+    pub login_throttle: LoginThrottleConfig,
+    pub webhooks: WebhooksConfig,
+    pub channel: ChannelConfig,
+    /// The first admin user, created on first start (`WIZ_ADMIN_EMAIL`, `WIZ_ADMIN_PASSWORD`).
+    pub admin: AdminConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".parse().expect("static address"),
+            database_url: "sqlite://data/wiz.db".into(),
+            internal_token: String::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            log: LogConfig::default(),
+            session: SessionConfig::default(),
+            login_throttle: LoginThrottleConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            channel: ChannelConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive, e.g. `info` or `wiz_backend=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a console session lives without use.
+    #[serde(with = "humantime_duration")]
+    pub ttl: Duration,
+    /// Mark the session cookie `Secure` (set when the console is served over HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginThrottleConfig {
+    /// Failed logins allowed per email and per client IP within `window`.
+    pub max_failures: u32,
+    #[serde(with = "humantime_duration")]
+    pub window: Duration,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Let webhook URLs reach loopback/private/link-local hosts (development and tests only).
+    pub allow_private_targets: bool,
+    /// Delays after the first attempt; one retry per entry.
+    #[serde(
+        serialize_with = "serialize_duration_list",
+        deserialize_with = "deserialize_duration_list"
+    )]
+    pub retry_schedule: Vec<Duration>,
+    /// Whole-request timeout of one delivery attempt.
+    #[serde(with = "humantime_duration")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_duration")]
+    pub connect_timeout: Duration,
+    /// Deliveries in flight across all endpoints, per backend process.
+    pub max_in_flight: usize,
+    /// Deliveries in flight to any one endpoint.
+    pub max_in_flight_per_endpoint: usize,
+    /// How long the previous secret keeps signing after a rotation.
+    #[serde(with = "humantime_duration")]
+    pub rotation_overlap: Duration,
+    /// An endpoint failing without a single success for this long is disabled.
+    #[serde(with = "humantime_duration")]
+    pub disable_after: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h"]
+                .iter()
+                .map(|s| humantime::parse_duration(s).expect("static duration"))
+                .collect(),
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_in_flight: 256,
+            max_in_flight_per_endpoint: 8,
+            rotation_overlap: Duration::from_secs(24 * 3600),
+            disable_after: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Delays of the simulated channel's `sent`, `delivered` and `read` after the send.
+    #[serde(
+        serialize_with = "serialize_duration_list",
+        deserialize_with = "deserialize_duration_list"
+    )]
+    pub timeline: Vec<Duration>,
+    /// Messages per second per account, like WhatsApp's per-number default.
+    pub rate_per_second: u32,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            timeline: vec![
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_secs(1),
+            ],
+            rate_per_second: 80,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub email: String,
+    /// Empty: a password is generated and printed once on first start.
+    pub password: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// File (if present) → `WIZ_BACKEND__*` variables → `WIZ_ADMIN_*` → validation.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if path.exists() {
+            figment = figment.merge(Yaml::file_exact(path));
+        }
+        let mut admin_email = None;
+        let mut admin_password = None;
+        let mut overrides = Vec::new();
+        for (name, value) in env {
+            match name.as_str() {
+                "WIZ_ADMIN_EMAIL" => admin_email = Some(value),
+                "WIZ_ADMIN_PASSWORD" => admin_password = Some(value),
+                _ => {
+                    if let Some(rest) = name.strip_prefix("WIZ_BACKEND__") {
+                        let key = rest.to_ascii_lowercase().replace("__", ".");
+                        overrides.push((key, value));
+                    }
+                }
+            }
+        }
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::global(&key, env_value(&value)));
+        }
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        if let Some(email) = admin_email {
+            config.admin.email = email;
+        }
+        if let Some(password) = admin_password {
+            config.admin.password = password;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.internal_token.len() < 32 {
+            return invalid(
+                "internal_token",
+                "must be set (WIZ_BACKEND__INTERNAL_TOKEN), at least 32 characters",
+            );
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            );
+        }
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.webhooks.retry_schedule.len() > 20 {
+            return invalid("webhooks.retry_schedule", "at most 20 retries");
+        }
+        if self.webhooks.max_in_flight == 0 || self.webhooks.max_in_flight_per_endpoint == 0 {
+            return invalid("webhooks.max_in_flight", "must be positive");
+        }
+        if self.channel.timeline.len() != 3 {
+            return invalid(
+                "channel.timeline",
+                "needs exactly three delays: sent, delivered, read",
+            );
+        }
+        if self.channel.rate_per_second == 0 {
+            return invalid("channel.rate_per_second", "must be positive");
+        }
+        if !self.admin.email.is_empty() && !self.admin.email.contains('@') {
+            return invalid("admin.email", "not an email address");
+        }
+        Ok(())
+    }
+}
+
+/// Environment values are strings; booleans and integers are recognised so that
+/// `WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS=true` works as a YAML `true` would.
+fn env_value(value: &str) -> serde_json::Value {
+    match value {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        _ => match value.parse::<i64>() {
+            Ok(n) => serde_json::Value::from(n),
+            Err(_) => serde_json::Value::String(value.to_string()),
+        },
+    }
+}
+
+fn describe_figment_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("{path}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Durations are written the way people say them: `15s`, `5m`, `100ms`.
+mod humantime_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(serde::de::Error::custom)
+    }
+}
+
+fn serialize_duration_list<S: serde::Serializer>(
+    list: &[Duration],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let text = list
+        .iter()
+        .map(|d| humantime::format_duration(*d).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    s.serialize_str(&text)
+}
+
+/// A list of durations, either as a YAML list or as one comma-separated string (the form an
+/// environment variable takes: `5s,5m,30m,2h,5h`).
+fn deserialize_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Text(String),
+        List(Vec<String>),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Form::List(list) => list,
+    };
+    items
+        .iter()
+        .map(|s| {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/backend.yaml");
+        let config = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)]))
+            .expect("config/backend.yaml must be valid");
+        assert_eq!(config.listen.port(), 8081);
+    }
+
+    #[test]
+    fn env_overrides_nested_fields() {
+        let config = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
+                ("WIZ_BACKEND__WEBHOOKS__RETRY_SCHEDULE", "1s, 2s,3s"),
+                ("WIZ_BACKEND__CHANNEL__TIMELINE", "10ms,20ms,30ms"),
+                ("WIZ_BACKEND__LISTEN", "127.0.0.1:9999"),
+                ("WIZ_ADMIN_EMAIL", "ops@example.com"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.webhooks.allow_private_targets);
+        assert_eq!(
+            config.webhooks.retry_schedule,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(3)
+            ]
+        );
+        assert_eq!(config.channel.timeline[2], Duration::from_millis(30));
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.admin.email, "ops@example.com");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__WEBHOOKS__RETRY_SCHEDULE", "5s,soon"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("retry_schedule"), "{err}");
+
+        let err = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__NO_SUCH_FIELD", "1"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no_such_field"), "{err}");
+
+        let err = Config::load(Path::new("/nonexistent.yaml"), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("internal_token"), "{err}");
+    }
+}

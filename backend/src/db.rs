@@ -1,0 +1,94 @@
+//! The database handle. One pool type for both engines (sqlx's `Any` driver): SQLite by
+//! default, PostgreSQL by config alone. SQL is therefore written to run on both:
+//! `$1` placeholders, BIGINT unix-millisecond timestamps, TEXT JSON, `ON CONFLICT ... DO UPDATE`,
+//! `RETURNING`, and explicit `CAST(... AS BIGINT)` around aggregates (PostgreSQL's SUM is NUMERIC,
+//! which the Any driver cannot decode).
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool, ConnectOptions, Executor,
+};
+
+pub type Db = AnyPool;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else {
+            Engine::Postgres
+        }
+    }
+}
+
+/// Opens the pool (creating a SQLite file and its directory if needed) and applies migrations.
+pub async fn connect(url: &str) -> anyhow::Result<Db> {
+    sqlx::any::install_default_drivers();
+    let engine = Engine::of(url);
+    let url = match engine {
+        Engine::Sqlite => {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(dir) = Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                }
+            }
+            if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        }
+        Engine::Postgres => url.to_string(),
+    };
+    let options = AnyConnectOptions::from_str(&url)
+        .context("parsing database_url")?
+        .disable_statement_logging();
+    let pool = match engine {
+        // SQLite has one writer. A single connection serialises every statement in-process,
+        // which is what SQLite would do anyway, and rules out the "database is locked" errors
+        // that several connections upgrading read transactions to write would otherwise hit.
+        // Consequence for callers: inside a transaction use the transaction, never the pool.
+        Engine::Sqlite => AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("opening SQLite database")?,
+        Engine::Postgres => AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?,
+    };
+    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    Ok(pool)
+}

@@ -1,0 +1,193 @@
+//! The one error type of every handler. It renders SPEC §4's error object
+//! `{"error":{"type","code","message","request_id"}}` and logs server faults without leaking them.
+
+use axum::{
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::{HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::request_id::RequestId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is unreadable or a field is wrong; `code` names the problem.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 422: well-formed, but the content cannot be acted on (unknown template, opted-out contact).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str) -> Self {
+        Self::NotFound { what }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::TooManyRequests { code, .. } => code,
+            Self::NotFound { .. } | Self::NoRoute(_) => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Database(_) | Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The body as SPEC §4 shows it; `request_id` is filled in by the request-id layer.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        json!({"error": {
+            "type": self.kind(),
+            "code": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            // The cause goes to the log only; the client gets a generic message.
+            match &self {
+                ApiError::Database(e) => tracing::error!(error = %e, "database error"),
+                ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+                _ => {}
+            }
+        }
+        let request_id = RequestId::current();
+        let mut response = (self.status(), Json(self.body(&request_id))).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest {
+                code: "unsupported_media_type",
+                message: "expected a JSON body with Content-Type: application/json".into(),
+            },
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {}", e.body_text()),
+            ),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::bad_request("invalid_body", e.body_text())
+            }
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            other => ApiError::bad_request("invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}

@@ -1,0 +1,44 @@
+//! The event log. Every state change customers can subscribe to is written here inside the same
+//! transaction as the change, so an event exists if and only if the change committed. The webhook
+//! sender reads this table; nothing else sends events.
+
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+use crate::ids::{new_id, now_ms};
+
+/// Every event type a webhook endpoint can subscribe to (SPEC §8).
+pub const EVENT_TYPES: &[&str] = &[
+    "message.received",
+    "message.sent",
+    "message.delivered",
+    "message.read",
+    "message.failed",
+    "batch.completed",
+    "contact.created",
+    "contact.updated",
+    "chatbot.handover",
+];
+
+/// Writes one event on the caller's connection (pass `&mut *tx`) and returns its `evt_` id.
+/// After the transaction commits, call `AppState::events_written()` so the sender wakes at once.
+pub async fn emit(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    event_type: &str,
+    data: Value,
+) -> Result<String, sqlx::Error> {
+    debug_assert!(EVENT_TYPES.contains(&event_type), "unknown event type {event_type}");
+    let id = new_id("evt");
+    sqlx::query(
+        "INSERT INTO events (id, account_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(account_id)
+    .bind(event_type)
+    .bind(data.to_string())
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(id)
+}

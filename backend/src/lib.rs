@@ -1,0 +1,75 @@
+//! WizMessage Edge backend: owns all state (accounts, API keys, contacts, messages, webhooks)
+//! and serves the public `/v1` API (through the gateway), the console's `/admin` API, the console
+//! itself, and the gateway's `/internal` API.
+
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod metrics;
+pub mod request_id;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::{future::Future, path::PathBuf};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::{config::Config, state::AppState};
+
+/// Opens the database (applying migrations) and creates the demo account on first start.
+pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    let db = db::connect(&config.database_url).await?;
+    let state = AppState::new(db, config);
+    accounts::bootstrap(&state).await?;
+    Ok(state)
+}
+
+/// Runs the service on the configured listener until SIGTERM or Ctrl-C.
+pub async fn run(config: Config, _config_path: PathBuf) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let state = open(config).await?;
+    serve(state, listener, shutdown_signal()).await
+}
+
+/// Serves on a listener the caller bound (tests bind `127.0.0.1:0`), with the background
+/// workers running, until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "wiz-backend listening");
+    let app = routes::router(state.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,112 @@
+//! The HTTP surface: one router per audience, merged here with the layers every request passes.
+
+pub mod admin;
+pub mod health;
+pub mod internal;
+pub mod v1;
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{Method, Uri},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
+
+use crate::{error::ApiError, request_id, state::AppState};
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .merge(internal::router(state.clone()))
+        .merge(admin::router())
+        .merge(v1::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Outermost last: request id first, so every answer below (errors included) can name it.
+        .layer((
+            DefaultBodyLimit::max(limit),
+            middleware::from_fn_with_state(state.clone(), reject_oversized),
+            middleware::from_fn_with_state(state.clone(), observe),
+            TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)),
+            CatchPanicLayer::custom(|_| {
+                ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+            }),
+        ))
+        .layer(middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::NoRoute(format!("{method} {path}"))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let mut response = ApiError::bad_request(
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response();
+    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Bodies announced as larger than the limit are refused before they are read.
+async fn reject_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.config.max_body_bytes) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(request).await
+}
+
+/// Request metrics by matched route template (never the raw path) and one access log line.
+async fn observe(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let key_prefix = request
+        .headers()
+        .get(crate::auth::gateway::KEY_PREFIX)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let status_class = format!("{}xx", status / 100);
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status_class.as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %request_id::RequestId::current(),
+        method = %method,
+        route = %route,
+        key_prefix = %key_prefix,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
