@@ -1,0 +1,601 @@
+//! Starts the real `wiz-backend` and `wiz-gateway` binaries on free loopback ports with a
+//! private temp directory, and gives tests clients for the admin API and the public API.
+//!
+//! Binaries are the ones cargo built next to this test binary (`cargo test --workspace` builds
+//! every package's binaries). Readiness is polled with a deadline; nothing sleeps and hopes.
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const ADMIN_EMAIL: &str = "admin@example.test";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The target directory that holds the workspace binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/it-<hash> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
+        path.display()
+    );
+    path
+}
+
+/// A port nobody listens on right now (bind :0, read the port, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Extra settings for one test's stack.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub backend_env: Vec<(String, String)>,
+    pub gateway_env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn backend(mut self, name: &str, value: &str) -> Self {
+        self.backend_env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn gateway(mut self, name: &str, value: &str) -> Self {
+        self.gateway_env.push((name.into(), value.into()));
+        self
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub token: String,
+    pub backend_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    options: Options,
+    backend: Option<Child>,
+    gateway: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Stack {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = format!("test-internal-token-{}", free_port()) + &"x".repeat(32);
+        let mut stack = Stack {
+            backend_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            gateway_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            token,
+            options,
+            backend: None,
+            gateway: None,
+            http: reqwest::Client::new(),
+        };
+        stack.start_backend().await;
+        stack.start_gateway().await;
+        stack
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr)
+    }
+
+    pub fn backend_url(&self) -> String {
+        format!("http://{}", self.backend_addr)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}/wiz.db", self.dir.path().display())
+    }
+
+    /// Environment of the backend process, also used for CLI runs against the same database.
+    pub fn backend_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("WIZ_BACKEND__LISTEN".into(), self.backend_addr.to_string()),
+            ("WIZ_BACKEND__DATABASE_URL".into(), self.database_url()),
+            ("WIZ_BACKEND__INTERNAL_TOKEN".into(), self.token.clone()),
+            (
+                "WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS".into(),
+                "true".into(),
+            ),
+            ("WIZ_BACKEND__CHANNEL__TIMELINE".into(), "20ms,40ms,60ms".into()),
+            ("WIZ_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+            ("WIZ_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+        ];
+        env.extend(self.options.backend_env.iter().cloned());
+        env
+    }
+
+    fn gateway_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("WIZ_GATEWAY__LISTEN".into(), self.gateway_addr.to_string()),
+            (
+                "WIZ_GATEWAY__METRICS_LISTEN".into(),
+                self.metrics_addr.to_string(),
+            ),
+            ("WIZ_GATEWAY__BACKEND_URL".into(), self.backend_url()),
+            ("WIZ_GATEWAY__INTERNAL_TOKEN".into(), self.token.clone()),
+        ];
+        env.extend(self.options.gateway_env.iter().cloned());
+        env
+    }
+
+    fn spawn(&self, name: &str, env: Vec<(String, String)>) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log file");
+        // Both programs look for config/<name>.yaml relative to the working directory; the
+        // temp dir has none, so they run on defaults plus the environment given here.
+        Command::new(bin(name))
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_BACKTRACE", "1")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+    }
+
+    pub async fn start_backend(&mut self) {
+        assert!(self.backend.is_none(), "backend already running");
+        self.backend = Some(self.spawn("wiz-backend", self.backend_env()));
+        let url = format!("{}/healthz", self.backend_url());
+        self.wait_healthy("wiz-backend", &url).await;
+    }
+
+    pub async fn start_gateway(&mut self) {
+        assert!(self.gateway.is_none(), "gateway already running");
+        self.gateway = Some(self.spawn("wiz-gateway", self.gateway_env()));
+        let url = format!("{}/healthz", self.gateway_url());
+        self.wait_healthy("wiz-gateway", &url).await;
+        let metrics = format!("{}/healthz", self.metrics_url());
+        self.wait_healthy("wiz-gateway metrics", &metrics).await;
+    }
+
+    async fn wait_healthy(&self, what: &str, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{what} did not become healthy at {url}; logs:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGTERM, so the process shuts down gracefully (flushes usage, finishes requests).
+    pub async fn stop_backend(&mut self) {
+        if let Some(child) = self.backend.take() {
+            terminate(child).await;
+        }
+    }
+
+    pub async fn stop_gateway(&mut self) {
+        if let Some(child) = self.gateway.take() {
+            terminate(child).await;
+        }
+    }
+
+    /// SIGKILL: a crash, nothing flushed.
+    pub fn kill_backend(&mut self) {
+        if let Some(mut child) = self.backend.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart_backend(&mut self) {
+        self.stop_backend().await;
+        self.start_backend().await;
+    }
+
+    pub async fn restart_gateway(&mut self) {
+        self.stop_gateway().await;
+        self.start_gateway().await;
+    }
+
+    /// Runs `wiz-backend <args>` (e.g. the accounts CLI) against this stack's database.
+    pub fn backend_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("wiz-backend"))
+            .current_dir(self.dir.path())
+            .env_clear()
+            .envs(self.backend_env())
+            .args(args)
+            .output()
+            .expect("running wiz-backend CLI")
+    }
+
+    /// Everything both processes logged so far.
+    pub fn logs(&self) -> String {
+        ["wiz-backend", "wiz-gateway"]
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                format!("--- {name}.log ---\n{text}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn gateway_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.metrics_url()))
+            .send()
+            .await
+            .expect("gateway metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    pub async fn backend_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.backend_url()))
+            .send()
+            .await
+            .expect("backend metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Waits until the gateway's key table has caught up with every key change the backend has
+    /// made so far (compares the backend's key version with the gateway's
+    /// `wiz_gateway_key_table_version` gauge), without spending any key's quota.
+    pub async fn wait_synced(&self) {
+        let version = self.backend_key_version().await;
+        let what = format!("gateway key table to reach version {version}");
+        eventually(&what, Duration::from_secs(5), || async {
+            let metrics = self.gateway_metrics().await;
+            let seen = metric_value(&metrics, "wiz_gateway_key_table_version").unwrap_or(-1.0);
+            (seen >= version as f64).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn backend_key_version(&self) -> i64 {
+        let body: Value = self
+            .http
+            .get(format!("{}/internal/keys", self.backend_url()))
+            .header("x-wiz-internal-token", &self.token)
+            .send()
+            .await
+            .expect("internal keys")
+            .json()
+            .await
+            .expect("internal keys json");
+        body["version"].as_i64().expect("version")
+    }
+
+    /// A console client logged in as the demo account's admin, talking through the gateway.
+    pub async fn admin(&self) -> Admin {
+        Admin::login(&self.gateway_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// A public API client for `key`, talking through the gateway.
+    pub fn api(&self, key: &ApiKey) -> Api {
+        Api {
+            base: self.gateway_url(),
+            key: key.key.clone(),
+            secret: key.secret.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in [self.gateway.take(), self.backend.take()].into_iter().flatten() {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn terminate(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of an unlabelled series (or the first series of that name) in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A response as tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `error.code` of a SPEC §4 error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status and returns the body, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        &self.body
+    }
+
+    /// Asserts a SPEC §4 refusal: status, `error.code`, the full error object and request id.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "unexpected refusal; body: {}",
+            self.body
+        );
+        let error = &self.body["error"];
+        for field in ["type", "message", "request_id"] {
+            assert!(
+                error[field].as_str().is_some_and(|s| !s.is_empty()),
+                "error.{field} missing in {}",
+                self.body
+            );
+        }
+        assert!(self.header("x-request-id").is_some(), "no X-Request-Id");
+    }
+}
+
+/// A logged-in console session (cookie + CSRF token), as the browser would hold it.
+pub struct Admin {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub csrf: String,
+    pub session: Value,
+}
+
+impl Admin {
+    pub async fn login(base: &str, email: &str, password: &str) -> Admin {
+        Self::try_login(base, email, password)
+            .await
+            .unwrap_or_else(|r| panic!("login as {email} failed: {} {}", r.status, r.body))
+    }
+
+    pub async fn try_login(base: &str, email: &str, password: &str) -> Result<Admin, Reply> {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        let reply = Reply::from(
+            http.post(format!("{base}/admin/session"))
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .expect("login request"),
+        )
+        .await;
+        if reply.status != StatusCode::OK {
+            return Err(reply);
+        }
+        Ok(Admin {
+            base: base.to_string(),
+            http,
+            csrf: reply.body["csrf_token"].as_str().unwrap_or_default().into(),
+            session: reply.body,
+        })
+    }
+
+    pub fn account_id(&self) -> String {
+        self.session["account"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .into()
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-csrf-token", &self.csrf);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.expect("admin request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates an API key (defaults merged with `body`) and returns its one-time credentials.
+    pub async fn create_key(&self, body: Value) -> ApiKey {
+        let mut request = json!({"name": "test key"});
+        if let (Some(target), Some(extra)) = (request.as_object_mut(), body.as_object()) {
+            target.extend(extra.clone());
+        }
+        let reply = self.post("/admin/keys", request).await;
+        let body = reply.expect(201);
+        ApiKey {
+            id: body["id"].as_str().expect("key id").into(),
+            key: body["key"].as_str().expect("key").into(),
+            secret: body["secret"].as_str().expect("secret").into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// A developer's client for the public API, authenticating with key + secret.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub secret: String,
+    pub http: reqwest::Client,
+}
+
+/// How a request presents its credentials.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>` + `X-Api-Secret: <secret>`.
+    Bearer,
+    /// `Authorization: Basic base64(key:secret)`.
+    Basic,
+    None,
+}
+
+impl Api {
+    pub fn request(&self, method: Method, path: &str, auth: Auth) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match auth {
+            Auth::Bearer => request
+                .header("authorization", format!("Bearer {}", self.key))
+                .header("x-api-secret", &self.secret),
+            Auth::Basic => {
+                let pair = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", self.key, self.secret));
+                request.header("authorization", format!("Basic {pair}"))
+            }
+            Auth::None => request,
+        }
+    }
+
+    pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+        Reply::from(request.send().await.expect("api request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::send(self.request(Method::GET, path, Auth::Bearer)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        Self::send(self.request(Method::POST, path, Auth::Bearer).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        Self::send(self.request(Method::PATCH, path, Auth::Bearer).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        Self::send(self.request(Method::DELETE, path, Auth::Bearer)).await
+    }
+}

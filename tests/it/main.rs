@@ -1,0 +1,4 @@
+mod accounts;
+mod gateway;
+mod harness;
+mod smoke;
