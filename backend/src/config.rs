@@ -135,6 +135,10 @@ pub struct WebhooksConfig {
     /// An endpoint failing without a single success for this long is disabled.
     #[serde(with = "humantime_duration")]
     pub disable_after: Duration,
+    /// How long a claimed delivery stays reserved for the backend that claimed it; if that
+    /// backend dies, the delivery is attempted again after this. Longer than `timeout`.
+    #[serde(with = "humantime_duration")]
+    pub lease: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -151,6 +155,7 @@ impl Default for WebhooksConfig {
             max_in_flight_per_endpoint: 8,
             rotation_overlap: Duration::from_secs(24 * 3600),
             disable_after: Duration::from_secs(3 * 24 * 3600),
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -255,10 +260,7 @@ impl Config {
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))
         {
-            return invalid(
-                "database_url",
-                "must start with sqlite: or postgres://",
-            );
+            return invalid("database_url", "must start with sqlite: or postgres://");
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
@@ -268,6 +270,9 @@ impl Config {
         }
         if self.webhooks.max_in_flight == 0 || self.webhooks.max_in_flight_per_endpoint == 0 {
             return invalid("webhooks.max_in_flight", "must be positive");
+        }
+        if self.webhooks.lease <= self.webhooks.timeout {
+            return invalid("webhooks.lease", "must be longer than webhooks.timeout");
         }
         if self.channel.timeline.len() != 3 {
             return invalid(

@@ -140,7 +140,9 @@ impl IntoResponse for ApiError {
             // The cause goes to the log only; the client gets a generic message.
             match &self {
                 ApiError::Database(e) => tracing::error!(error = %e, "database error"),
-                ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+                ApiError::Internal(e) => {
+                    tracing::error!(error = format!("{e:#}"), "internal error")
+                }
                 _ => {}
             }
         }
@@ -169,9 +171,7 @@ impl From<JsonRejection> for ApiError {
                 "invalid_json",
                 format!("request body is not valid JSON: {}", e.body_text()),
             ),
-            JsonRejection::JsonDataError(e) => {
-                ApiError::bad_request("invalid_body", e.body_text())
-            }
+            JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", e.body_text()),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge
             }

@@ -28,7 +28,10 @@ pub async fn emit(
     event_type: &str,
     data: Value,
 ) -> Result<String, sqlx::Error> {
-    debug_assert!(EVENT_TYPES.contains(&event_type), "unknown event type {event_type}");
+    debug_assert!(
+        EVENT_TYPES.contains(&event_type),
+        "unknown event type {event_type}"
+    );
     let id = new_id("evt");
     sqlx::query(
         "INSERT INTO events (id, account_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)",

@@ -3,7 +3,10 @@
 //! and an id is a stable pagination cursor.
 
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "{prefix}_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored (portable across SQLite and

@@ -4,17 +4,32 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod batches;
+pub mod channel;
+pub mod chatbot;
 pub mod cli;
 pub mod config;
+pub mod console;
+pub mod contacts;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod examples;
+pub mod idempotency;
 pub mod ids;
+pub mod internal;
+pub mod keys;
+pub mod messages;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod templates;
+#[cfg(test)]
+pub mod testing;
+pub mod webhooks;
 
 use std::{future::Future, path::PathBuf};
 
@@ -49,13 +64,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "wiz-backend listening");
     let app = routes::router(state.clone());
-    axum::serve(
+    let webhook_sender = webhooks::start(&state);
+    // Messaging workers (dispatcher, status reports, housekeeping); stopped when dropped.
+    let _messaging = channel::worker::start(&state);
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
-    .context("serving HTTP")
+    .context("serving HTTP");
+    webhook_sender.stop().await;
+    served
 }
 
 async fn shutdown_signal() {

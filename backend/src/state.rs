@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
 
-use crate::{config::Config, db::Db, metrics::Metrics};
+use crate::{accounts::login_throttle::LoginThrottle, config::Config, db::Db, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,17 +15,27 @@ pub struct AppState {
     pub key_version: watch::Sender<i64>,
     /// Signalled after a transaction that wrote events commits, to wake the webhook sender.
     pub events_notify: Arc<Notify>,
+    /// Failed console logins per email and per client IP (`config.login_throttle`).
+    pub login_throttle: Arc<LoginThrottle>,
+    /// The webhook sender's client, metrics and doorbell.
+    pub webhooks: crate::webhooks::Webhooks,
+    /// The messaging channel, its workers' doorbells and metrics.
+    pub messaging: Arc<crate::channel::Messaging>,
 }
 
 impl AppState {
     pub fn new(db: Db, config: Config) -> Self {
         let (key_version, _) = watch::channel(0);
+        let metrics = Arc::new(Metrics::new());
         Self {
             db,
-            config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            webhooks: crate::webhooks::Webhooks::new(&config.webhooks, &metrics),
+            messaging: Arc::new(crate::channel::Messaging::new(&config.channel, &metrics)),
+            metrics,
             key_version,
             events_notify: Arc::new(Notify::new()),
+            login_throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
+            config: Arc::new(config),
         }
     }
 

@@ -69,9 +69,9 @@ async fn both_auth_styles_are_accepted_and_credentials_never_reach_the_backend()
     // Neither the key nor the secret ever shows in logs or metrics.
     let logs = stack.logs();
     let metrics = stack.gateway_metrics().await + &stack.backend_metrics().await;
-    for secret in [&key.key, &key.secret, crate::harness::ADMIN_PASSWORD] {
-        assert!(!logs.contains(secret.as_str()), "a credential leaked into logs");
-        assert!(!metrics.contains(secret.as_str()), "a credential leaked into metrics");
+    for secret in [key.key.as_str(), key.secret.as_str(), crate::harness::ADMIN_PASSWORD] {
+        assert!(!logs.contains(secret), "a credential leaked into logs");
+        assert!(!metrics.contains(secret), "a credential leaked into metrics");
     }
     assert!(logs.contains(&key.key[..12]), "access log names the key prefix");
 }

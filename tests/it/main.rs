@@ -1,4 +1,5 @@
 mod accounts;
+mod console;
 mod gateway;
 mod harness;
 mod smoke;

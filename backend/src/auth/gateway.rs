@@ -46,7 +46,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::unauthorized("missing_gateway_proof", "request did not come through the gateway")
+            ApiError::unauthorized(
+                "missing_gateway_proof",
+                "request did not come through the gateway",
+            )
         })
     }
 }
@@ -57,9 +60,14 @@ fn now_secs() -> i64 {
 
 pub fn verify(headers: &http::HeaderMap, token: &str, now: i64) -> Result<Caller, ApiError> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let missing =
-        || ApiError::unauthorized("missing_gateway_proof", "request did not come through the gateway");
-    let invalid = || ApiError::unauthorized("invalid_gateway_proof", "gateway proof does not verify");
+    let missing = || {
+        ApiError::unauthorized(
+            "missing_gateway_proof",
+            "request did not come through the gateway",
+        )
+    };
+    let invalid =
+        || ApiError::unauthorized("invalid_gateway_proof", "gateway proof does not verify");
     let proof = get(PROOF).ok_or_else(missing)?;
     let key_id = get(KEY_ID).ok_or_else(missing)?;
     let account_id = get(ACCOUNT_ID).ok_or_else(missing)?;
@@ -114,17 +122,24 @@ mod tests {
 
         let mut h = headers(&proof);
         h.insert(ACCOUNT_ID, "acc_2".parse().unwrap());
-        assert_eq!(verify(&h, &token, 1010).unwrap_err().code(), "invalid_gateway_proof");
+        assert_eq!(
+            verify(&h, &token, 1010).unwrap_err().code(),
+            "invalid_gateway_proof"
+        );
         assert_eq!(
             verify(&headers(&proof), &token, 2000).unwrap_err().code(),
             "invalid_gateway_proof"
         );
         assert_eq!(
-            verify(&headers(&proof), &"u".repeat(32), 1010).unwrap_err().code(),
+            verify(&headers(&proof), &"u".repeat(32), 1010)
+                .unwrap_err()
+                .code(),
             "invalid_gateway_proof"
         );
         assert_eq!(
-            verify(&http::HeaderMap::new(), &token, 1010).unwrap_err().code(),
+            verify(&http::HeaderMap::new(), &token, 1010)
+                .unwrap_err()
+                .code(),
             "missing_gateway_proof"
         );
     }

@@ -54,7 +54,21 @@ impl FromRequestParts<AppState> for AdminSession {
                 "the session has expired; log in again",
             ));
         }
-        let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+        // Sliding expiry: a session in use lives on. Written at most once per half-TTL, so
+        // ordinary requests stay read-only.
+        let ttl_ms = state.config.session.ttl.as_millis() as i64;
+        let now = now_ms();
+        if expires_at - now < ttl_ms / 2 {
+            sqlx::query("UPDATE sessions SET expires_at = $1 WHERE token_hash = $2")
+                .bind(now + ttl_ms)
+                .bind(&token_hash)
+                .execute(&state.db)
+                .await?;
+        }
+        let safe = matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
         if !safe {
             let presented = parts
                 .headers

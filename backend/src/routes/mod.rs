@@ -26,6 +26,9 @@ pub fn router(state: AppState) -> Router {
         .merge(internal::router(state.clone()))
         .merge(admin::router())
         .merge(v1::router(state.clone()))
+        // Outside the /v1 router: served without the gateway proof (SPEC §7).
+        .merge(crate::openapi::router())
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost last: request id first, so every answer below (errors included) can name it.
@@ -33,7 +36,10 @@ pub fn router(state: AppState) -> Router {
             DefaultBodyLimit::max(limit),
             middleware::from_fn_with_state(state.clone(), reject_oversized),
             middleware::from_fn_with_state(state.clone(), observe),
-            TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)),
+            TimeoutLayer::with_status_code(
+                http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(60),
+            ),
             CatchPanicLayer::custom(|_| {
                 ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
             }),

@@ -1,0 +1,405 @@
+//! Contacts SQL. Every function takes the caller's connection (a transaction: `&mut *tx`) and
+//! an account id that scopes every statement, so no query can see another tenant's rows.
+//! Functions that change a contact emit its event on the same connection; the caller commits and
+//! then calls `AppState::events_written()`.
+
+use serde_json::{Map, Value};
+use sqlx::{any::AnyRow, AnyConnection, Row};
+
+use super::{merge_attributes, validate_phone, validate_tags, ChatbotState, Contact, ContactPatch};
+use crate::{
+    error::ApiError,
+    events,
+    ids::{new_id, now_ms},
+};
+
+/// `opted_in` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN columns,
+/// and `CASE` gives the same answer on both engines.
+const COLUMNS: &str = "id, account_id, phone, name, tags, attributes, \
+     CAST(CASE WHEN opted_in THEN 1 ELSE 0 END AS BIGINT) AS opted_in, chatbot, \
+     created_at, updated_at";
+
+/// A contact to create, already validated.
+#[derive(Debug, Clone)]
+pub struct NewContact {
+    pub phone: String,
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub attributes: Map<String, Value>,
+    pub opted_in: bool,
+}
+
+impl NewContact {
+    /// A contact known only by its number, as messaging and inbound messages create them.
+    /// Opted in: a contact is messageable until someone records an opt-out.
+    pub fn with_phone(phone: &str) -> Self {
+        Self {
+            phone: phone.to_string(),
+            name: None,
+            tags: Vec::new(),
+            attributes: Map::new(),
+            opted_in: true,
+        }
+    }
+}
+
+/// `GET /v1/contacts` filters; `cursor` is the last id of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub tag: Option<String>,
+    pub q: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(e),
+    })
+}
+
+fn from_row(row: &AnyRow) -> Result<Contact, sqlx::Error> {
+    let chatbot: Option<String> = row.try_get("chatbot")?;
+    Ok(Contact {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        phone: row.try_get("phone")?,
+        name: row.try_get("name")?,
+        tags: decode_json("tags", &row.try_get::<String, _>("tags")?)?,
+        attributes: decode_json("attributes", &row.try_get::<String, _>("attributes")?)?,
+        opted_in: row.try_get::<i64, _>("opted_in")? != 0,
+        chatbot: chatbot
+            .map(|text| decode_json("chatbot", &text))
+            .transpose()?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub async fn get(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+) -> Result<Option<Contact>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1 AND id = $2");
+    sqlx::query(&sql)
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn find_by_phone(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    phone: &str,
+) -> Result<Option<Contact>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1 AND phone = $2");
+    sqlx::query(&sql)
+        .bind(account_id)
+        .bind(phone)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Inserts unless the phone is taken; `None` when it was (the caller decides: 409 or reuse).
+async fn insert(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    new: &NewContact,
+) -> Result<Option<Contact>, sqlx::Error> {
+    let now = now_ms();
+    let contact = Contact {
+        id: new_id("con"),
+        account_id: account_id.to_string(),
+        phone: new.phone.clone(),
+        name: new.name.clone(),
+        tags: new.tags.clone(),
+        attributes: new.attributes.clone(),
+        opted_in: new.opted_in,
+        chatbot: None,
+        created_at: now,
+        updated_at: now,
+    };
+    // ON CONFLICT DO NOTHING rather than catching the unique violation: a failed statement
+    // aborts a PostgreSQL transaction, and concurrent creators of one number must both succeed.
+    let inserted = sqlx::query(
+        "INSERT INTO contacts (id, account_id, phone, name, tags, attributes, opted_in, chatbot, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $8) \
+         ON CONFLICT (account_id, phone) DO NOTHING",
+    )
+    .bind(&contact.id)
+    .bind(account_id)
+    .bind(&contact.phone)
+    .bind(&contact.name)
+    .bind(Value::from(contact.tags.clone()).to_string())
+    .bind(Value::Object(contact.attributes.clone()).to_string())
+    .bind(contact.opted_in)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(None);
+    }
+    write_tags(conn, account_id, &contact.id, &contact.tags).await?;
+    events::emit(conn, account_id, "contact.created", contact.to_json()).await?;
+    Ok(Some(contact))
+}
+
+async fn write_tags(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    contact_id: &str,
+    tags: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1")
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    for tag in tags {
+        sqlx::query("INSERT INTO contact_tags (account_id, tag, contact_id) VALUES ($1, $2, $3)")
+            .bind(account_id)
+            .bind(tag)
+            .bind(contact_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates a validated contact and emits `contact.created`; 409 `contact_exists` if the account
+/// already has this number.
+pub async fn create(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    new: NewContact,
+) -> Result<Contact, ApiError> {
+    insert(conn, account_id, &new).await?.ok_or_else(|| {
+        ApiError::conflict(
+            "contact_exists",
+            "phone: a contact with this number already exists",
+        )
+    })
+}
+
+/// The contact with this number, created (opted in, nothing else known) if there is none.
+/// `true` when it was created; `contact.created` is then emitted on `conn`.
+pub async fn find_or_create(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    phone: &str,
+) -> Result<(Contact, bool), ApiError> {
+    validate_phone(phone)?;
+    if let Some(contact) = find_by_phone(conn, account_id, phone).await? {
+        return Ok((contact, false));
+    }
+    if let Some(contact) = insert(conn, account_id, &NewContact::with_phone(phone)).await? {
+        return Ok((contact, true));
+    }
+    // Lost a race with a concurrent creator; theirs has committed by now.
+    let contact = find_by_phone(conn, account_id, phone)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("contact vanished during creation")))?;
+    Ok((contact, false))
+}
+
+/// Applies a patch and emits `contact.updated` (only if something changed); 404 if absent.
+pub async fn update(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+    patch: ContactPatch,
+) -> Result<Contact, ApiError> {
+    update_with_phone(conn, account_id, id, patch, None).await
+}
+
+/// `update`, plus an optional new phone number (the HTTP PATCH allows fixing a number):
+/// 409 `contact_exists` if another contact of the account has it.
+pub async fn update_with_phone(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+    patch: ContactPatch,
+    phone: Option<String>,
+) -> Result<Contact, ApiError> {
+    let current = get(conn, account_id, id)
+        .await?
+        .ok_or(ApiError::not_found("contact"))?;
+    let mut next = current.clone();
+    if let Some(phone) = phone {
+        validate_phone(&phone)?;
+        if phone != current.phone {
+            if find_by_phone(conn, account_id, &phone).await?.is_some() {
+                return Err(ApiError::conflict(
+                    "contact_exists",
+                    "phone: a contact with this number already exists",
+                ));
+            }
+            next.phone = phone;
+        }
+    }
+    if let Some(name) = patch.name {
+        next.name = super::validate_name(name)?;
+    }
+    if let Some(tags) = patch.tags {
+        next.tags = validate_tags(tags)?;
+    }
+    if let Some(attributes) = &patch.attributes {
+        next.attributes = merge_attributes(&current.attributes, attributes)?;
+    }
+    if let Some(opted_in) = patch.opted_in {
+        next.opted_in = opted_in;
+    }
+    if next == current {
+        return Ok(current);
+    }
+    next.updated_at = now_ms().max(current.updated_at);
+    let updated = sqlx::query(
+        "UPDATE contacts SET phone = $1, name = $2, tags = $3, attributes = $4, opted_in = $5, \
+         updated_at = $6 WHERE account_id = $7 AND id = $8",
+    )
+    .bind(&next.phone)
+    .bind(&next.name)
+    .bind(Value::from(next.tags.clone()).to_string())
+    .bind(Value::Object(next.attributes.clone()).to_string())
+    .bind(next.opted_in)
+    .bind(next.updated_at)
+    .bind(account_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await;
+    match updated {
+        Ok(_) => {}
+        // A concurrent writer took the number between our check and our write.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(
+                "contact_exists",
+                "phone: a contact with this number already exists",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if next.tags != current.tags {
+        write_tags(conn, account_id, id, &next.tags).await?;
+    }
+    events::emit(conn, account_id, "contact.updated", next.to_json()).await?;
+    Ok(next)
+}
+
+/// Records the contact's chatbot state (`None`: not in a flow). No event: the chatbot emits its
+/// own (`chatbot.handover`).
+pub async fn set_chatbot(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+    state: Option<&ChatbotState>,
+) -> Result<(), sqlx::Error> {
+    let text = state.map(|s| serde_json::to_string(s).expect("chatbot state serializes"));
+    sqlx::query(
+        "UPDATE contacts SET chatbot = $1, updated_at = $2 WHERE account_id = $3 AND id = $4",
+    )
+    .bind(text)
+    .bind(now_ms())
+    .bind(account_id)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a contact; `false` if the account has no such contact.
+pub async fn delete(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+) -> Result<bool, ApiError> {
+    let exists: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM contacts WHERE account_id = $1 AND id = $2")
+            .bind(account_id)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let deleted = sqlx::query("DELETE FROM contacts WHERE account_id = $1 AND id = $2")
+        .bind(account_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await;
+    match deleted {
+        Ok(done) => Ok(done.rows_affected() > 0),
+        // Rows elsewhere (messages) still point at it.
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(ApiError::conflict(
+            "contact_in_use",
+            "the contact has messages and cannot be deleted; opt it out instead",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Escapes `%`, `_` and the escape character itself for a `LIKE ... ESCAPE '\'` pattern.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One page in id (= creation) order, and the cursor of the next page if there is one.
+pub async fn list(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    filter: &ListFilter,
+) -> Result<(Vec<Contact>, Option<String>), sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1");
+    let mut binds: Vec<String> = vec![account_id.to_string()];
+    if let Some(cursor) = &filter.cursor {
+        binds.push(cursor.clone());
+        sql.push_str(&format!(" AND id > ${}", binds.len()));
+    }
+    if let Some(tag) = &filter.tag {
+        binds.push(tag.clone());
+        sql.push_str(&format!(
+            " AND id IN (SELECT contact_id FROM contact_tags WHERE account_id = $1 AND tag = ${})",
+            binds.len()
+        ));
+    }
+    if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        binds.push(format!("%{}%", like_escape(&q.to_lowercase())));
+        let n = binds.len();
+        sql.push_str(&format!(
+            " AND (LOWER(COALESCE(name, '')) LIKE ${n} ESCAPE '\\' OR phone LIKE ${n} ESCAPE '\\')"
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit + 1));
+    let mut query = sqlx::query(&sql);
+    for value in &binds {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(conn).await?;
+    let mut contacts = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if contacts.len() as i64 > filter.limit {
+        contacts.truncate(filter.limit as usize);
+        contacts.last().map(|c| c.id.clone())
+    } else {
+        None
+    };
+    Ok((contacts, next_cursor))
+}

@@ -1,0 +1,542 @@
+//! Messages SQL. Every function takes the caller's connection (inside a transaction: `&mut *tx`);
+//! the ones that change a status emit the matching `message.*` event on that same connection.
+
+use sqlx::{any::AnyRow, AnyConnection, Row};
+
+use super::{Content, Direction, ErrorInfo, Message, Status};
+use crate::{error::ApiError, events, ids::now_ms};
+
+pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
+     error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
+     delivered_at, read_at, failed_at, updated_at";
+
+/// Rows per multi-row INSERT: 500 rows x 6 bound values stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters per statement.
+pub const INSERT_CHUNK: usize = 500;
+
+fn decode_err(column: &str, message: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: message.into(),
+    }
+}
+
+pub fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    let direction: String = row.try_get("direction")?;
+    let status: String = row.try_get("status")?;
+    let content: String = row.try_get("content")?;
+    let error_code: Option<String> = row.try_get("error_code")?;
+    let error_message: Option<String> = row.try_get("error_message")?;
+    Ok(Message {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        direction: Direction::parse(&direction)
+            .ok_or_else(|| decode_err("direction", format!("unknown direction {direction}")))?,
+        contact_id: row.try_get("contact_id")?,
+        phone: row.try_get("phone")?,
+        content: serde_json::from_str(&content)
+            .map_err(|e| decode_err("content", e.to_string()))?,
+        status: Status::parse(&status)
+            .ok_or_else(|| decode_err("status", format!("unknown status {status}")))?,
+        error: error_code.map(|code| ErrorInfo {
+            code,
+            message: error_message.unwrap_or_default(),
+        }),
+        batch_id: row.try_get("batch_id")?,
+        batch_index: row.try_get("batch_index")?,
+        reference: row.try_get("reference")?,
+        flow_id: row.try_get("flow_id")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        read_at: row.try_get("read_at")?,
+        failed_at: row.try_get("failed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A message to store. Outbound ones are `queued` and wait for the dispatcher; inbound ones are
+/// `received`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub account_id: String,
+    pub direction: Direction,
+    pub contact_id: Option<String>,
+    pub phone: String,
+    pub content: Content,
+    pub reference: Option<String>,
+    pub flow_id: Option<String>,
+    pub channel: &'static str,
+}
+
+/// Stores one message (and, for an inbound one, emits `message.received`).
+pub async fn insert(conn: &mut AnyConnection, new: NewMessage) -> Result<Message, sqlx::Error> {
+    let now = now_ms();
+    let (status, dispatch_at) = match new.direction {
+        Direction::Outbound => (Status::Queued, Some(now)),
+        Direction::Inbound => (Status::Received, None),
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, account_id, direction, contact_id, phone, type, content, status, \
+         reference, flow_id, channel, dispatch_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+    )
+    .bind(&new.id)
+    .bind(&new.account_id)
+    .bind(new.direction.as_str())
+    .bind(&new.contact_id)
+    .bind(&new.phone)
+    .bind(new.content.kind())
+    .bind(new.content.to_json_string())
+    .bind(status.as_str())
+    .bind(&new.reference)
+    .bind(&new.flow_id)
+    .bind(new.channel)
+    .bind(dispatch_at)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let message = Message {
+        id: new.id,
+        account_id: new.account_id,
+        direction: new.direction,
+        contact_id: new.contact_id,
+        phone: new.phone,
+        content: new.content,
+        status,
+        error: None,
+        batch_id: None,
+        batch_index: None,
+        reference: new.reference,
+        flow_id: new.flow_id,
+        created_at: now,
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        failed_at: None,
+        updated_at: now,
+    };
+    if new.direction == Direction::Inbound {
+        events::emit(
+            conn,
+            &message.account_id,
+            "message.received",
+            message.to_json(),
+        )
+        .await?;
+    }
+    Ok(message)
+}
+
+/// One bulk recipient's message, rendered.
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub id: String,
+    pub contact_id: Option<String>,
+    pub phone: String,
+    /// `Content` as JSON.
+    pub content: String,
+    pub index: i64,
+    pub reference: Option<String>,
+}
+
+/// Stores a batch's messages with multi-row INSERTs, `INSERT_CHUNK` rows per statement: the
+/// difference between ~20 statements and 10,000 for a full bulk request.
+pub async fn insert_many(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    batch_id: &str,
+    kind: &str,
+    channel: &str,
+    now: i64,
+    rows: &[BatchRow],
+) -> Result<(), sqlx::Error> {
+    // $1..$5 are shared by every row; each row adds six values.
+    const SHARED: usize = 5;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = String::with_capacity(200 + chunk.len() * 90);
+        sql.push_str(
+            "INSERT INTO messages (id, account_id, direction, contact_id, phone, type, content, \
+             status, batch_id, batch_index, reference, channel, dispatch_at, created_at, updated_at) \
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = SHARED + i * 6;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${},$1,'outbound',${},${},$2,${},'queued',$3,${},${},$4,$5,$5,$5)",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6
+            ));
+        }
+        let mut query = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(kind)
+            .bind(batch_id)
+            .bind(channel)
+            .bind(now);
+        for row in chunk {
+            query = query
+                .bind(&row.id)
+                .bind(&row.contact_id)
+                .bind(&row.phone)
+                .bind(&row.content)
+                .bind(row.index)
+                .bind(&row.reference);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn get(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+) -> Result<Option<Message>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE account_id = $1 AND id = $2");
+    sqlx::query(&sql)
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// `GET /v1/messages` filters. Newest first; `cursor` is the last id of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub contact_id: Option<String>,
+    pub status: Option<Status>,
+    pub direction: Option<Direction>,
+    pub batch_id: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn list(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    filter: &ListFilter,
+) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE account_id = $1");
+    let mut binds: Vec<String> = vec![account_id.to_string()];
+    let mut add = |clause: &str, value: String, sql: &mut String| {
+        binds.push(value);
+        sql.push_str(&format!(" AND {clause} ${}", binds.len()));
+    };
+    if let Some(contact_id) = &filter.contact_id {
+        add("contact_id =", contact_id.clone(), &mut sql);
+    }
+    if let Some(status) = filter.status {
+        add("status =", status.as_str().to_string(), &mut sql);
+    }
+    if let Some(direction) = filter.direction {
+        add("direction =", direction.as_str().to_string(), &mut sql);
+    }
+    if let Some(batch_id) = &filter.batch_id {
+        add("batch_id =", batch_id.clone(), &mut sql);
+    }
+    if let Some(cursor) = &filter.cursor {
+        add("id <", cursor.clone(), &mut sql);
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit + 1));
+    let mut query = sqlx::query(&sql);
+    for value in &binds {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(conn).await?;
+    page(rows, filter.limit)
+}
+
+/// A batch's messages in recipient order; `cursor` is the last id of the previous page.
+pub async fn list_batch(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    batch_id: &str,
+    status: Option<Status>,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE batch_id = $1 AND account_id = $2 AND id > $3"
+    );
+    if status.is_some() {
+        sql.push_str(" AND status = $4");
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+    let mut query = sqlx::query(&sql)
+        .bind(batch_id)
+        .bind(account_id)
+        .bind(cursor.unwrap_or(""));
+    if let Some(status) = status {
+        query = query.bind(status.as_str());
+    }
+    let rows = query.fetch_all(conn).await?;
+    page(rows, limit)
+}
+
+fn page(rows: Vec<AnyRow>, limit: i64) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
+    let mut messages = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if messages.len() as i64 > limit {
+        messages.truncate(limit as usize);
+        messages.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
+    Ok((messages, next))
+}
+
+/// Moves a message to `to` at `at` unless that would move it backwards (or sideways); emits the
+/// status's event when it moved. `next_report_at` is stored with the transition (the channel's
+/// next status report). Returns whether the message moved; `msg` is updated in memory if so.
+pub async fn transition(
+    conn: &mut AnyConnection,
+    msg: &mut Message,
+    to: Status,
+    at: i64,
+    error: Option<&ErrorInfo>,
+    next_report_at: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    // Status names and columns are constants from `Status`, never user input.
+    let sql = format!(
+        "UPDATE messages SET status = $1, {col} = $2, error_code = COALESCE($3, error_code), \
+         error_message = COALESCE($4, error_message), next_report_at = $5, dispatch_at = NULL, \
+         updated_at = $6 WHERE id = $7 AND status IN {preds}",
+        col = to.time_column(),
+        preds = to.predecessors_sql(),
+    );
+    let moved = sqlx::query(&sql)
+        .bind(to.as_str())
+        .bind(at)
+        .bind(error.map(|e| e.code.clone()))
+        .bind(error.map(|e| e.message.clone()))
+        .bind(next_report_at)
+        .bind(now_ms().max(at))
+        .bind(&msg.id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        == 1;
+    if moved {
+        msg.apply(to, at, error);
+        if let Some(event) = to.event_type() {
+            events::emit(conn, &msg.account_id, event, msg.to_json()).await?;
+        }
+    }
+    Ok(moved)
+}
+
+/// Accounts with messages waiting for the dispatcher, and how many.
+pub async fn due_accounts(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT account_id, CAST(COUNT(*) AS BIGINT) FROM messages \
+         WHERE dispatch_at IS NOT NULL AND dispatch_at <= $1 GROUP BY account_id",
+    )
+    .bind(now)
+    .fetch_all(conn)
+    .await
+}
+
+/// The oldest waiting messages of one account.
+pub async fn due_ids(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(&format!(
+        "SELECT id FROM messages WHERE account_id = $1 AND dispatch_at IS NOT NULL \
+         AND dispatch_at <= $2 ORDER BY dispatch_at, id LIMIT {limit}"
+    ))
+    .bind(account_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Claims a waiting message for sending: only one claimer (dispatcher, cancel) can win it, on
+/// any number of backends. `None` if someone else got it first.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    id: &str,
+    now: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE messages SET dispatch_at = NULL, dispatched_at = $1, updated_at = $1 \
+         WHERE id = $2 AND dispatch_at IS NOT NULL AND status = 'queued'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn set_contact(
+    conn: &mut AnyConnection,
+    id: &str,
+    contact_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET contact_id = $1 WHERE id = $2")
+        .bind(contact_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records the provider's acceptance of a claimed message and when its first report is due.
+pub async fn record_accepted(
+    conn: &mut AnyConnection,
+    id: &str,
+    provider_message_id: &str,
+    next_report_at: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET provider_message_id = $1, next_report_at = $2 WHERE id = $3")
+        .bind(provider_message_id)
+        .bind(next_report_at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Messages whose next channel report is due, with the time they were handed to the channel.
+pub async fn due_reports(
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(Message, i64)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS}, dispatched_at FROM messages \
+         WHERE next_report_at IS NOT NULL AND next_report_at <= $1 \
+         ORDER BY next_report_at LIMIT {limit}"
+    );
+    let rows = sqlx::query(&sql).bind(now).fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| {
+            let dispatched_at: Option<i64> = row.try_get("dispatched_at")?;
+            Ok((from_row(row)?, dispatched_at.unwrap_or_default()))
+        })
+        .collect()
+}
+
+pub async fn clear_next_report(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET next_report_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The earliest pending report, so the report worker can sleep until then.
+pub async fn next_report_due(conn: &mut AnyConnection) -> Result<Option<i64>, sqlx::Error> {
+    let (min,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(next_report_at) FROM messages WHERE next_report_at IS NOT NULL")
+            .fetch_one(conn)
+            .await?;
+    Ok(min)
+}
+
+/// Claims that never got the provider's answer (the process died between claiming and
+/// recording): ids of messages claimed before `before` and still without a provider id.
+pub async fn stale_claims(
+    conn: &mut AnyConnection,
+    before: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM messages WHERE provider_message_id IS NULL AND dispatched_at IS NOT NULL \
+         AND dispatched_at < $1 AND status = 'queued' LIMIT 500",
+    )
+    .bind(before)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Puts an interrupted claim back in the queue (only for channels where a resend is safe).
+pub async fn requeue(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE messages SET dispatch_at = $1, dispatched_at = NULL, updated_at = $1 \
+         WHERE id = $2 AND provider_message_id IS NULL AND status = 'queued' \
+         AND dispatched_at IS NOT NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn get_any(conn: &mut AnyConnection, id: &str) -> Result<Option<Message>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Number of outbound messages waiting for the dispatcher (a gauge).
+pub async fn queue_depth(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM messages WHERE dispatch_at IS NOT NULL",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(n)
+}
+
+/// Applies a status report for a message identified by the provider's id (how a webhook-driven
+/// channel such as the WhatsApp Cloud API reports). Unknown ids and backward moves are ignored.
+pub async fn apply_provider_report(
+    conn: &mut AnyConnection,
+    provider_message_id: &str,
+    status: Status,
+    at: i64,
+    error: Option<&ErrorInfo>,
+) -> Result<bool, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM messages WHERE provider_message_id = $1");
+    let row = sqlx::query(&sql)
+        .bind(provider_message_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(false) };
+    let mut msg = from_row(&row)?;
+    let moved = transition(conn, &mut msg, status, at, error, None).await?;
+    if moved && !status.in_flight() {
+        if let Some(batch_id) = msg.batch_id.clone() {
+            crate::batches::check_completed(conn, &msg.account_id, &batch_id).await?;
+        }
+    }
+    Ok(moved)
+}

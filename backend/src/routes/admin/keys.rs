@@ -1,0 +1,878 @@
+//! `/admin/keys` (SPEC §3, §6): the console manages its account's API keys. The plain key and
+//! secret appear only in the answers of create and rotate. Every change takes a new key table
+//! version and wakes the gateways' long polls after commit.
+
+use axum::{
+    body::Bytes,
+    extract::{
+        rejection::{JsonRejection, PathRejection},
+        Path, State,
+    },
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{
+    accounts::{self, Plan},
+    auth::session::AdminSession,
+    error::{ApiError, ApiResult},
+    ids::{now_ms, rfc3339},
+    keys::{
+        self,
+        store::{self, utc_day, KeyRecord, KeySettings},
+        Credentials, KeyView,
+    },
+    openapi::ErrorBody,
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/keys", get(list).post(create))
+        .route("/admin/keys/{id}", get(fetch).patch(patch))
+        .route("/admin/keys/{id}/revoke", post(revoke))
+        .route("/admin/keys/{id}/rotate", post(rotate))
+        .route("/admin/keys/{id}/usage", get(usage))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, create, fetch, patch, revoke, rotate, usage),
+    components(schemas(KeyView, KeyList, NewCredentials, CreateBody, PatchBody, RotateBody,
+                       KeyUsage, DayCount, MinuteCount)),
+    tags((name = "admin: keys", description = "API keys of the session's account"))
+)]
+pub struct ApiDoc;
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    data: Vec<KeyView>,
+    next_cursor: Option<String>,
+}
+
+/// A key as created or rotated: the listed fields plus, this once, `key` and `secret`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // only its schema is used
+pub struct NewCredentials {
+    #[serde(flatten)]
+    view: KeyView,
+    /// `pk_live_` + 32 base62 characters.
+    key: String,
+    /// `sk_live_` + 40 base62 characters.
+    secret: String,
+}
+
+/// `GET /admin/keys/{id}/usage`
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct KeyUsage {
+    key_id: String,
+    /// Today, UTC (`YYYY-MM-DD`).
+    day: String,
+    /// Accepted requests today.
+    today: i64,
+    daily_limit: i64,
+    rate_limit_per_minute: i64,
+    last_used_at: Option<String>,
+    /// The last 30 UTC days, oldest first, today last.
+    days: Vec<DayCount>,
+    /// The last 60 minutes, oldest first, the current minute last.
+    minutes: Vec<MinuteCount>,
+    /// Today's refusals by `error.code`.
+    #[schema(value_type = Object)]
+    refusals: serde_json::Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct DayCount {
+    date: String,
+    count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MinuteCount {
+    /// Start of the minute, RFC 3339.
+    minute: String,
+    count: i64,
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("key")
+}
+
+async fn load(
+    conn: &mut sqlx::AnyConnection,
+    session: &AdminSession,
+    id: &str,
+    now: i64,
+) -> ApiResult<KeyRecord> {
+    store::get(conn, &session.account_id, id, &utc_day(now))
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// List the account's keys
+#[utoipa::path(
+    get, path = "/admin/keys", tag = "admin: keys",
+    security(("session" = [])),
+    responses((status = 200, body = KeyList), (status = 401, body = ErrorBody))
+)]
+async fn list(State(state): State<AppState>, session: AdminSession) -> ApiResult<Json<KeyList>> {
+    let now = now_ms();
+    let mut conn = state.db.acquire().await?;
+    let records = store::list(&mut conn, &session.account_id, &utc_day(now)).await?;
+    let data: Vec<KeyView> = records
+        .iter()
+        .map(|r| KeyView::from_record(r, now))
+        .collect();
+    Ok(Json(KeyList {
+        data,
+        next_cursor: None,
+    }))
+}
+
+/// Get a key
+#[utoipa::path(
+    get, path = "/admin/keys/{id}", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    security(("session" = [])),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody))
+)]
+async fn fetch(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<KeyView>> {
+    let Path(id) = id?;
+    let now = now_ms();
+    let mut conn = state.db.acquire().await?;
+    let record = load(&mut conn, &session, &id, now).await?;
+    Ok(Json(KeyView::from_record(&record, now)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// 1 to 100 characters.
+    name: String,
+    /// 1 to 100000, default 60.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    rate_limit_per_minute: Option<Value>,
+    /// 1 to 100000000, default 1000.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    daily_limit: Option<Value>,
+    /// IPv4/IPv6 addresses and CIDRs; empty (default) allows any address.
+    #[serde(default)]
+    ip_whitelist: Option<Vec<String>>,
+    /// RFC 3339, in the future; the key stops working then.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// The view plus, this once, the plain key and secret.
+fn with_credentials(view: KeyView, credentials: &Credentials) -> Value {
+    let mut value = serde_json::to_value(view).expect("key view serializes");
+    value["key"] = Value::from(credentials.key.as_str());
+    value["secret"] = Value::from(credentials.secret.as_str());
+    value
+}
+
+/// Create a key (answers `key` and `secret`, this once)
+#[utoipa::path(
+    post, path = "/admin/keys", tag = "admin: keys",
+    request_body = CreateBody,
+    security(("session" = [])),
+    responses(
+        (status = 201, body = NewCredentials),
+        (status = 403, description = "`plan_required` on the free plan, `csrf_failed`", body = ErrorBody),
+        (status = 422, description = "`invalid_name`, `invalid_limit`, `invalid_ip_whitelist`, `invalid_expires_at`", body = ErrorBody),
+    )
+)]
+async fn create(
+    State(state): State<AppState>,
+    session: AdminSession,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    let now = now_ms();
+    let settings = KeySettings {
+        name: keys::validate_name(&body.name)?,
+        rate_limit_per_minute: match &body.rate_limit_per_minute {
+            Some(v) => {
+                keys::validate_limit("rate_limit_per_minute", v, keys::MAX_RATE_LIMIT_PER_MINUTE)?
+            }
+            None => keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
+        },
+        daily_limit: match &body.daily_limit {
+            Some(v) => keys::validate_limit("daily_limit", v, keys::MAX_DAILY_LIMIT)?,
+            None => keys::DEFAULT_DAILY_LIMIT,
+        },
+        ip_whitelist: keys::validate_whitelist(&body.ip_whitelist.unwrap_or_default())?,
+        expires_at: body
+            .expires_at
+            .as_deref()
+            .map(|t| keys::validate_expires_at(t, now))
+            .transpose()?,
+    };
+    let credentials = Credentials::generate();
+    let mut tx = state.db.begin().await?;
+    let account = accounts::get(&mut tx, &session.account_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("not_authenticated", "log in first"))?;
+    if !account.plan.allows_api() {
+        return Err(plan_required(account.plan));
+    }
+    let (id, version) =
+        store::insert(&mut tx, &session.account_id, &settings, &credentials, now).await?;
+    let record = load(&mut tx, &session, &id, now).await?;
+    tx.commit().await?;
+    state.key_version.send_replace(version);
+    tracing::info!(key_id = %id, prefix = %record.prefix, "API key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(with_credentials(
+            KeyView::from_record(&record, now),
+            &credentials,
+        )),
+    ))
+}
+
+fn plan_required(plan: Plan) -> ApiError {
+    ApiError::forbidden(
+        "plan_required",
+        format!("API access needs the wiz_bot or wiz_pro plan; this account is on {plan}"),
+    )
+}
+
+/// `Some(None)` for an explicit `null`, `None` (via `default`) for an absent field.
+fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    rate_limit_per_minute: Option<Value>,
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    daily_limit: Option<Value>,
+    #[serde(default)]
+    ip_whitelist: Option<Vec<String>>,
+    /// `null` removes the expiry.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>)]
+    expires_at: Option<Option<String>>,
+}
+
+fn key_revoked() -> ApiError {
+    ApiError::conflict("key_revoked", "the key is revoked and cannot be changed")
+}
+
+/// Change a key's name, limits, whitelist or expiry
+#[utoipa::path(
+    patch, path = "/admin/keys/{id}", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    request_body = PatchBody,
+    security(("session" = [])),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`key_revoked`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+async fn patch(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<PatchBody>, JsonRejection>,
+) -> ApiResult<Json<KeyView>> {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    let current = load(&mut tx, &session, &id, now).await?;
+    if current.status == "revoked" {
+        return Err(key_revoked());
+    }
+    let mut settings = KeySettings {
+        name: current.name.clone(),
+        rate_limit_per_minute: current.rate_limit_per_minute,
+        daily_limit: current.daily_limit,
+        ip_whitelist: current.ip_whitelist.clone(),
+        expires_at: current.expires_at,
+    };
+    if let Some(name) = &body.name {
+        settings.name = keys::validate_name(name)?;
+    }
+    if let Some(v) = &body.rate_limit_per_minute {
+        settings.rate_limit_per_minute =
+            keys::validate_limit("rate_limit_per_minute", v, keys::MAX_RATE_LIMIT_PER_MINUTE)?;
+    }
+    if let Some(v) = &body.daily_limit {
+        settings.daily_limit = keys::validate_limit("daily_limit", v, keys::MAX_DAILY_LIMIT)?;
+    }
+    if let Some(list) = &body.ip_whitelist {
+        settings.ip_whitelist = keys::validate_whitelist(list)?;
+    }
+    if let Some(expires_at) = &body.expires_at {
+        settings.expires_at = expires_at
+            .as_deref()
+            .map(|t| keys::validate_expires_at(t, now))
+            .transpose()?;
+    }
+    let version = store::save_settings(&mut tx, &session.account_id, &id, &settings, now)
+        .await?
+        .ok_or_else(not_found)?;
+    let record = load(&mut tx, &session, &id, now).await?;
+    tx.commit().await?;
+    state.key_version.send_replace(version);
+    Ok(Json(KeyView::from_record(&record, now)))
+}
+
+/// Revoke a key (for good)
+#[utoipa::path(
+    post, path = "/admin/keys/{id}/revoke", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    security(("session" = [])),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorBody))
+)]
+async fn revoke(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<KeyView>> {
+    let Path(id) = id?;
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    let current = load(&mut tx, &session, &id, now).await?;
+    if current.status == "revoked" {
+        // Revoking twice is harmless; nothing changes, no new version.
+        tx.commit().await?;
+        return Ok(Json(KeyView::from_record(&current, now)));
+    }
+    let version = store::revoke(&mut tx, &session.account_id, &id, now)
+        .await?
+        .ok_or_else(not_found)?;
+    let record = load(&mut tx, &session, &id, now).await?;
+    tx.commit().await?;
+    state.key_version.send_replace(version);
+    tracing::info!(key_id = %id, prefix = %record.prefix, "API key revoked");
+    Ok(Json(KeyView::from_record(&record, now)))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// How long the old pair keeps working: 0 (default) to 604800.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    grace_seconds: Option<Value>,
+}
+
+/// An optional JSON body: empty means all defaults (the console may post nothing).
+fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request("invalid_body", e.to_string())
+        } else {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON: {e}"),
+            )
+        }
+    })
+}
+
+/// Rotate a key's credentials (answers the new `key` and `secret`, this once)
+#[utoipa::path(
+    post, path = "/admin/keys/{id}/rotate", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    request_body(content = Option<RotateBody>, description = "Optional"),
+    security(("session" = [])),
+    responses(
+        (status = 200, body = NewCredentials),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`key_revoked`", body = ErrorBody),
+        (status = 422, description = "`invalid_grace_seconds`", body = ErrorBody),
+    )
+)]
+async fn rotate(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    let body: RotateBody = optional_json(&body)?;
+    let grace_seconds = match &body.grace_seconds {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=keys::MAX_GRACE_SECONDS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_grace_seconds",
+                    format!(
+                        "grace_seconds: an integer from 0 to {}",
+                        keys::MAX_GRACE_SECONDS
+                    ),
+                ))
+            }
+        },
+    };
+    let now = now_ms();
+    let credentials = Credentials::generate();
+    let mut tx = state.db.begin().await?;
+    let current = load(&mut tx, &session, &id, now).await?;
+    if current.status == "revoked" {
+        return Err(key_revoked());
+    }
+    let version = store::rotate(
+        &mut tx,
+        &session.account_id,
+        &current,
+        &credentials,
+        grace_seconds * 1000,
+        now,
+    )
+    .await?;
+    let record = load(&mut tx, &session, &id, now).await?;
+    tx.commit().await?;
+    state.key_version.send_replace(version);
+    tracing::info!(key_id = %id, prefix = %record.prefix, grace_seconds, "API key rotated");
+    Ok(Json(with_credentials(
+        KeyView::from_record(&record, now),
+        &credentials,
+    )))
+}
+
+const USAGE_DAYS: i64 = 30;
+const USAGE_MINUTES: i64 = 60;
+const DAY_MS: i64 = 86_400_000;
+
+/// Today's count, the last 30 UTC days and the last 60 minutes (oldest first, zeros filled in,
+/// so a chart can draw them as they come) and today's refusals by code.
+/// A key's usage for the console's charts
+#[utoipa::path(
+    get, path = "/admin/keys/{id}/usage", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    security(("session" = [])),
+    responses((status = 200, body = KeyUsage), (status = 404, body = ErrorBody))
+)]
+async fn usage(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    let now = now_ms();
+    let today = utc_day(now);
+    let mut conn = state.db.acquire().await?;
+    let record = load(&mut conn, &session, &id, now).await?;
+
+    let first_day = utc_day(now - (USAGE_DAYS - 1) * DAY_MS);
+    let per_day = store::daily_usage(&mut conn, &id, &first_day).await?;
+    let days: Vec<Value> = (0..USAGE_DAYS)
+        .rev()
+        .map(|ago| {
+            let day = utc_day(now - ago * DAY_MS);
+            let count = per_day
+                .iter()
+                .find(|(d, _)| *d == day)
+                .map_or(0, |(_, n)| *n);
+            json!({"date": day, "count": count})
+        })
+        .collect();
+
+    let this_minute = now.div_euclid(60_000) * 60;
+    let first_minute = this_minute - (USAGE_MINUTES - 1) * 60;
+    let per_minute = store::minute_usage(&mut conn, &id, first_minute).await?;
+    let minutes: Vec<Value> = (0..USAGE_MINUTES)
+        .map(|i| {
+            let minute = first_minute + i * 60;
+            let count = per_minute
+                .iter()
+                .find(|(m, _)| *m == minute)
+                .map_or(0, |(_, n)| *n);
+            json!({"minute": rfc3339(minute * 1000), "count": count})
+        })
+        .collect();
+
+    let refusals: serde_json::Map<String, Value> = store::refusals_on(&mut conn, &id, &today)
+        .await?
+        .into_iter()
+        .map(|(code, n)| (code, Value::from(n)))
+        .collect();
+
+    Ok(Json(json!({
+        "key_id": record.id,
+        "day": today,
+        "today": record.usage_today,
+        "daily_limit": record.daily_limit,
+        "rate_limit_per_minute": record.rate_limit_per_minute,
+        "last_used_at": record.last_used_at.map(rfc3339),
+        "days": days,
+        "minutes": minutes,
+        "refusals": refusals,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::{json, Value};
+
+    use crate::{
+        accounts::Plan,
+        auth::sha256_hex,
+        testing::{Console, TestApp},
+    };
+
+    async fn create_key(app: &TestApp, console: &Console, body: Value) -> Value {
+        let answer = app.admin(console, "POST", "/admin/keys", Some(body)).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer.body
+    }
+
+    async fn synced_key(app: &TestApp, id: &str) -> Value {
+        let snapshot = app.internal("GET", "/internal/keys", None).await;
+        assert_eq!(snapshot.status, StatusCode::OK);
+        snapshot.body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .cloned()
+            .expect("key in snapshot")
+    }
+
+    #[tokio::test]
+    async fn create_returns_credentials_once_and_lists_never_show_hashes() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        let created = create_key(
+            &app,
+            &console,
+            json!({"name": "prod", "ip_whitelist": ["203.0.113.7", "10.1.0.0/16"]}),
+        )
+        .await;
+        let key = created["key"].as_str().unwrap().to_string();
+        let secret = created["secret"].as_str().unwrap().to_string();
+        let id = created["id"].as_str().unwrap().to_string();
+        assert!(key.starts_with("pk_live_") && key.len() == 40);
+        assert!(secret.starts_with("sk_live_") && secret.len() == 48);
+        assert_eq!(created["prefix"], json!(&key[..12]));
+        assert_eq!(created["rate_limit_per_minute"], json!(60));
+        assert_eq!(created["daily_limit"], json!(1000));
+        assert_eq!(created["status"], json!("active"));
+        assert_eq!(created["usage_today"], json!(0));
+
+        let list = app.admin(&console, "GET", "/admin/keys", None).await;
+        let one = app
+            .admin(&console, "GET", &format!("/admin/keys/{id}"), None)
+            .await;
+        for answer in [&list, &one] {
+            assert_eq!(answer.status, StatusCode::OK);
+            let text = answer.body.to_string();
+            assert!(!text.contains(&secret) && !text.contains(&key));
+            assert!(!text.contains(&sha256_hex(&key)) && !text.contains(&sha256_hex(&secret)));
+            assert!(!text.contains("hash") && !text.contains("\"secret\""));
+        }
+        assert_eq!(list.body["data"][0]["id"], json!(&id));
+        assert_eq!(
+            one.body["ip_whitelist"],
+            json!(["203.0.113.7", "10.1.0.0/16"])
+        );
+
+        // What the database holds: prefix and hashes only.
+        let row: (String, String, String) =
+            sqlx::query_as("SELECT prefix, key_hash, secret_hash FROM api_keys WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+        assert_eq!(
+            row,
+            (key[..12].to_string(), sha256_hex(&key), sha256_hex(&secret))
+        );
+
+        let synced = synced_key(&app, &id).await;
+        assert_eq!(synced["key_hash"], json!(sha256_hex(&key)));
+        assert_eq!(synced["secret_hash"], json!(sha256_hex(&secret)));
+        assert_eq!(synced["plan"], json!("wiz_pro"));
+        assert_eq!(synced["previous"], json!(null));
+        assert_eq!(synced["account_id"], json!(console.account_id));
+    }
+
+    #[tokio::test]
+    async fn rotate_with_grace_and_revoke_show_in_the_sync_record() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        let created = create_key(&app, &console, json!({"name": "k"})).await;
+        let id = created["id"].as_str().unwrap();
+        let old_key = created["key"].as_str().unwrap();
+        let old_secret = created["secret"].as_str().unwrap();
+        let v0 = *app.state.key_version.borrow();
+
+        let before = crate::ids::now_ms();
+        let rotated = app
+            .admin(
+                &console,
+                "POST",
+                &format!("/admin/keys/{id}/rotate"),
+                Some(json!({"grace_seconds": 60})),
+            )
+            .await;
+        assert_eq!(rotated.status, StatusCode::OK, "{:?}", rotated.body);
+        assert_eq!(rotated.body["id"], json!(id));
+        let new_key = rotated.body["key"].as_str().unwrap();
+        let new_secret = rotated.body["secret"].as_str().unwrap();
+        assert_ne!(new_key, old_key);
+        assert!(rotated.body["previous_valid_until"].is_string());
+        assert!(*app.state.key_version.borrow() > v0);
+
+        let synced = synced_key(&app, id).await;
+        assert_eq!(synced["key_hash"], json!(sha256_hex(new_key)));
+        assert_eq!(synced["secret_hash"], json!(sha256_hex(new_secret)));
+        assert_eq!(synced["previous"]["key_hash"], json!(sha256_hex(old_key)));
+        assert_eq!(
+            synced["previous"]["secret_hash"],
+            json!(sha256_hex(old_secret))
+        );
+        let until = synced["previous"]["valid_until_ms"].as_i64().unwrap();
+        assert!(until >= before + 60_000 && until <= crate::ids::now_ms() + 60_000);
+
+        // Without grace the old pair goes at once.
+        let again = app
+            .admin(&console, "POST", &format!("/admin/keys/{id}/rotate"), None)
+            .await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(synced_key(&app, id).await["previous"], json!(null));
+
+        let revoked = app
+            .admin(&console, "POST", &format!("/admin/keys/{id}/revoke"), None)
+            .await;
+        assert_eq!(revoked.status, StatusCode::OK);
+        assert_eq!(revoked.body["status"], json!("revoked"));
+        assert_eq!(synced_key(&app, id).await["status"], json!("revoked"));
+        let rotate_revoked = app
+            .admin(&console, "POST", &format!("/admin/keys/{id}/rotate"), None)
+            .await;
+        assert_eq!(rotate_revoked.status, StatusCode::CONFLICT);
+        assert_eq!(rotate_revoked.code(), "key_revoked");
+    }
+
+    #[tokio::test]
+    async fn validation_errors_name_the_field() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        for (body, code, field) in [
+            (
+                json!({"name": "k", "ip_whitelist": ["10.0.0.0/33"]}),
+                "invalid_ip_whitelist",
+                "10.0.0.0/33",
+            ),
+            (
+                json!({"name": "k", "ip_whitelist": ["nope"]}),
+                "invalid_ip_whitelist",
+                "ip_whitelist[0]",
+            ),
+            (
+                json!({"name": "k", "rate_limit_per_minute": 0}),
+                "invalid_limit",
+                "rate_limit_per_minute",
+            ),
+            (
+                json!({"name": "k", "daily_limit": -5}),
+                "invalid_limit",
+                "daily_limit",
+            ),
+            (
+                json!({"name": "k", "daily_limit": 100_000_001}),
+                "invalid_limit",
+                "daily_limit",
+            ),
+            (json!({"name": "n".repeat(101)}), "invalid_name", "name"),
+            (json!({"name": ""}), "invalid_name", "name"),
+            (
+                json!({"name": "k", "expires_at": "yesterday"}),
+                "invalid_expires_at",
+                "expires_at",
+            ),
+        ] {
+            let answer = app.admin(&console, "POST", "/admin/keys", Some(body)).await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{code}");
+            assert_eq!(answer.code(), code);
+            let message = answer.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{message}");
+        }
+        let unknown = app
+            .admin(
+                &console,
+                "POST",
+                "/admin/keys",
+                Some(json!({"name": "k", "owner": "x"})),
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+
+        let created = create_key(&app, &console, json!({"name": "k"})).await;
+        let id = created["id"].as_str().unwrap();
+        let patched = app
+            .admin(
+                &console,
+                "PATCH",
+                &format!("/admin/keys/{id}"),
+                Some(json!({"rate_limit_per_minute": 5, "daily_limit": 10,
+                            "ip_whitelist": ["2001:db8::/32"], "name": "renamed"})),
+            )
+            .await;
+        assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+        assert_eq!(patched.body["rate_limit_per_minute"], json!(5));
+        assert_eq!(patched.body["name"], json!("renamed"));
+        let synced = synced_key(&app, id).await;
+        assert_eq!(synced["daily_limit"], json!(10));
+        assert_eq!(synced["ip_whitelist"], json!(["2001:db8::/32"]));
+        let bad_patch = app
+            .admin(
+                &console,
+                "PATCH",
+                &format!("/admin/keys/{id}"),
+                Some(json!({"rate_limit_per_minute": 1.5})),
+            )
+            .await;
+        assert_eq!(bad_patch.code(), "invalid_limit");
+    }
+
+    #[tokio::test]
+    async fn free_plan_tenants_and_csrf() {
+        let app = TestApp::new().await;
+        let demo = app.demo_console().await;
+        let created = create_key(&app, &demo, json!({"name": "k"})).await;
+        let id = created["id"].as_str().unwrap();
+
+        app.create_account("Free", Plan::Free, "free@x.test", "password-f")
+            .await;
+        let free = app.login("free@x.test", "password-f").await;
+        let refused = app
+            .admin(&free, "POST", "/admin/keys", Some(json!({"name": "k"})))
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.code(), "plan_required");
+
+        // Another account never sees or touches this key.
+        for (method, path, body) in [
+            ("GET", format!("/admin/keys/{id}"), None),
+            (
+                "PATCH",
+                format!("/admin/keys/{id}"),
+                Some(json!({"name": "x"})),
+            ),
+            ("POST", format!("/admin/keys/{id}/revoke"), None),
+            ("POST", format!("/admin/keys/{id}/rotate"), None),
+            ("GET", format!("/admin/keys/{id}/usage"), None),
+        ] {
+            let answer = app.admin(&free, method, &path, body).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method} {path}");
+        }
+        let list = app.admin(&free, "GET", "/admin/keys", None).await;
+        assert_eq!(list.body["data"], json!([]));
+
+        let no_csrf = Console {
+            csrf: String::new(),
+            ..demo.clone()
+        };
+        let answer = app
+            .admin(&no_csrf, "POST", "/admin/keys", Some(json!({"name": "k"})))
+            .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN);
+        assert_eq!(answer.code(), "csrf_failed");
+        let wrong_csrf = Console {
+            csrf: "wrong".into(),
+            ..demo.clone()
+        };
+        let answer = app
+            .admin(
+                &wrong_csrf,
+                "POST",
+                &format!("/admin/keys/{id}/revoke"),
+                None,
+            )
+            .await;
+        assert_eq!(answer.code(), "csrf_failed");
+        // Reads need no CSRF token.
+        let read = app.admin(&no_csrf, "GET", "/admin/keys", None).await;
+        assert_eq!(read.status, StatusCode::OK);
+
+        let anonymous = Console {
+            cookie: "wiz_session=forged".into(),
+            ..demo
+        };
+        let answer = app.admin(&anonymous, "GET", "/admin/keys", None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn usage_reports_feed_usage_today_and_the_usage_view() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        let created = create_key(&app, &console, json!({"name": "k"})).await;
+        let id = created["id"].as_str().unwrap();
+        let now = crate::ids::now_ms();
+        let minute = now / 1000 / 60 * 60;
+        let report = json!({"gateway_id": "test:1", "entries": [
+            {"key_id": id, "minute": minute, "accepted": 12,
+             "refused": {"rate_limited": 3, "ip_not_allowed": 1, "daily_limit_exceeded": 0},
+             "last_used_at_ms": now},
+            {"key_id": id, "minute": minute, "accepted": 5, "refused": {}, "last_used_at_ms": now - 10},
+            {"key_id": "key_unknown", "minute": minute, "accepted": 1, "refused": {}, "last_used_at_ms": now}
+        ]});
+        let answer = app.internal("POST", "/internal/usage", Some(report)).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+
+        let synced = synced_key(&app, id).await;
+        assert_eq!(synced["usage_today"]["count"], json!(17));
+        assert_eq!(
+            synced["usage_today"]["day"],
+            json!(crate::keys::store::utc_day(now))
+        );
+        let listed = app
+            .admin(&console, "GET", &format!("/admin/keys/{id}"), None)
+            .await;
+        assert_eq!(listed.body["usage_today"], json!(17));
+        assert_eq!(listed.body["last_used_at"], json!(crate::ids::rfc3339(now)));
+
+        let usage = app
+            .admin(&console, "GET", &format!("/admin/keys/{id}/usage"), None)
+            .await;
+        assert_eq!(usage.status, StatusCode::OK);
+        assert_eq!(usage.body["today"], json!(17));
+        let days = usage.body["days"].as_array().unwrap();
+        assert_eq!(days.len(), 30);
+        assert_eq!(days[29]["count"], json!(17));
+        let minutes = usage.body["minutes"].as_array().unwrap();
+        assert_eq!(minutes.len(), 60);
+        assert_eq!(minutes[59]["count"], json!(17));
+        assert_eq!(
+            usage.body["refusals"],
+            json!({"ip_not_allowed": 1, "rate_limited": 3})
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! `POST|GET|DELETE /admin/session`: console login, the current session, logout (SPEC §6).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use axum::{
+    extract::{rejection::JsonRejection, ConnectInfo, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Extension, Json, Router,
+};
+use base64::Engine;
+use rand::{rngs::OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{
+    accounts::{self, normalize_email},
+    auth::{password, session::AdminSession, session::COOKIE, sha256_hex},
+    error::{ApiError, ApiResult},
+    ids::now_ms,
+    openapi::ErrorBody,
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/admin/session", post(login).get(current).delete(logout))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(login, current, logout),
+    components(schemas(LoginBody, SessionView, SessionUser, SessionAccount)),
+    tags((name = "admin: session", description = "Console login"))
+)]
+pub struct ApiDoc;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// The logged-in user, their account, and the token state-changing calls send as
+/// `X-CSRF-Token`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+#[allow(dead_code)] // only its schema is used
+pub struct SessionView {
+    user: SessionUser,
+    account: SessionAccount,
+    csrf_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SessionUser {
+    id: String,
+    email: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SessionAccount {
+    id: String,
+    name: String,
+    /// `free`, `wiz_bot` or `wiz_pro`
+    plan: String,
+}
+
+/// 32 bytes from the OS CSPRNG, URL-safe base64: a cookie value or CSRF token.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The console's client: the right-most `X-Forwarded-For` entry (the one the gateway appended;
+/// only the gateway reaches this private listener), else the TCP peer.
+fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
+        .or_else(|| peer.map(|p| p.ip()))
+}
+
+/// Log in: sets the `wiz_session` cookie (HttpOnly, SameSite=Strict)
+#[utoipa::path(
+    post, path = "/admin/session", tag = "admin: session",
+    request_body = LoginBody,
+    security(()),
+    responses(
+        (status = 200, body = SessionView),
+        (status = 401, description = "`invalid_login`", body = ErrorBody),
+        (status = 429, description = "`too_many_login_attempts`, with Retry-After", body = ErrorBody),
+    )
+)]
+async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body?;
+    let email = normalize_email(&body.email);
+    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr));
+    let email_key = format!("email:{email}");
+    let ip_key = ip.map(|ip| format!("ip:{ip}"));
+    let throttle_keys: Vec<&str> = std::iter::once(email_key.as_str())
+        .chain(ip_key.as_deref())
+        .collect();
+
+    if let Some(wait) = state.login_throttle.check(&throttle_keys, Instant::now()) {
+        return Err(ApiError::TooManyRequests {
+            code: "too_many_login_attempts",
+            message: "too many failed logins; try again later".into(),
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, account_id, password_hash FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&state.db)
+            .await?;
+    // Argon2 is slow on purpose: off the async workers. An unknown email costs a hash as well,
+    // so timing does not tell which emails exist.
+    let password = body.password;
+    let stored = row.as_ref().map(|(_, _, hash)| hash.clone());
+    let verified = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => password::verify(&password, &hash),
+        None => {
+            let _ = password::hash(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))?;
+
+    let (user_id, account_id) = match row {
+        Some((user_id, account_id, _)) if verified => (user_id, account_id),
+        _ => {
+            state
+                .login_throttle
+                .record_failure(&throttle_keys, Instant::now());
+            return Err(ApiError::unauthorized(
+                "invalid_login",
+                "email or password is wrong",
+            ));
+        }
+    };
+    state.login_throttle.clear(&email_key);
+
+    let token = random_token();
+    let csrf_token = random_token();
+    let now = now_ms();
+    let ttl_ms = state.config.session.ttl.as_millis() as i64;
+    let mut tx = state.db.begin().await?;
+    // Expired sessions go whenever someone logs in; no separate sweeper needed.
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, account_id, csrf_token, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sha256_hex(&token))
+    .bind(&user_id)
+    .bind(&account_id)
+    .bind(&csrf_token)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(&mut *tx)
+    .await?;
+    let body = session_body(&mut tx, &user_id, &account_id, &csrf_token).await?;
+    tx.commit().await?;
+
+    // No Max-Age: the browser keeps the cookie for its session, the server decides expiry
+    // (sliding, `session.ttl` after the last use).
+    let mut cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    if state.config.session.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("token is URL-safe base64"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `{"user":{"id","email"},"account":{"id","name","plan"},"csrf_token"}`
+async fn session_body(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    account_id: &str,
+    csrf_token: &str,
+) -> ApiResult<Value> {
+    let user = accounts::get_user(conn, user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("not_authenticated", "log in first"))?;
+    let account = accounts::get(conn, account_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("not_authenticated", "log in first"))?;
+    Ok(json!({
+        "user": {"id": user.id, "email": user.email},
+        "account": {"id": account.id, "name": account.name, "plan": account.plan},
+        "csrf_token": csrf_token,
+    }))
+}
+
+/// The current session
+#[utoipa::path(
+    get, path = "/admin/session", tag = "admin: session",
+    security(("session" = [])),
+    responses((status = 200, body = SessionView), (status = 401, body = ErrorBody))
+)]
+async fn current(State(state): State<AppState>, session: AdminSession) -> ApiResult<Response> {
+    let mut conn = state.db.acquire().await?;
+    let body = session_body(
+        &mut conn,
+        &session.user_id,
+        &session.account_id,
+        &session.csrf_token,
+    )
+    .await?;
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Log out
+#[utoipa::path(
+    delete, path = "/admin/session", tag = "admin: session",
+    security(("session" = [])),
+    responses((status = 204, description = "Logged out"), (status = 403, description = "`csrf_failed`", body = ErrorBody))
+)]
+async fn logout(State(state): State<AppState>, session: AdminSession) -> ApiResult<Response> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(&session.token_hash)
+        .execute(&state.db)
+        .await?;
+    let mut cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    if state.config.session.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("static cookie"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_prefers_the_last_forwarded_hop() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            client_ip(&headers, Some(peer)),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        headers.insert("x-forwarded-for", "1.1.1.1, 203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip(&headers, Some(peer)),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(client_ip(&HeaderMap::new(), None), None);
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use std::time::Duration;
+
+    use axum::{body::Body, http::Request, http::StatusCode};
+    use serde_json::json;
+
+    use crate::testing::{json_request, Console, TestApp, DEMO_EMAIL, DEMO_PASSWORD};
+
+    #[tokio::test]
+    async fn login_current_and_logout() {
+        let app = TestApp::new().await;
+        let answer = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": "Admin@Demo.test ", "password": DEMO_PASSWORD}),
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        let cookie = answer.headers["set-cookie"].to_str().unwrap();
+        assert!(cookie.starts_with("wiz_session="));
+        for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        assert!(!cookie.contains("Secure"));
+        assert_eq!(answer.body["user"]["email"], json!(DEMO_EMAIL));
+        assert_eq!(answer.body["account"]["name"], json!("Demo"));
+        assert_eq!(answer.body["account"]["plan"], json!("wiz_pro"));
+        assert!(answer.body["csrf_token"].as_str().unwrap().len() >= 32);
+
+        // Only the token's hash is stored.
+        let token = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("wiz_session=");
+        let stored: Vec<(String,)> = sqlx::query_as("SELECT token_hash FROM sessions")
+            .fetch_all(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(stored, vec![(crate::auth::sha256_hex(token),)]);
+
+        let console = app.demo_console().await;
+        let current = app.admin(&console, "GET", "/admin/session", None).await;
+        assert_eq!(current.status, StatusCode::OK);
+        assert_eq!(current.body["csrf_token"], json!(console.csrf));
+        assert_eq!(current.body["account"]["id"], json!(console.account_id));
+
+        let no_csrf = Console {
+            csrf: String::new(),
+            ..console.clone()
+        };
+        let refused = app.admin(&no_csrf, "DELETE", "/admin/session", None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(refused.code(), "csrf_failed");
+
+        let out = app.admin(&console, "DELETE", "/admin/session", None).await;
+        assert_eq!(out.status, StatusCode::NO_CONTENT);
+        assert!(out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        let after = app.admin(&console, "GET", "/admin/session", None).await;
+        assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_refused() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        sqlx::query("UPDATE sessions SET expires_at = 1")
+            .execute(&app.state.db)
+            .await
+            .unwrap();
+        let answer = app.admin(&console, "GET", "/admin/keys", None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.code(), "session_expired");
+    }
+
+    #[tokio::test]
+    async fn wrong_email_and_wrong_password_answer_alike() {
+        let app = TestApp::new().await;
+        let wrong_password = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": DEMO_EMAIL, "password": "nope"}),
+            ))
+            .await;
+        let wrong_email = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": "who@demo.test", "password": DEMO_PASSWORD}),
+            ))
+            .await;
+        for answer in [&wrong_password, &wrong_email] {
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(answer.code(), "invalid_login");
+            assert!(answer.headers.get("set-cookie").is_none());
+        }
+        assert_eq!(
+            wrong_password.body["error"]["message"],
+            wrong_email.body["error"]["message"]
+        );
+        let anonymous = app
+            .send(Request::get("/admin/session").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    }
+
+    fn login_from(ip: &str, email: &str, password: &str) -> Request<Body> {
+        let mut request = json_request(
+            "POST",
+            "/admin/session",
+            &json!({"email": email, "password": password}),
+        );
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", ip.parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_throttled_per_email_and_per_ip() {
+        let app = TestApp::with_config(|c| {
+            c.login_throttle.max_failures = 3;
+            c.login_throttle.window = Duration::from_secs(60);
+        })
+        .await;
+        for _ in 0..3 {
+            let answer = app
+                .send(login_from("198.51.100.1", DEMO_EMAIL, "wrong"))
+                .await;
+            assert_eq!(answer.code(), "invalid_login");
+        }
+        // Per email: even the right password from another IP waits now.
+        let throttled = app
+            .send(login_from("198.51.100.2", DEMO_EMAIL, DEMO_PASSWORD))
+            .await;
+        assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(throttled.code(), "too_many_login_attempts");
+        let retry: u64 = throttled.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry));
+
+        // Per IP: other emails from the guessing IP wait too.
+        app.create_account(
+            "Other",
+            crate::accounts::Plan::WizBot,
+            "o@o.test",
+            "password-o",
+        )
+        .await;
+        let same_ip = app
+            .send(login_from("198.51.100.1", "o@o.test", "password-o"))
+            .await;
+        assert_eq!(same_ip.status, StatusCode::TOO_MANY_REQUESTS);
+        let other_ip = app
+            .send(login_from("198.51.100.3", "o@o.test", "password-o"))
+            .await;
+        assert_eq!(other_ip.status, StatusCode::OK);
+    }
+}

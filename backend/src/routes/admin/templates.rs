@@ -1,0 +1,202 @@
+//! `/admin/templates` (SPEC §6): the console manages the account's message templates.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    routing::get,
+    Json, Router,
+};
+use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::{
+    auth::session::AdminSession,
+    error::{ApiError, ApiResult},
+    examples,
+    ids::now_ms,
+    openapi::ErrorBody,
+    routes::v1::templates::{list_for, PageQuery, TemplateList},
+    state::AppState,
+    templates::{self, store, TemplateView},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/templates", get(list).post(create))
+        .route(
+            "/admin/templates/{id}",
+            get(fetch).patch(patch).delete(remove),
+        )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, create, fetch, patch, remove),
+    components(schemas(TemplateInput, TemplatePatch, TemplateView, TemplateList)),
+    tags((name = "admin: templates", description = "Manage message templates (console session)"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateInput {
+    /// Lowercase letters, digits and `_`.
+    #[schema(example = "order_update")]
+    pub name: String,
+    /// `en`, `es`, `pt_BR`, ...
+    #[schema(example = "en")]
+    pub language: String,
+    /// 1 to 1024 characters with `{{variable}}` placeholders.
+    #[schema(example = "Hi {{name}}, order {{order}} has shipped")]
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatePatch {
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub body: Option<String>,
+}
+
+/// List templates
+#[utoipa::path(
+    get, path = "/admin/templates", tag = "admin: templates",
+    params(PageQuery),
+    security(("session" = [])),
+    responses((status = 200, body = TemplateList), (status = 401, body = ErrorBody))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    session: AdminSession,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<TemplateList>> {
+    let Query(query) = query?;
+    list_for(&state, &session.account_id, query).await
+}
+
+/// Create a template
+///
+/// 409 `template_exists` if the account has one with this name and language.
+#[utoipa::path(
+    post, path = "/admin/templates", tag = "admin: templates",
+    request_body = TemplateInput,
+    security(("session" = [])),
+    responses(
+        (status = 201, body = TemplateView),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    session: AdminSession,
+    body: Result<Json<TemplateInput>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<TemplateView>)> {
+    let Json(input) = body?;
+    templates::validate_name(&input.name)?;
+    templates::validate_language(&input.language)?;
+    templates::validate_body(&input.body)?;
+    // Seed first, so the examples never take a name the user is creating now.
+    examples::ensure_seeded(&state.db, &session.account_id).await?;
+    let mut tx = state.db.begin().await?;
+    let template = store::insert(
+        &mut tx,
+        &session.account_id,
+        &input.name,
+        &input.language,
+        &input.body,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(template.view())))
+}
+
+/// Get a template
+#[utoipa::path(
+    get, path = "/admin/templates/{id}", tag = "admin: templates",
+    params(("id" = String, Path, description = "`tpl_...`")),
+    security(("session" = [])),
+    responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody))
+)]
+pub async fn fetch(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TemplateView>> {
+    let Path(id) = id?;
+    let mut conn = state.db.acquire().await?;
+    store::get(&mut conn, &session.account_id, &id)
+        .await?
+        .map(|t| Json(t.view()))
+        .ok_or(ApiError::not_found("template"))
+}
+
+/// Change a template
+///
+/// Messages already accepted keep the text they were rendered with.
+#[utoipa::path(
+    patch, path = "/admin/templates/{id}", tag = "admin: templates",
+    params(("id" = String, Path, description = "`tpl_...`")),
+    request_body = TemplatePatch,
+    security(("session" = [])),
+    responses(
+        (status = 200, body = TemplateView),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<TemplatePatch>, JsonRejection>,
+) -> ApiResult<Json<TemplateView>> {
+    let Path(id) = id?;
+    let Json(patch) = body?;
+    let mut tx = state.db.begin().await?;
+    let mut template = store::get(&mut tx, &session.account_id, &id)
+        .await?
+        .ok_or(ApiError::not_found("template"))?;
+    if let Some(name) = patch.name {
+        templates::validate_name(&name)?;
+        template.name = name;
+    }
+    if let Some(language) = patch.language {
+        templates::validate_language(&language)?;
+        template.language = language;
+    }
+    if let Some(body) = patch.body {
+        templates::validate_body(&body)?;
+        template.body = body;
+    }
+    template.updated_at = now_ms().max(template.updated_at);
+    store::update(&mut tx, &template).await?;
+    tx.commit().await?;
+    Ok(Json(template.view()))
+}
+
+/// Delete a template
+#[utoipa::path(
+    delete, path = "/admin/templates/{id}", tag = "admin: templates",
+    params(("id" = String, Path, description = "`tpl_...`")),
+    security(("session" = [])),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody))
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(id) = id?;
+    let mut conn = state.db.acquire().await?;
+    if store::delete(&mut conn, &session.account_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("template"))
+    }
+}

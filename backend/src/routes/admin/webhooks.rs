@@ -1,0 +1,471 @@
+//! `/admin/webhooks` and `/admin/deliveries` (SPEC §6, §8): the console manages its account's
+//! webhook endpoints and reads their delivery log. A secret appears only in the answers of create
+//! and rotate-secret. Every query is scoped to the session's account (another account's id is 404).
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{
+    auth::session::AdminSession,
+    error::{ApiError, ApiResult},
+    ids::rfc3339,
+    state::AppState,
+    webhooks::{
+        endpoints::{self, Changes, Endpoint, LogEntry},
+        metrics::Outcome,
+        outbox::{self, AttemptView, DeliveryFilter, DeliveryView},
+        worker,
+    },
+};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+/// Log lines shown with an endpoint.
+const LOG_LINES: i64 = 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/webhooks", get(list).post(create))
+        .route(
+            "/admin/webhooks/{id}",
+            get(fetch).patch(update).delete(remove),
+        )
+        .route("/admin/webhooks/{id}/rotate-secret", post(rotate_secret))
+        .route("/admin/webhooks/{id}/test", post(test))
+        .route("/admin/webhooks/{id}/deliveries", get(deliveries))
+        .route("/admin/deliveries/{id}/retry", post(retry))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, create, fetch, update, remove, rotate_secret, test, deliveries, retry),
+    components(schemas(
+        CreateWebhook,
+        UpdateWebhook,
+        Endpoint,
+        LogEntry,
+        CreatedWebhook,
+        WebhookDetail,
+        WebhookList,
+        RotatedSecret,
+        TestOutcome,
+        DeliveryList,
+        DeliveryView,
+        AttemptView
+    )),
+    tags((name = "webhooks", description = "Webhook endpoints and their delivery log (console)"))
+)]
+pub struct ApiDoc;
+
+fn not_found() -> ApiError {
+    ApiError::not_found("webhook")
+}
+
+fn limit_of(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit: between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}
+
+fn all_events() -> Vec<String> {
+    vec![endpoints::ALL_EVENTS.to_string()]
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Where deliveries are POSTed: http or https.
+    #[schema(example = "https://crm.example.com/hooks/wiz")]
+    pub url: String,
+    /// Event types to receive, or `["*"]` (the default) for all.
+    #[serde(default = "all_events")]
+    #[schema(example = json!(["message.delivered", "message.read"]))]
+    pub events: Vec<String>,
+    /// At most 500 characters.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// Only the fields present change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// `true` re-enables an endpoint the sender disabled (its paused deliveries resume).
+    pub enabled: Option<bool>,
+}
+
+/// The created endpoint and its secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `whsec_...`: verify deliveries with it (Standard Webhooks). Not shown again.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDetail {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// Newest first: disabled, enabled, secret rotated.
+    pub log: Vec<LogEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub data: Vec<Endpoint>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecret {
+    pub id: String,
+    /// The new secret, shown this once.
+    pub secret: String,
+    /// Until then deliveries carry a signature with the previous secret too (RFC 3339).
+    pub previous_secret_expires_at: String,
+}
+
+/// The outcome of a test delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestOutcome {
+    pub delivery_id: String,
+    pub event_id: String,
+    /// A 2xx answer within the timeout.
+    pub success: bool,
+    /// `success`, `http_error`, `timeout`, `connect_error`, `blocked` or `gone`.
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    /// The first 1 KiB of the response body.
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<DeliveryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryParams {
+    /// `pending`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// e.g. `message.read`.
+    pub event_type: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/webhooks", tag = "webhooks",
+    params(PageParams),
+    responses((status = 200, body = WebhookList)),
+    security(("session" = []))
+)]
+async fn list(
+    State(state): State<AppState>,
+    session: AdminSession,
+    query: Result<Query<PageParams>, QueryRejection>,
+) -> ApiResult<Json<WebhookList>> {
+    let Query(query) = query?;
+    let limit = limit_of(query.limit)?;
+    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let (data, next_cursor) =
+        endpoints::list(&state.db, &session.account_id, cursor.as_deref(), limit).await?;
+    Ok(Json(WebhookList { data, next_cursor }))
+}
+
+#[utoipa::path(
+    post, path = "/admin/webhooks", tag = "webhooks",
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, body = CreatedWebhook),
+        (status = 400, description = "invalid field"),
+        (status = 422, description = "the URL is an internal address"),
+    ),
+    security(("session" = []))
+)]
+async fn create(
+    State(state): State<AppState>,
+    session: AdminSession,
+    body: Result<Json<CreateWebhook>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    let Json(body) = body?;
+    let allow_private = state.config.webhooks.allow_private_targets;
+    let url = endpoints::validate_url(&body.url, allow_private)?;
+    let events = endpoints::validate_events(&body.events)?;
+    let description = endpoints::validate_description(&body.description)?;
+    let (endpoint, secret) = endpoints::create(
+        &state.db,
+        &session.account_id,
+        url,
+        events,
+        description,
+        body.enabled,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook {
+            endpoint,
+            secret: secret.expose().to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/admin/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_...")),
+    responses((status = 200, body = WebhookDetail), (status = 404, description = "not found")),
+    security(("session" = []))
+)]
+async fn fetch(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<WebhookDetail>> {
+    let Path(id) = id?;
+    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let log = endpoints::log(&state.db, &endpoint.id, LOG_LINES).await?;
+    Ok(Json(WebhookDetail { endpoint, log }))
+}
+
+#[utoipa::path(
+    patch, path = "/admin/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_...")),
+    request_body = UpdateWebhook,
+    responses((status = 200, body = Endpoint), (status = 404, description = "not found")),
+    security(("session" = []))
+)]
+async fn update(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<UpdateWebhook>, JsonRejection>,
+) -> ApiResult<Json<Endpoint>> {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let allow_private = state.config.webhooks.allow_private_targets;
+    let changes = Changes {
+        url: body
+            .url
+            .map(|u| endpoints::validate_url(&u, allow_private))
+            .transpose()?,
+        events: body
+            .events
+            .map(|e| endpoints::validate_events(&e))
+            .transpose()?,
+        description: body
+            .description
+            .map(|d| endpoints::validate_description(&d))
+            .transpose()?,
+        enabled: body.enabled,
+    };
+    let endpoint = endpoints::update(&state.db, &session.account_id, &id, changes)
+        .await?
+        .ok_or_else(not_found)?;
+    if endpoint.enabled {
+        // Re-enabled: its paused deliveries are due.
+        state.webhooks.wake.notify_one();
+    }
+    Ok(Json(endpoint))
+}
+
+#[utoipa::path(
+    delete, path = "/admin/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_...")),
+    responses((status = 204, description = "deleted with its delivery log"), (status = 404, description = "not found")),
+    security(("session" = []))
+)]
+async fn remove(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(id) = id?;
+    if endpoints::delete(&state.db, &session.account_id, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found())
+    }
+}
+
+#[utoipa::path(
+    post, path = "/admin/webhooks/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_...")),
+    responses((status = 200, body = RotatedSecret), (status = 404, description = "not found")),
+    security(("session" = []))
+)]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<RotatedSecret>> {
+    let Path(id) = id?;
+    let overlap = state.config.webhooks.rotation_overlap;
+    let (secret, until) = endpoints::rotate_secret(&state.db, &session.account_id, &id, overlap)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(RotatedSecret {
+        id,
+        secret: secret.expose().to_string(),
+        previous_secret_expires_at: rfc3339(until),
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/admin/webhooks/{id}/test", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_...")),
+    responses(
+        (status = 200, description = "the attempt was made (see `success`)", body = TestOutcome),
+        (status = 404, description = "not found"),
+    ),
+    security(("session" = []))
+)]
+async fn test(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TestOutcome>> {
+    let Path(id) = id?;
+    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let config = &state.config.webhooks;
+    let delivery_id =
+        outbox::create_test_delivery(&state.db, &session.account_id, &endpoint.id, config.lease)
+            .await?;
+    let job = outbox::load_jobs(&state.db, std::slice::from_ref(&delivery_id))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
+    // No connection is held while the request is out.
+    let result = worker::send(&state.webhooks, config, &job).await;
+    outbox::record(&state.db, config, std::slice::from_ref(&result)).await?;
+    Ok(Json(TestOutcome {
+        delivery_id,
+        event_id: job.event_id,
+        success: result.outcome == Outcome::Success,
+        outcome: result.outcome.as_str().to_string(),
+        status_code: result.status_code,
+        latency_ms: result.latency_ms,
+        response: result.response,
+        error: result.error,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/admin/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "whk_..."), DeliveryParams),
+    responses((status = 200, body = DeliveryList), (status = 404, description = "not found")),
+    security(("session" = []))
+)]
+async fn deliveries(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<DeliveryParams>, QueryRejection>,
+) -> ApiResult<Json<DeliveryList>> {
+    let Path(id) = id?;
+    let Query(query) = query?;
+    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let status = query.status.filter(|s| !s.is_empty());
+    if let Some(status) = &status {
+        if !matches!(status.as_str(), "pending" | "succeeded" | "failed") {
+            return Err(ApiError::bad_request(
+                "invalid_status",
+                "status: pending, succeeded or failed",
+            ));
+        }
+    }
+    let filter = DeliveryFilter {
+        status,
+        event_type: query.event_type.filter(|s| !s.is_empty()),
+        cursor: query.cursor.filter(|s| !s.is_empty()),
+        limit: limit_of(query.limit)?,
+    };
+    let (data, next_cursor) = outbox::list_deliveries(&state.db, &endpoint.id, &filter).await?;
+    Ok(Json(DeliveryList { data, next_cursor }))
+}
+
+#[utoipa::path(
+    post, path = "/admin/deliveries/{id}/retry", tag = "webhooks",
+    params(("id" = String, Path, description = "dlv_...")),
+    responses(
+        (status = 202, description = "a new attempt is due now", body = DeliveryView),
+        (status = 404, description = "not found"),
+        (status = 409, description = "the endpoint is disabled"),
+    ),
+    security(("session" = []))
+)]
+async fn retry(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
+    let Path(id) = id?;
+    let not_found = || ApiError::not_found("delivery");
+    let (endpoint_id, _status) = outbox::delivery_owner(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let endpoint = endpoints::get(&state.db, &session.account_id, &endpoint_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !endpoint.enabled {
+        return Err(ApiError::conflict(
+            "endpoint_disabled",
+            "the webhook endpoint is disabled; enable it first (PATCH /admin/webhooks/{id})",
+        ));
+    }
+    outbox::retry_now(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    state.webhooks.wake.notify_one();
+    let view = outbox::get_delivery(&state.db, &session.account_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}

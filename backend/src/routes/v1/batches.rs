@@ -1,0 +1,190 @@
+//! `/v1/messages/bulk` and `/v1/batches/...` (SPEC §7): bulk sends and their progress.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use super::messages::{page_limit, parse_status, MessageList};
+use crate::{
+    auth::gateway::Caller,
+    batches::{
+        self, store, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest, BulkTemplate,
+        BulkText, Counts, Recipient, Rejection,
+    },
+    error::{ApiError, ApiResult},
+    messages::{self, Status},
+    openapi::ErrorBody,
+    state::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/messages/bulk", post(bulk))
+        .route("/v1/batches/{id}", get(fetch))
+        .route("/v1/batches/{id}/messages", get(batch_messages))
+        .route("/v1/batches/{id}/cancel", post(cancel))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(bulk, fetch, batch_messages, cancel),
+    components(schemas(
+        BulkRequest, BulkKind, BulkText, BulkTemplate, Recipient, BulkAccepted, Rejection,
+        BatchView, BatchStatus, Counts
+    )),
+    tags((name = "bulk", description = "Send one message to up to 10,000 recipients"))
+)]
+pub struct ApiDoc;
+
+/// Send in bulk
+///
+/// Validates every recipient first: the valid ones are accepted (stored with their rendered
+/// content, then sent at the channel's pace), each invalid one is reported by index. With
+/// `dry_run` nothing is stored (answer 200, `batch_id` null). If every recipient is rejected the
+/// answer is 422 `no_valid_recipients`.
+#[utoipa::path(
+    post, path = "/v1/messages/bulk", tag = "bulk",
+    request_body = BulkRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer (24 h)")),
+    responses(
+        (status = 202, description = "Batch accepted", body = BulkAccepted),
+        (status = 200, description = "Dry run: validation only", body = BulkAccepted),
+        (status = 400, body = ErrorBody),
+        (status = 422, description = "`no_recipients`, `too_many_recipients`, `template_not_found`, `no_valid_recipients`, ...", body = ErrorBody),
+    )
+)]
+pub async fn bulk(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<BulkAccepted>)> {
+    let Json(req) = body?;
+    let answer = batches::accept(&state, &caller.account_id, req).await?;
+    let status = if answer.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(answer)))
+}
+
+async fn load(state: &AppState, account_id: &str, id: &str) -> Result<BatchView, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let batch = store::get(&mut conn, account_id, id)
+        .await?
+        .ok_or(ApiError::not_found("batch"))?;
+    let counts = store::counts(&mut conn, id).await?;
+    Ok(batch.view(counts))
+}
+
+/// Get a batch
+///
+/// Status, total and counts by message status (they always add up to `total`; cancelled
+/// messages count as `failed`), progress and times.
+#[utoipa::path(
+    get, path = "/v1/batches/{id}", tag = "bulk",
+    params(("id" = String, Path, description = "`bat_...`")),
+    responses((status = 200, body = BatchView), (status = 404, body = ErrorBody))
+)]
+pub async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<BatchView>> {
+    let Path(id) = id?;
+    Ok(Json(load(&state, &caller.account_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BatchMessagesQuery {
+    /// 1 to 200, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// Only messages in this status.
+    pub status: Option<String>,
+}
+
+/// List a batch's messages
+///
+/// In recipient order, each with its `index` in the request and your `reference`.
+#[utoipa::path(
+    get, path = "/v1/batches/{id}/messages", tag = "bulk",
+    params(("id" = String, Path, description = "`bat_...`"), BatchMessagesQuery),
+    responses(
+        (status = 200, body = MessageList),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn batch_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<BatchMessagesQuery>, QueryRejection>,
+) -> ApiResult<Json<MessageList>> {
+    let Path(id) = id?;
+    let Query(query) = query?;
+    let limit = page_limit(query.limit)?;
+    let status = parse_status(query.status.as_deref())?;
+    let mut conn = state.db.acquire().await?;
+    store::get(&mut conn, &caller.account_id, &id)
+        .await?
+        .ok_or(ApiError::not_found("batch"))?;
+    let (messages, next_cursor) = messages::store::list_batch(
+        &mut conn,
+        &caller.account_id,
+        &id,
+        status,
+        query.cursor.as_deref().filter(|c| !c.is_empty()),
+        limit,
+    )
+    .await?;
+    Ok(Json(MessageList {
+        data: messages.iter().map(|m| m.view()).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancel a batch
+///
+/// Every message not yet handed to the channel becomes `failed` with error
+/// `batch_cancelled` (one `message.failed` each); messages already handed over finish
+/// normally. The batch becomes `cancelled` and `batch.completed` is emitted with that status.
+/// Cancelling a cancelled batch changes nothing; a completed one is 409 `batch_completed`.
+#[utoipa::path(
+    post, path = "/v1/batches/{id}/cancel", tag = "bulk",
+    params(("id" = String, Path, description = "`bat_...`")),
+    responses(
+        (status = 200, body = BatchView),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<BatchView>> {
+    let Path(id) = id?;
+    let mut tx = state.db.begin().await?;
+    let (batch, failed) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
+    let counts = store::counts(&mut tx, &id).await?;
+    tx.commit().await?;
+    if let Some(failed) = failed {
+        state.events_written();
+        let metrics = &state.messaging.metrics;
+        metrics.messages_n(Status::Failed, failed);
+        metrics.batches.with_label_values(&["cancelled"]).inc();
+    }
+    Ok(Json(batch.view(counts)))
+}

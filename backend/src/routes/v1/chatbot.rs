@@ -1,0 +1,272 @@
+//! `/v1/chatbot/...` and `/v1/contacts/{id}/chatbot/{pause,resume}` (SPEC §7): list flows,
+//! start one for a contact, and hand a conversation to a human and back.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{OpenApi, ToSchema};
+
+use super::{messages::resolve_contact, templates::PageQuery};
+use crate::{
+    auth::gateway::Caller,
+    chatbot::{
+        engine::{self, Ctx, Outcome},
+        store, Action, BotMessage, End, FlowView, Step, Transition,
+    },
+    contacts::{self, ChatbotState},
+    error::{ApiError, ApiResult},
+    examples,
+    messages::{ReplyButton, Status},
+    openapi::ErrorBody,
+    state::AppState,
+    templates,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chatbot/flows", get(list))
+        .route("/v1/chatbot/flows/{id}/trigger", post(trigger))
+        .route("/v1/contacts/{id}/chatbot/pause", post(pause))
+        .route("/v1/contacts/{id}/chatbot/resume", post(resume))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, trigger, pause, resume),
+    components(schemas(
+        FlowView, FlowList, Step, BotMessage, ReplyButton, Action, Transition, End,
+        TriggerRequest, TriggerAnswer, ChatbotStateSchema
+    )),
+    tags((name = "chatbot", description = "Chatbot flows and human handover"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowList {
+    pub data: Vec<FlowView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A contact's `chatbot` field: where it stands in a flow (`null` when in none).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ChatbotState)]
+pub struct ChatbotStateSchema {
+    pub flow_id: String,
+    pub step: String,
+    /// A human has the conversation; the bot stays silent.
+    pub paused: bool,
+}
+
+/// The account's flows in creation order (shared by `/v1` and `/admin`).
+pub async fn list_for(
+    state: &AppState,
+    account_id: &str,
+    query: PageQuery,
+) -> ApiResult<Json<FlowList>> {
+    let limit = super::messages::page_limit(query.limit)?;
+    examples::ensure_seeded(&state.db, account_id).await?;
+    let mut conn = state.db.acquire().await?;
+    let (flows, next_cursor) = store::list(
+        &mut conn,
+        account_id,
+        query.cursor.as_deref().filter(|c| !c.is_empty()),
+        limit,
+    )
+    .await?;
+    Ok(Json(FlowList {
+        data: flows.iter().map(|f| f.view()).collect(),
+        next_cursor,
+    }))
+}
+
+/// List chatbot flows
+#[utoipa::path(
+    get, path = "/v1/chatbot/flows", tag = "chatbot",
+    params(PageQuery),
+    responses((status = 200, body = FlowList), (status = 400, body = ErrorBody))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<FlowList>> {
+    let Query(query) = query?;
+    list_for(&state, &caller.account_id, query).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    pub contact_id: Option<String>,
+    /// E.164 (the contact is created if new), instead of `contact_id`.
+    #[schema(example = "+14155550101")]
+    pub to: Option<String>,
+    /// Values for the flow texts' `{{variables}}` (strings, numbers, booleans).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TriggerAnswer {
+    pub flow_id: String,
+    pub contact_id: String,
+    /// The contact's state afterwards (`null` if the flow ended at once).
+    #[schema(value_type = Option<ChatbotStateSchema>)]
+    pub chatbot: Option<ChatbotState>,
+    /// The bot messages queued.
+    pub messages: Vec<String>,
+}
+
+fn record(state: &AppState, outcome: &Outcome) {
+    let metrics = &state.messaging.metrics;
+    for happening in &outcome.happenings {
+        metrics.chatbot.with_label_values(&[happening]).inc();
+    }
+    if !outcome.messages.is_empty() {
+        metrics.messages_n(Status::Queued, outcome.messages.len() as u64);
+        state.messaging.wake_dispatcher();
+    }
+}
+
+/// Start a flow for a contact
+///
+/// The contact enters the flow's start step (replacing any flow it was in) and gets its first
+/// message. 409 `chatbot_paused` while a human has the conversation.
+#[utoipa::path(
+    post, path = "/v1/chatbot/flows/{id}/trigger", tag = "chatbot",
+    params(("id" = String, Path, description = "`flw_...`")),
+    request_body = TriggerRequest,
+    responses(
+        (status = 202, body = TriggerAnswer),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<TriggerRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<TriggerAnswer>)> {
+    let Path(id) = id?;
+    let Json(req) = body?;
+    for (name, value) in &req.variables {
+        templates::variable_text(name, value)?;
+    }
+    let account_id = caller.account_id.as_str();
+    examples::ensure_seeded(&state.db, account_id).await?;
+    let mut tx = state.db.begin().await?;
+    let flow = store::get(&mut tx, account_id, &id)
+        .await?
+        .ok_or(ApiError::not_found("flow"))?;
+    let contact = resolve_contact(
+        &mut tx,
+        account_id,
+        req.to.as_deref(),
+        req.contact_id.as_deref(),
+    )
+    .await?;
+    let contact_id = contact.id.clone();
+    let ctx = Ctx {
+        account_id,
+        channel: state.messaging.channel.name(),
+    };
+    let outcome = engine::trigger(&mut tx, ctx, contact, &flow, req.variables).await?;
+    tx.commit().await?;
+    state.events_written();
+    record(&state, &outcome);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TriggerAnswer {
+            flow_id: flow.id,
+            contact_id,
+            chatbot: outcome.state,
+            messages: outcome.messages,
+        }),
+    ))
+}
+
+async fn pause_or_resume(
+    state: &AppState,
+    account_id: &str,
+    contact_id: &str,
+    pause: bool,
+) -> ApiResult<Json<Value>> {
+    let mut tx = state.db.begin().await?;
+    let contact = contacts::get(&mut tx, account_id, contact_id)
+        .await?
+        .ok_or(ApiError::not_found("contact"))?;
+    let ctx = Ctx {
+        account_id,
+        channel: state.messaging.channel.name(),
+    };
+    let outcome = if pause {
+        engine::pause(&mut tx, ctx, &contact).await?
+    } else {
+        engine::resume(&mut tx, ctx, &contact).await?
+    };
+    let contact = contacts::get(&mut tx, account_id, contact_id)
+        .await?
+        .ok_or(ApiError::not_found("contact"))?;
+    tx.commit().await?;
+    if outcome.emitted {
+        state.events_written();
+    }
+    record(state, &outcome);
+    Ok(Json(contact.to_json()))
+}
+
+/// Pause the bot for a contact (human handover)
+///
+/// While paused the bot stays silent; emits `chatbot.handover`. Answers the contact.
+/// 409 `chatbot_not_active` if the contact is in no flow.
+#[utoipa::path(
+    post, path = "/v1/contacts/{id}/chatbot/pause", tag = "chatbot",
+    params(("id" = String, Path, description = "`con_...`")),
+    responses(
+        (status = 200, description = "The contact, with its `chatbot` state", body = Object),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    pause_or_resume(&state, &caller.account_id, &id, true).await
+}
+
+/// Resume the bot for a contact
+///
+/// The bot continues at the step it was on, waiting for the contact's reply; after a flow's
+/// handover step the flow ends instead. Answers the contact.
+#[utoipa::path(
+    post, path = "/v1/contacts/{id}/chatbot/resume", tag = "chatbot",
+    params(("id" = String, Path, description = "`con_...`")),
+    responses(
+        (status = 200, description = "The contact, with its `chatbot` state", body = Object),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    pause_or_resume(&state, &caller.account_id, &id, false).await
+}

@@ -1,0 +1,637 @@
+//! `/v1/contacts` (SPEC §7): the caller's account's contacts, nothing else.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::{
+    auth::gateway::Caller,
+    contacts::{
+        self,
+        store::{self, ListFilter, NewContact},
+        Contact, ContactPatch,
+    },
+    error::{ApiError, ApiResult},
+    openapi::ErrorBody,
+    state::AppState,
+};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/contacts", get(list).post(create))
+        .route("/v1/contacts/{id}", get(fetch).patch(patch).delete(remove))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, create, fetch, patch, remove),
+    components(schemas(ContactView, ChatbotView, ContactList, CreateBody, PatchBody)),
+    tags((name = "contacts", description = "The account's contacts, one per E.164 number"))
+)]
+pub struct ApiDoc;
+
+/// A contact as the API shows it (`contacts::Contact` serializes to this).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Contact)]
+#[allow(dead_code)] // only its schema is used
+pub struct ContactView {
+    /// `con_...`
+    id: String,
+    /// E.164, unique per account.
+    #[schema(example = "+14155550101")]
+    phone: String,
+    name: Option<String>,
+    tags: Vec<String>,
+    /// Flat object of string, number and boolean values.
+    #[schema(value_type = Object)]
+    attributes: Map<String, Value>,
+    opted_in: bool,
+    /// Where the contact stands in a chatbot flow, `null` outside one.
+    chatbot: Option<ChatbotView>,
+    /// RFC 3339
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ChatbotState)]
+#[allow(dead_code)]
+pub struct ChatbotView {
+    flow_id: String,
+    step: String,
+    /// A human took over; the bot stays silent.
+    paused: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ContactList {
+    #[schema(value_type = Vec<ContactView>)]
+    data: Vec<Contact>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only contacts with this tag.
+    tag: Option<String>,
+    /// Case-insensitive substring of the name or the phone number.
+    q: Option<String>,
+    /// 1 to 200, default 50.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List contacts (creation order)
+#[utoipa::path(
+    get, path = "/v1/contacts", tag = "contacts",
+    params(ListQuery),
+    responses((status = 200, body = ContactList), (status = 400, body = ErrorBody))
+)]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<ContactList>> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit: between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let filter = ListFilter {
+        tag: query.tag.filter(|t| !t.is_empty()),
+        q: query.q,
+        cursor: query.cursor.filter(|c| !c.is_empty()),
+        limit,
+    };
+    let mut conn = state.db.acquire().await?;
+    let (data, next_cursor) = store::list(&mut conn, &caller.account_id, &filter).await?;
+    Ok(Json(ContactList { data, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    /// E.164: `+` then 8 to 15 digits.
+    #[schema(example = "+14155550101")]
+    phone: String,
+    /// At most 200 characters.
+    #[serde(default)]
+    name: Option<String>,
+    /// At most 50 tags of 1 to 64 characters.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// At most 50 string, number or boolean values.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    attributes: Map<String, Value>,
+    /// Default `true`.
+    #[serde(default)]
+    opted_in: Option<bool>,
+}
+
+/// Create a contact
+#[utoipa::path(
+    post, path = "/v1/contacts", tag = "contacts",
+    request_body = CreateBody,
+    responses(
+        (status = 201, body = ContactView),
+        (status = 400, body = ErrorBody),
+        (status = 409, description = "`contact_exists`", body = ErrorBody),
+        (status = 422, description = "`invalid_phone`, `invalid_name`, `invalid_tags`, `invalid_attributes`", body = ErrorBody),
+    )
+)]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Contact>)> {
+    let Json(body) = body?;
+    contacts::validate_phone(&body.phone)?;
+    contacts::validate_attributes(&body.attributes, false)?;
+    let new = NewContact {
+        name: contacts::validate_name(body.name)?,
+        tags: contacts::validate_tags(body.tags)?,
+        attributes: body.attributes,
+        opted_in: body.opted_in.unwrap_or(true),
+        phone: body.phone,
+    };
+    let mut tx = state.db.begin().await?;
+    let contact = store::create(&mut tx, &caller.account_id, new).await?;
+    tx.commit().await?;
+    state.events_written();
+    Ok((StatusCode::CREATED, Json(contact)))
+}
+
+/// Get a contact
+#[utoipa::path(
+    get, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "`con_...`")),
+    responses((status = 200, body = ContactView), (status = 404, body = ErrorBody))
+)]
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Contact>> {
+    let Path(id) = id?;
+    let mut conn = state.db.acquire().await?;
+    contacts::get(&mut conn, &caller.account_id, &id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::not_found("contact"))
+}
+
+/// `Some(None)` for an explicit `null`, `None` (via `default`) for an absent field.
+fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    #[serde(default)]
+    phone: Option<String>,
+    /// `null` removes the name.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>)]
+    name: Option<Option<String>>,
+    /// Replaces the tags.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// Merged into the attributes; a `null` value removes that attribute.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    attributes: Option<Map<String, Value>>,
+    #[serde(default)]
+    opted_in: Option<bool>,
+}
+
+/// Update a contact (absent fields stay as they are)
+#[utoipa::path(
+    patch, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "`con_...`")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, body = ContactView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`contact_exists`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<PatchBody>, JsonRejection>,
+) -> ApiResult<Json<Contact>> {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let patch = ContactPatch {
+        name: body.name,
+        tags: body.tags,
+        attributes: body.attributes,
+        opted_in: body.opted_in,
+    };
+    let mut tx = state.db.begin().await?;
+    let contact =
+        store::update_with_phone(&mut tx, &caller.account_id, &id, patch, body.phone).await?;
+    tx.commit().await?;
+    state.events_written();
+    Ok(Json(contact))
+}
+
+/// Delete a contact
+#[utoipa::path(
+    delete, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "`con_...`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`contact_in_use`: messages refer to it", body = ErrorBody),
+    )
+)]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(id) = id?;
+    let mut tx = state.db.begin().await?;
+    let deleted = store::delete(&mut tx, &caller.account_id, &id).await?;
+    tx.commit().await?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("contact"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use crate::{accounts::Plan, contacts, testing::TestApp};
+
+    async fn app_with_two_accounts() -> (TestApp, String, String) {
+        let app = TestApp::new().await;
+        let a = app
+            .create_account("A", Plan::WizPro, "a@a.test", "password-a")
+            .await;
+        let b = app
+            .create_account("B", Plan::WizBot, "b@b.test", "password-b")
+            .await;
+        (app, a, b)
+    }
+
+    #[tokio::test]
+    async fn crud_round_trip_with_events() {
+        let (app, a, _) = app_with_two_accounts().await;
+        let created = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(
+                    json!({"phone": "+14155550101", "name": "Ada", "tags": ["vip"],
+                            "attributes": {"tier": "gold", "n": 1}, "opted_in": true}),
+                ),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("con_"));
+        assert_eq!(created.body["chatbot"], json!(null));
+        assert!(created.body["created_at"].as_str().unwrap().ends_with('Z'));
+        assert!(created.body.get("account_id").is_none());
+
+        let fetched = app.v1(&a, "GET", &format!("/v1/contacts/{id}"), None).await;
+        assert_eq!(fetched.status, StatusCode::OK);
+        assert_eq!(fetched.body, created.body);
+
+        let patched = app
+            .v1(
+                &a,
+                "PATCH",
+                &format!("/v1/contacts/{id}"),
+                Some(
+                    json!({"name": null, "attributes": {"n": null, "city": "Oslo"},
+                            "tags": ["vip", "new"], "opted_in": false}),
+                ),
+            )
+            .await;
+        assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+        assert_eq!(patched.body["name"], json!(null));
+        assert_eq!(
+            patched.body["attributes"],
+            json!({"tier": "gold", "city": "Oslo"})
+        );
+        assert_eq!(patched.body["tags"], json!(["vip", "new"]));
+        assert_eq!(patched.body["opted_in"], json!(false));
+
+        let types: Vec<(String,)> =
+            sqlx::query_as("SELECT type FROM events WHERE account_id = $1 ORDER BY id")
+                .bind(&a)
+                .fetch_all(&app.state.db)
+                .await
+                .unwrap();
+        let mut types: Vec<&str> = types.iter().map(|(t,)| t.as_str()).collect();
+        types.sort_unstable();
+        assert_eq!(types, ["contact.created", "contact.updated"]);
+
+        let deleted = app
+            .v1(&a, "DELETE", &format!("/v1/contacts/{id}"), None)
+            .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        let gone = app.v1(&a, "GET", &format!("/v1/contacts/{id}"), None).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert_eq!(gone.code(), "not_found");
+    }
+
+    #[tokio::test]
+    async fn validation_and_duplicates() {
+        let (app, a, b) = app_with_two_accounts().await;
+        let first = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550101"})),
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        assert_eq!(first.body["opted_in"], json!(true));
+        let dup = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550101"})),
+            )
+            .await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        assert_eq!(dup.code(), "contact_exists");
+        // Unique per account only.
+        let other = app
+            .v1(
+                &b,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550101"})),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::CREATED);
+
+        let bad = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "4155550101"})),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.code(), "invalid_phone");
+        assert!(bad.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("phone"));
+
+        let unknown = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550102", "nickname": "x"})),
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        assert!(unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nickname"));
+
+        for (body, code) in [
+            (
+                json!({"phone": "+14155550103", "name": "n".repeat(201)}),
+                "invalid_name",
+            ),
+            (
+                json!({"phone": "+14155550103", "tags": ["t".repeat(65)]}),
+                "invalid_tags",
+            ),
+            (
+                json!({"phone": "+14155550103", "attributes": {"a": {"b": 1}}}),
+                "invalid_attributes",
+            ),
+        ] {
+            let answer = app.v1(&a, "POST", "/v1/contacts", Some(body)).await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(answer.code(), code);
+        }
+
+        let second = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550104"})),
+            )
+            .await;
+        let id = second.body["id"].as_str().unwrap();
+        let taken = app
+            .v1(
+                &a,
+                "PATCH",
+                &format!("/v1/contacts/{id}"),
+                Some(json!({"phone": "+14155550101"})),
+            )
+            .await;
+        assert_eq!(taken.status, StatusCode::CONFLICT);
+        assert_eq!(taken.code(), "contact_exists");
+    }
+
+    #[tokio::test]
+    async fn pagination_and_filters() {
+        let (app, a, _) = app_with_two_accounts().await;
+        for i in 0..5 {
+            let tags = if i % 2 == 0 {
+                json!(["even"])
+            } else {
+                json!(["odd"])
+            };
+            let answer = app
+                .v1(
+                    &a,
+                    "POST",
+                    "/v1/contacts",
+                    Some(
+                        json!({"phone": format!("+1415555010{i}"), "name": format!("Person {i}"),
+                                "tags": tags}),
+                    ),
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::CREATED);
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/contacts?limit=2&cursor={c}"),
+                None => "/v1/contacts?limit=2".to_string(),
+            };
+            let page = app.v1(&a, "GET", &path, None).await;
+            assert_eq!(page.status, StatusCode::OK);
+            let data = page.body["data"].as_array().unwrap();
+            assert!(data.len() <= 2);
+            seen.extend(
+                data.iter()
+                    .map(|c| c["phone"].as_str().unwrap().to_string()),
+            );
+            match page.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        // Every contact exactly once. (Ids order by creation time to the millisecond; within
+        // one millisecond their order is random, so compare as sorted lists.)
+        seen.sort();
+        let expected: Vec<String> = (0..5).map(|i| format!("+1415555010{i}")).collect();
+        assert_eq!(seen, expected);
+
+        let even = app.v1(&a, "GET", "/v1/contacts?tag=even", None).await;
+        assert_eq!(even.body["data"].as_array().unwrap().len(), 3);
+        assert_eq!(even.body["next_cursor"], json!(null));
+        let by_name = app.v1(&a, "GET", "/v1/contacts?q=person%203", None).await;
+        assert_eq!(by_name.body["data"].as_array().unwrap().len(), 1);
+        let by_phone = app.v1(&a, "GET", "/v1/contacts?q=5550104", None).await;
+        assert_eq!(by_phone.body["data"][0]["phone"], json!("+14155550104"));
+        let wildcard = app.v1(&a, "GET", "/v1/contacts?q=%25", None).await;
+        assert_eq!(wildcard.body["data"].as_array().unwrap().len(), 0);
+        let too_many = app.v1(&a, "GET", "/v1/contacts?limit=201", None).await;
+        assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn tenants_are_isolated_and_proof_is_required() {
+        let (app, a, b) = app_with_two_accounts().await;
+        let created = app
+            .v1(
+                &a,
+                "POST",
+                "/v1/contacts",
+                Some(json!({"phone": "+14155550101"})),
+            )
+            .await;
+        let id = created.body["id"].as_str().unwrap();
+        for (method, body) in [
+            ("GET", None),
+            ("PATCH", Some(json!({"name": "x"}))),
+            ("DELETE", None),
+        ] {
+            let answer = app
+                .v1(&b, method, &format!("/v1/contacts/{id}"), body)
+                .await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method}");
+        }
+        let list = app.v1(&b, "GET", "/v1/contacts", None).await;
+        assert_eq!(list.body["data"], json!([]));
+
+        let anonymous = app
+            .send(
+                axum::http::Request::get("/v1/contacts")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(anonymous.code(), "missing_gateway_proof");
+    }
+
+    #[tokio::test]
+    async fn rust_api_for_other_modules() {
+        let (app, a, _) = app_with_two_accounts().await;
+        let mut tx = app.state.db.begin().await.unwrap();
+        let (contact, created) = contacts::find_or_create(&mut tx, &a, "+14155550199")
+            .await
+            .unwrap();
+        assert!(created);
+        let (again, created) = contacts::find_or_create(&mut tx, &a, "+14155550199")
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again.id, contact.id);
+        assert_eq!(
+            contacts::find_or_create(&mut tx, &a, "bad")
+                .await
+                .unwrap_err()
+                .code(),
+            "invalid_phone"
+        );
+        let state = contacts::ChatbotState {
+            flow_id: "flw_1".into(),
+            step: "start".into(),
+            paused: false,
+        };
+        contacts::set_chatbot(&mut tx, &a, &contact.id, Some(&state))
+            .await
+            .unwrap();
+        let loaded = contacts::get(&mut tx, &a, &contact.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.chatbot, Some(state));
+        let by_phone = contacts::find_by_phone(&mut tx, &a, "+14155550199")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_phone.id, contact.id);
+        let updated = contacts::update(
+            &mut tx,
+            &a,
+            &contact.id,
+            contacts::ContactPatch {
+                opted_in: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!updated.opted_in);
+        let missing = contacts::update(&mut tx, &a, "con_nope", Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        contacts::set_chatbot(&mut tx, &a, &contact.id, None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = app.state.db.acquire().await.unwrap();
+        let loaded = contacts::get(&mut conn, &a, &contact.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.chatbot, None);
+        assert_eq!(loaded.to_json()["chatbot"], json!(null));
+    }
+}

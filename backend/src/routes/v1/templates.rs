@@ -1,0 +1,84 @@
+//! `GET /v1/templates` (SPEC §7): the account's message templates (managed in `/admin/templates`).
+
+use axum::{
+    extract::{rejection::QueryRejection, Query, State},
+    routing::get,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::messages::page_limit;
+use crate::{
+    auth::gateway::Caller,
+    error::ApiResult,
+    examples,
+    openapi::ErrorBody,
+    state::AppState,
+    templates::{store, TemplateView},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/templates", get(list))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list),
+    components(schemas(TemplateView, TemplateList)),
+    tags((name = "templates", description = "Message templates with {{variables}}"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateList {
+    pub data: Vec<TemplateView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The account's templates in creation order (shared by `/v1` and `/admin`).
+pub async fn list_for(
+    state: &AppState,
+    account_id: &str,
+    query: PageQuery,
+) -> ApiResult<Json<TemplateList>> {
+    let limit = page_limit(query.limit)?;
+    examples::ensure_seeded(&state.db, account_id).await?;
+    let mut conn = state.db.acquire().await?;
+    let (templates, next_cursor) = store::list(
+        &mut conn,
+        account_id,
+        query.cursor.as_deref().filter(|c| !c.is_empty()),
+        limit,
+    )
+    .await?;
+    Ok(Json(TemplateList {
+        data: templates.iter().map(|t| t.view()).collect(),
+        next_cursor,
+    }))
+}
+
+/// List templates
+#[utoipa::path(
+    get, path = "/v1/templates", tag = "templates",
+    params(PageQuery),
+    responses((status = 200, body = TemplateList), (status = 400, body = ErrorBody))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult<Json<TemplateList>> {
+    let Query(query) = query?;
+    list_for(&state, &caller.account_id, query).await
+}

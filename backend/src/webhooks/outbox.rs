@@ -1,0 +1,1013 @@
+//! The outbox: deliveries fanned out from `events`, claimed under a lease, and the record of
+//! every attempt.
+//!
+//! Fan-out reads events in `(created_at, id)` order after a cursor. For each batch it inserts the
+//! events' markers into `webhook_fanout` with `ON CONFLICT DO NOTHING RETURNING`, and creates
+//! deliveries only for the markers it actually inserted, in the same transaction: an event is
+//! fanned out once, even with several backends racing or after a restart. Because an event's
+//! `created_at` is taken before its transaction commits, a slow transaction (PostgreSQL, several
+//! connections) can commit an event behind the cursor; a periodic sweep of the last minute finds
+//! those stragglers through the markers.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+use sqlx::Row;
+use tokio::sync::watch;
+
+use super::{endpoints, metrics::Outcome, TEST_EVENT_TYPE};
+use crate::{
+    config::WebhooksConfig,
+    db::Db,
+    ids::{new_id, now_ms, rfc3339},
+    state::AppState,
+};
+
+/// Events read per fan-out statement.
+const FAN_OUT_BATCH: i64 = 500;
+/// How far behind the cursor the sweep looks for events committed late.
+const LOOKBACK_MS: i64 = 60_000;
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// The fan-out's fallback poll, for wake-ups that were missed (another backend wrote the event).
+const FAN_OUT_POLL: Duration = Duration::from_millis(500);
+/// Markers older than this behind the newest are deleted; the newest one is the resume point.
+const MARKER_RETENTION_MS: i64 = 24 * 3600 * 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows per multi-row INSERT: far below SQLite's and PostgreSQL's bind-parameter limits.
+const INSERT_CHUNK: usize = 400;
+/// Retry-After is honoured up to this, so a receiver cannot park a delivery for years.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Snippet of the response body kept per attempt.
+pub const RESPONSE_SNIPPET: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct EventRow {
+    id: String,
+    account_id: String,
+    event_type: String,
+    created_at: i64,
+}
+
+struct EndpointRow {
+    id: String,
+    account_id: String,
+    events: Vec<String>,
+    created_at: i64,
+}
+
+/// Fan-out state: where the tail read stopped, and when the sweep last ran.
+pub struct FanOut {
+    cursor: (i64, String),
+    last_sweep: Option<Instant>,
+}
+
+impl FanOut {
+    /// Resumes after the newest event already fanned out, less the lookback (the first pass
+    /// sweeps, so nothing committed late before a restart is missed either).
+    pub async fn resume(db: &Db) -> Result<Self, sqlx::Error> {
+        let (newest,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(created_at) FROM webhook_fanout")
+                .fetch_one(db)
+                .await?;
+        Ok(Self {
+            cursor: (newest.map_or(0, |t| t - LOOKBACK_MS), String::new()),
+            last_sweep: None,
+        })
+    }
+
+    /// Fans out everything new; returns how many deliveries were created.
+    pub async fn pass(&mut self, db: &Db) -> Result<usize, sqlx::Error> {
+        let mut created = 0;
+        loop {
+            let rows = read_events(
+                db,
+                "WHERE (created_at, id) > ($1, $2)",
+                "created_at, id",
+                self.cursor.0,
+                &self.cursor.1,
+            )
+            .await?;
+            let Some(last) = rows.last() else { break };
+            self.cursor = (last.created_at, last.id.clone());
+            let full = rows.len() as i64 == FAN_OUT_BATCH;
+            created += fan_out(db, &rows).await?;
+            if !full {
+                break;
+            }
+        }
+        if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            self.last_sweep = Some(Instant::now());
+            let since = self.cursor.0 - LOOKBACK_MS;
+            let mut after = String::new();
+            loop {
+                let rows = read_events(
+                    db,
+                    "WHERE created_at >= $1 AND id > $2 AND NOT EXISTS \
+                     (SELECT 1 FROM webhook_fanout f WHERE f.event_id = events.id)",
+                    // Paged by id: ids are unique, so a page boundary never splits a tie.
+                    "id",
+                    since,
+                    &after,
+                )
+                .await?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                after = last.id.clone();
+                let full = rows.len() as i64 == FAN_OUT_BATCH;
+                created += fan_out(db, &rows).await?;
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(created)
+    }
+}
+
+async fn read_events(
+    db: &Db,
+    condition: &str,
+    order: &str,
+    a: i64,
+    b: &str,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
+        "SELECT id, account_id, type, created_at FROM events {condition} ORDER BY {order} LIMIT $3"
+    ))
+    .bind(a)
+    .bind(b)
+    .bind(FAN_OUT_BATCH)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, account_id, event_type, created_at)| EventRow {
+            id,
+            account_id,
+            event_type,
+            created_at,
+        })
+        .collect())
+}
+
+/// `($1, $2), ($3, $4), ...` for a multi-row INSERT.
+fn placeholders(rows: usize, columns: usize) -> String {
+    placeholders_with(rows, columns, "")
+}
+
+/// The same, each row ending with constant SQL (`'pending', 0`) that need not be bound.
+fn placeholders_with(rows: usize, columns: usize, constants: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let mut cols = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect::<Vec<_>>();
+            if !constants.is_empty() {
+                cols.push(constants.to_string());
+            }
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Marks the events and creates their deliveries in one transaction.
+async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
+    // Read outside the transaction: the endpoint table is small, and the SQLite connection
+    // should be held by the transaction as briefly as possible.
+    let endpoints: Vec<EndpointRow> = sqlx::query_as::<_, (String, String, String, i64)>(
+        "SELECT id, account_id, events, created_at FROM webhook_endpoints WHERE enabled = 1",
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|(id, account_id, events, created_at)| EndpointRow {
+        id,
+        account_id,
+        events: endpoints::parse_events(&events),
+        created_at,
+    })
+    .collect();
+
+    let mut tx = db.begin().await?;
+    let mut marked = std::collections::HashSet::new();
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO webhook_fanout (event_id, created_at) VALUES {} \
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            placeholders(chunk.len(), 2)
+        );
+        let mut query = sqlx::query_as::<_, (String,)>(&sql);
+        for event in chunk {
+            query = query.bind(&event.id).bind(event.created_at);
+        }
+        for (id,) in query.fetch_all(&mut *tx).await? {
+            marked.insert(id);
+        }
+    }
+    let now = now_ms();
+    let deliveries: Vec<(&EventRow, &EndpointRow)> = events
+        .iter()
+        .filter(|e| marked.contains(&e.id))
+        .flat_map(|event| {
+            endpoints
+                .iter()
+                .filter(move |ep| {
+                    ep.account_id == event.account_id
+                        // An endpoint gets the events that happen after it exists.
+                        && ep.created_at <= event.created_at
+                        && endpoints::subscribes(&ep.events, &event.event_type)
+                })
+                .map(move |ep| (event, ep))
+        })
+        .collect();
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (id, account_id, endpoint_id, event_id, event_type, \
+             next_attempt_at, created_at, updated_at, status, attempt_count) VALUES {} \
+             ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            placeholders_with(chunk.len(), 8, "'pending', 0")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, ep) in chunk {
+            query = query
+                .bind(new_id("dlv"))
+                .bind(&event.account_id)
+                .bind(&ep.id)
+                .bind(&event.id)
+                .bind(&event.event_type)
+                .bind(now)
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(deliveries.len())
+}
+
+/// Keeps `webhook_fanout` from growing forever; the newest markers stay as the resume point.
+async fn prune_markers(db: &Db) -> Result<(), sqlx::Error> {
+    let (newest,): (Option<i64>,) = sqlx::query_as("SELECT MAX(created_at) FROM webhook_fanout")
+        .fetch_one(db)
+        .await?;
+    if let Some(newest) = newest {
+        sqlx::query("DELETE FROM webhook_fanout WHERE created_at < $1")
+            .bind(newest - MARKER_RETENTION_MS)
+            .execute(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The fan-out loop: woken by `events_written()`, polling as a fallback.
+pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut fan_out = loop {
+        match FanOut::resume(&state.db).await {
+            Ok(f) => break f,
+            Err(e) => {
+                tracing::error!(error = %e, "webhook fan-out cannot start; retrying");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let mut last_prune = Instant::now();
+    loop {
+        // Registered before the pass, so an event written during the pass still wakes us.
+        let notified = state.events_notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match fan_out.pass(&state.db).await {
+            Ok(0) => {}
+            Ok(_) => state.webhooks.wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "webhook fan-out failed; will retry"),
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Err(e) = prune_markers(&state.db).await {
+                tracing::warn!(error = %e, "pruning webhook fan-out markers");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(FAN_OUT_POLL) => {}
+        }
+    }
+}
+
+/// A claimed delivery with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// Attempts before this one.
+    pub attempt_count: i64,
+    pub url: String,
+    pub keys: Vec<Vec<u8>>,
+    pub body: bytes::Bytes,
+}
+
+/// The SPEC §8 body. `data` is stored as JSON text by `events::emit` and goes in verbatim.
+pub fn event_body(
+    id: &str,
+    event_type: &str,
+    created_at: i64,
+    account_id: &str,
+    data: &str,
+) -> String {
+    let s = |v: &str| serde_json::Value::from(v).to_string();
+    format!(
+        r#"{{"id":{},"type":{},"created_at":{},"account_id":{},"data":{}}}"#,
+        s(id),
+        s(event_type),
+        s(&rfc3339(created_at)),
+        s(account_id),
+        if data.trim().is_empty() { "null" } else { data }
+    )
+}
+
+fn exclusion(busy: &[String], first: usize) -> String {
+    if busy.is_empty() {
+        return String::new();
+    }
+    let list = (0..busy.len())
+        .map(|i| format!("${}", i + first))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("AND d.endpoint_id NOT IN ({list})")
+}
+
+/// Due, unleased deliveries of enabled endpoints not in `busy`, oldest due first: what the worker
+/// may claim. The worker picks among them within its per-endpoint caps, then `claim`s those.
+pub async fn candidates(
+    db: &Db,
+    busy: &[String],
+    window: usize,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT d.id, d.endpoint_id FROM webhook_deliveries d \
+         JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+           AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.enabled = 1 {} \
+         ORDER BY d.next_attempt_at, d.id LIMIT $2",
+        exclusion(busy, 3)
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(&sql)
+        .bind(now_ms())
+        .bind(window as i64);
+    for id in busy {
+        query = query.bind(id);
+    }
+    query.fetch_all(db).await
+}
+
+/// Leases the given deliveries to `worker` until `lease_until` and loads them. Only those still
+/// due and unleased are taken: the UPDATE re-checks, so two backends that saw the same
+/// candidates never both get one (under PostgreSQL the second waits for the first's row lock,
+/// re-evaluates, and skips).
+pub async fn claim(
+    db: &Db,
+    worker: &str,
+    lease_until: i64,
+    ids: &[String],
+) -> Result<Vec<Job>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = (0..ids.len())
+        .map(|i| format!("${}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $2 \
+         WHERE id IN ({list}) AND status = 'pending' AND next_attempt_at <= $3 \
+           AND (locked_until IS NULL OR locked_until <= $3) \
+         RETURNING id"
+    );
+    let mut query = sqlx::query_as::<_, (String,)>(&sql)
+        .bind(lease_until)
+        .bind(worker)
+        .bind(now_ms());
+    for id in ids {
+        query = query.bind(id);
+    }
+    let claimed: Vec<String> = query
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    load_jobs(db, &claimed).await
+}
+
+/// Loads deliveries (claimed ones, or the one a test sends) with their endpoint and event.
+pub async fn load_jobs(db: &Db, ids: &[String]) -> Result<Vec<Job>, sqlx::Error> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    let now = now_ms();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.attempt_count, d.payload, \
+                    d.account_id, w.url, w.secret, w.previous_secret, w.previous_secret_until, \
+                    e.data, e.created_at \
+             FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+             LEFT JOIN events e ON e.id = d.event_id \
+             WHERE d.id IN ({list}) ORDER BY d.next_attempt_at, d.id"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(db).await? {
+            let event_id: String = row.try_get("event_id")?;
+            let event_type: String = row.try_get("event_type")?;
+            let body = match row.try_get::<Option<String>, _>("payload")? {
+                Some(payload) => payload,
+                None => event_body(
+                    &event_id,
+                    &event_type,
+                    row.try_get::<Option<i64>, _>("created_at")?.unwrap_or(now),
+                    &row.try_get::<String, _>("account_id")?,
+                    &row.try_get::<Option<String>, _>("data")?
+                        .unwrap_or_default(),
+                ),
+            };
+            let secret: String = row.try_get("secret")?;
+            let previous: Option<String> = row.try_get("previous_secret")?;
+            jobs.push(Job {
+                delivery_id: row.try_get("id")?,
+                endpoint_id: row.try_get("endpoint_id")?,
+                event_id,
+                event_type,
+                attempt_count: row.try_get("attempt_count")?,
+                url: row.try_get("url")?,
+                keys: endpoints::signing_keys(
+                    &secret,
+                    previous.as_deref(),
+                    row.try_get("previous_secret_until")?,
+                    now,
+                ),
+                body: bytes::Bytes::from(body),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Gives claimed deliveries back (shutdown, or a queued one whose lease would run out before it
+/// could be sent), so they are due again at once rather than when the lease expires.
+pub async fn release(db: &Db, worker: &str, ids: Option<&[String]>) -> Result<(), sqlx::Error> {
+    match ids {
+        None => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL \
+                 WHERE locked_by = $1 AND status = 'pending'",
+            )
+            .bind(worker)
+            .execute(db)
+            .await?;
+        }
+        Some(ids) => {
+            for id in ids {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL \
+                     WHERE id = $1 AND locked_by = $2 AND status = 'pending'",
+                )
+                .bind(id)
+                .bind(worker)
+                .execute(db)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The earliest time a delivery not in `busy` becomes claimable, for the worker's sleep.
+pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Error> {
+    let exclude = exclusion(busy, 1);
+    let sql = format!(
+        "SELECT MIN(CASE WHEN d.locked_until IS NOT NULL AND d.locked_until > d.next_attempt_at \
+                    THEN d.locked_until ELSE d.next_attempt_at END) \
+         FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE d.status = 'pending' AND w.enabled = 1 {exclude}"
+    );
+    let mut query = sqlx::query_as::<_, (Option<i64>,)>(&sql);
+    for id in busy {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_one(db).await?.0)
+}
+
+/// One attempt's result, as the worker (or the test route) hands it to `record`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptResult {
+    pub delivery_id: String,
+    pub endpoint_id: String,
+    /// Attempts before this one.
+    #[serde(skip)]
+    pub attempt_count: i64,
+    #[serde(skip)]
+    pub is_test: bool,
+    /// When the attempt started (unix ms).
+    pub at: i64,
+    #[serde(skip)]
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    /// From a 429/503's `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+/// The delay before retry number `retry` (1-based): the schedule's entry plus up to 10% jitter,
+/// which only adds time, so a burst of failures does not come back as a burst; a later
+/// `Retry-After` wins.
+pub fn retry_delay(schedule: &[Duration], retry: usize, retry_after: Option<Duration>) -> Duration {
+    let base = schedule
+        .get(retry.saturating_sub(1))
+        .copied()
+        .unwrap_or_default();
+    let jitter_ms = (base.as_millis() as u64) / 10;
+    let jitter = if jitter_ms > 0 {
+        Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms))
+    } else {
+        Duration::ZERO
+    };
+    let delay = base + jitter;
+    match retry_after {
+        Some(after) => delay.max(after.min(MAX_RETRY_AFTER)),
+        None => delay,
+    }
+}
+
+/// What `record` did to the endpoint, for the caller's log line.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Endpoints this batch disabled.
+    pub disabled: Vec<String>,
+    /// Deliveries given a retry time (the worker re-reads when the next one is due).
+    pub rescheduled: usize,
+}
+
+/// Writes a batch of attempts in one transaction: the attempt rows, each delivery's new state
+/// (succeeded, failed, or pending with its next time), and each endpoint's health (failing
+/// since when; disabled on 410 or after `disable_after` of failures).
+pub async fn record(
+    db: &Db,
+    config: &WebhooksConfig,
+    results: &[AttemptResult],
+) -> Result<Recorded, sqlx::Error> {
+    if results.is_empty() {
+        return Ok(Recorded::default());
+    }
+    let now = now_ms();
+    let mut recorded = Recorded::default();
+    let mut tx = db.begin().await?;
+    for chunk in results.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, at, outcome, status_code, \
+             latency_ms, error, response) VALUES {}",
+            placeholders(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            query = query
+                .bind(new_id("att"))
+                .bind(&r.delivery_id)
+                .bind(&r.endpoint_id)
+                .bind(r.at)
+                .bind(r.outcome.as_str())
+                .bind(r.status_code.map(i64::from))
+                .bind(r.latency_ms)
+                .bind(r.error.as_deref())
+                .bind(r.response.as_deref());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for r in results {
+        let attempts = r.attempt_count + 1;
+        let (status, next) = match r.outcome {
+            Outcome::Success => ("succeeded", None),
+            Outcome::Gone => ("failed", None),
+            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => ("failed", None),
+            _ => {
+                let delay = retry_delay(&config.retry_schedule, attempts as usize, r.retry_after);
+                recorded.rescheduled += 1;
+                ("pending", Some(now + delay.as_millis() as i64))
+            }
+        };
+        // `status = 'pending'` keeps a late result from reopening a delivery that another
+        // attempt (an expired lease re-claimed elsewhere) already settled.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, \
+             next_attempt_at = $2, locked_until = NULL, locked_by = NULL, updated_at = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(now)
+        .bind(&r.delivery_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    // Endpoint health, judged by each endpoint's latest attempt in this batch.
+    let mut latest: Vec<&AttemptResult> = Vec::new();
+    for r in results.iter().rev() {
+        if !latest.iter().any(|l| l.endpoint_id == r.endpoint_id) {
+            latest.push(r);
+        }
+    }
+    let disable_before = now - config.disable_after.as_millis() as i64;
+    for r in latest {
+        let reason = match r.outcome {
+            Outcome::Success => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET failing_since = NULL \
+                     WHERE id = $1 AND failing_since IS NOT NULL",
+                )
+                .bind(&r.endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            }
+            Outcome::Gone => "the endpoint answered 410 Gone".to_string(),
+            _ => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET failing_since = $1 \
+                     WHERE id = $2 AND failing_since IS NULL",
+                )
+                .bind(r.at)
+                .bind(&r.endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+                let (failing_since,): (Option<i64>,) =
+                    sqlx::query_as("SELECT failing_since FROM webhook_endpoints WHERE id = $1")
+                        .bind(&r.endpoint_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .unwrap_or((None,));
+                match failing_since {
+                    Some(since) if since <= disable_before => format!(
+                        "every attempt failed for {} (since {})",
+                        humantime::format_duration(config.disable_after),
+                        rfc3339(since)
+                    ),
+                    _ => continue,
+                }
+            }
+        };
+        let disabled = sqlx::query(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_at = $1, disabled_reason = $2, \
+             updated_at = $1 WHERE id = $3 AND enabled = 1",
+        )
+        .bind(now)
+        .bind(&reason)
+        .bind(&r.endpoint_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if disabled == 0 {
+            continue;
+        }
+        // Its waiting deliveries end here; each can be retried by hand once it is fixed.
+        let abandoned = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
+             locked_until = NULL, locked_by = NULL, updated_at = $1 \
+             WHERE endpoint_id = $2 AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(&r.endpoint_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        endpoints::add_log(
+            &mut tx,
+            &r.endpoint_id,
+            now,
+            &format!(
+                "disabled: {reason} (delivery {}); {abandoned} pending deliveries marked failed",
+                r.delivery_id
+            ),
+        )
+        .await?;
+        recorded.disabled.push(r.endpoint_id.clone());
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Creates the delivery row of a test event for one endpoint, leased so that the worker leaves
+/// it alone while the test route sends it (and picks it up if this process dies meanwhile).
+pub async fn create_test_delivery(
+    db: &Db,
+    account_id: &str,
+    endpoint_id: &str,
+    lease: Duration,
+) -> Result<String, sqlx::Error> {
+    let now = now_ms();
+    let event_id = new_id("evt");
+    let delivery_id = new_id("dlv");
+    let body = event_body(
+        &event_id,
+        TEST_EVENT_TYPE,
+        now,
+        account_id,
+        &serde_json::json!({
+            "endpoint_id": endpoint_id,
+            "message": "A test event from WizMessage Edge",
+        })
+        .to_string(),
+    );
+    let until = now + lease.as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, account_id, endpoint_id, event_id, event_type, \
+         payload, status, attempt_count, next_attempt_at, locked_until, locked_by, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, 'test', $8, $8)",
+    )
+    .bind(&delivery_id)
+    .bind(account_id)
+    .bind(endpoint_id)
+    .bind(&event_id)
+    .bind(TEST_EVENT_TYPE)
+    .bind(body)
+    .bind(until)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(delivery_id)
+}
+
+/// Makes a delivery due now, whatever its state (SPEC §6 manual retry). `None` if it is not the
+/// account's.
+pub async fn retry_now(
+    db: &Db,
+    account_id: &str,
+    delivery_id: &str,
+) -> Result<Option<()>, sqlx::Error> {
+    let now = now_ms();
+    let updated = sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1 \
+         WHERE id = $2 AND account_id = $3",
+    )
+    .bind(now)
+    .bind(delivery_id)
+    .bind(account_id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok((updated > 0).then_some(()))
+}
+
+/// One attempt as the delivery log shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    /// RFC 3339.
+    pub at: String,
+    /// `success`, `http_error`, `timeout`, `connect_error`, `blocked` or `gone`.
+    pub outcome: String,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// The first 1 KiB of the response body.
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    #[schema(example = "dlv_01jd8zq4y1v2k3m4n5p6q7r8s9")]
+    pub id: String,
+    pub endpoint_id: String,
+    /// Also the `webhook-id` header of every attempt.
+    pub event_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: Vec<AttemptView>,
+    /// RFC 3339, while pending.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: i64,
+}
+
+/// One of the account's deliveries with its attempts.
+pub async fn get_delivery(
+    db: &Db,
+    account_id: &str,
+    delivery_id: &str,
+) -> Result<Option<DeliveryView>, sqlx::Error> {
+    let row: Option<(String, String, String, String, String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at \
+         FROM webhook_deliveries WHERE id = $1 AND account_id = $2",
+    )
+    .bind(delivery_id)
+    .bind(account_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut attempts = attempts_of(db, std::slice::from_ref(&row.0)).await?;
+    Ok(Some(delivery_view(row, &mut attempts)))
+}
+
+type DeliveryRow = (String, String, String, String, String, Option<i64>, i64);
+
+fn delivery_view(
+    (id, endpoint_id, event_id, event_type, status, next, created_at): DeliveryRow,
+    attempts: &mut std::collections::HashMap<String, Vec<AttemptView>>,
+) -> DeliveryView {
+    DeliveryView {
+        attempts: attempts.remove(&id).unwrap_or_default(),
+        next_attempt_at: next.filter(|_| status == "pending").map(rfc3339),
+        id,
+        endpoint_id,
+        event_id,
+        event_type,
+        status,
+        created_at: rfc3339(created_at),
+    }
+}
+
+/// A page of an endpoint's deliveries, newest first; the cursor is the last id shown.
+pub async fn list_deliveries(
+    db: &Db,
+    endpoint_id: &str,
+    filter: &DeliveryFilter,
+) -> Result<(Vec<DeliveryView>, Option<String>), sqlx::Error> {
+    let mut sql = String::from(
+        "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at \
+         FROM webhook_deliveries WHERE endpoint_id = $1",
+    );
+    let mut binds: Vec<String> = vec![endpoint_id.to_string()];
+    for (column, value) in [
+        ("status", &filter.status),
+        ("event_type", &filter.event_type),
+    ] {
+        if let Some(value) = value {
+            binds.push(value.clone());
+            sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+        }
+    }
+    if let Some(cursor) = &filter.cursor {
+        binds.push(cursor.clone());
+        sql.push_str(&format!(" AND id < ${}", binds.len()));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1));
+    let mut query = sqlx::query_as::<_, DeliveryRow>(&sql);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let mut rows = query.bind(filter.limit + 1).fetch_all(db).await?;
+    let next_cursor = if rows.len() as i64 > filter.limit {
+        rows.truncate(filter.limit as usize);
+        rows.last().map(|r| r.0.clone())
+    } else {
+        None
+    };
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let mut attempts = attempts_of(db, &ids).await?;
+    let data = rows
+        .into_iter()
+        .map(|row| delivery_view(row, &mut attempts))
+        .collect();
+    Ok((data, next_cursor))
+}
+
+async fn attempts_of(
+    db: &Db,
+    delivery_ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<AttemptView>>, sqlx::Error> {
+    let mut out: std::collections::HashMap<String, Vec<AttemptView>> = Default::default();
+    for chunk in delivery_ids.chunks(INSERT_CHUNK) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT delivery_id, at, outcome, status_code, latency_ms, error, response \
+             FROM webhook_attempts WHERE delivery_id IN ({list}) ORDER BY id"
+        );
+        let mut query = sqlx::query_as::<
+            _,
+            (
+                String,
+                i64,
+                String,
+                Option<i64>,
+                i64,
+                Option<String>,
+                Option<String>,
+            ),
+        >(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for (delivery_id, at, outcome, status_code, latency_ms, error, response) in
+            query.fetch_all(db).await?
+        {
+            out.entry(delivery_id).or_default().push(AttemptView {
+                at: rfc3339(at),
+                outcome,
+                status_code,
+                latency_ms,
+                error,
+                response,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoint and status of one of the account's deliveries (the retry route's check).
+pub async fn delivery_owner(
+    db: &Db,
+    account_id: &str,
+    delivery_id: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.endpoint_id, d.status FROM webhook_deliveries d \
+         WHERE d.id = $1 AND d.account_id = $2",
+    )
+    .bind(delivery_id)
+    .bind(account_id)
+    .fetch_optional(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_only_adds_up_to_a_tenth_and_retry_after_wins_when_later() {
+        let schedule = [Duration::from_secs(10), Duration::from_secs(100)];
+        for _ in 0..200 {
+            let d = retry_delay(&schedule, 1, None);
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
+            let d = retry_delay(&schedule, 2, None);
+            assert!(
+                d >= Duration::from_secs(100) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
+        }
+        assert_eq!(
+            retry_delay(&schedule, 1, Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+        let d = retry_delay(&schedule, 1, Some(Duration::from_secs(1)));
+        assert!(d >= Duration::from_secs(10));
+        assert_eq!(
+            retry_delay(&schedule, 1, Some(Duration::from_secs(10 * 24 * 3600))),
+            MAX_RETRY_AFTER
+        );
+    }
+
+    #[test]
+    fn body_embeds_the_event_data_verbatim() {
+        let body = event_body(
+            "evt_1",
+            "message.read",
+            0,
+            "acc_1",
+            r#"{"message_id":"msg_1"}"#,
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["id"], "evt_1");
+        assert_eq!(v["type"], "message.read");
+        assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["account_id"], "acc_1");
+        assert_eq!(v["data"]["message_id"], "msg_1");
+    }
+
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders_with(2, 1, "0"), "($1, 0), ($2, 0)");
+    }
+}

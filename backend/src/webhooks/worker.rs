@@ -1,0 +1,549 @@
+//! The delivery worker: claims due deliveries in batches, sends them concurrently within a global
+//! cap (`max_in_flight`) and a per-endpoint cap (`max_in_flight_per_endpoint`), and hands every
+//! attempt to a recorder that writes results in batched transactions.
+//!
+//! Why it cannot be held back by one endpoint: an endpoint at its cap is excluded from claims
+//! (once a round of its deliveries is already queued here), so a hanging endpoint occupies at most
+//! its cap of slots while the others keep flowing. Each attempt is bounded by the client timeout.
+//!
+//! Nothing here holds a database connection across an HTTP call: claim, send, record are separate
+//! steps, and only claim and record touch the database.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::{Id, JoinSet},
+};
+
+use super::{
+    metrics::Outcome,
+    outbox::{self, AttemptResult, Job, RESPONSE_SNIPPET},
+    sign, ssrf, Webhooks, TEST_EVENT_TYPE,
+};
+use crate::{
+    config::WebhooksConfig,
+    ids::{new_id, now_ms},
+    state::AppState,
+};
+
+/// Deliveries claimed per statement.
+const CLAIM_BATCH: usize = 100;
+/// Attempts recorded per transaction, at most.
+const RECORD_BATCH: usize = 200;
+/// The longest the worker sleeps without looking at the outbox (other backends' fan-outs do
+/// not ring our doorbell).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Sends one attempt and describes its outcome. Used by the worker and, synchronously, by
+/// `POST /admin/webhooks/{id}/test`.
+pub async fn send(webhooks: &Webhooks, config: &WebhooksConfig, job: &Job) -> AttemptResult {
+    let at = now_ms();
+    let started = Instant::now();
+    let mut result = AttemptResult {
+        delivery_id: job.delivery_id.clone(),
+        endpoint_id: job.endpoint_id.clone(),
+        attempt_count: job.attempt_count,
+        is_test: job.event_type == TEST_EVENT_TYPE,
+        at,
+        outcome: Outcome::ConnectError,
+        status_code: None,
+        latency_ms: 0,
+        error: None,
+        response: None,
+        retry_after: None,
+    };
+    let url = match reqwest::Url::parse(&job.url) {
+        Ok(url) => url,
+        Err(e) => {
+            result.error = Some(format!("invalid URL: {e}"));
+            return finish(webhooks, result, started);
+        }
+    };
+    if let Err(blocked) = ssrf::check_url(&url, config.allow_private_targets) {
+        result.outcome = Outcome::Blocked;
+        result.error = Some(blocked.to_string());
+        return finish(webhooks, result, started);
+    }
+    // The timestamp is the attempt's (receivers reject old ones); the id is the event's, the same
+    // on every attempt, so receivers can de-duplicate.
+    let timestamp = at / 1000;
+    let signature = sign::signature_header(&job.keys, &job.event_id, timestamp, &job.body);
+    let response = webhooks
+        .client
+        .post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(sign::HEADER_ID, &job.event_id)
+        .header(sign::HEADER_TIMESTAMP, timestamp.to_string())
+        .header(sign::HEADER_SIGNATURE, signature)
+        .body(job.body.clone())
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let status = response.status();
+            result.status_code = Some(status.as_u16());
+            if matches!(status.as_u16(), 429 | 503) {
+                result.retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+            }
+            result.response = read_snippet(response).await;
+            (result.outcome, result.error) = if status.is_success() {
+                (Outcome::Success, None)
+            } else if status == http::StatusCode::GONE {
+                (
+                    Outcome::Gone,
+                    Some("410 Gone: the endpoint is disabled".to_string()),
+                )
+            } else if status.is_redirection() {
+                (
+                    Outcome::HttpError,
+                    Some(format!("HTTP {status}: redirects are not followed")),
+                )
+            } else {
+                (Outcome::HttpError, Some(format!("HTTP {status}")))
+            };
+        }
+        Err(err) => {
+            if let Some(blocked) = ssrf::find_blocked(&err) {
+                result.outcome = Outcome::Blocked;
+                result.error = Some(blocked.to_string());
+            } else if err.is_timeout() {
+                result.outcome = Outcome::Timeout;
+                result.error = Some(format!(
+                    "timed out after {}",
+                    humantime::format_duration(config.timeout)
+                ));
+            } else {
+                result.outcome = Outcome::ConnectError;
+                result.error = Some(describe(err));
+            }
+        }
+    }
+    finish(webhooks, result, started)
+}
+
+fn finish(webhooks: &Webhooks, mut result: AttemptResult, started: Instant) -> AttemptResult {
+    let elapsed = started.elapsed();
+    result.latency_ms = elapsed.as_millis() as i64;
+    webhooks.metrics.observe_attempt(result.outcome, elapsed);
+    result
+}
+
+/// The error and its causes, without the URL (it may carry the customer's tokens).
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut parts = vec![err.to_string()];
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Reads at most `RESPONSE_SNIPPET` bytes of the body; the rest is never downloaded.
+async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
+    let mut buf = Vec::new();
+    while buf.len() < RESPONSE_SNIPPET {
+        match response.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    buf.truncate(RESPONSE_SNIPPET);
+    if buf.is_empty() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let delta = date - time::OffsetDateTime::now_utc();
+    Some(Duration::from_secs_f64(delta.as_seconds_f64().max(0.0)))
+}
+
+/// A claimed delivery waiting here for a slot of its endpoint.
+struct Queued {
+    job: Job,
+    /// After this the lease would run out mid-attempt; the job is given back instead.
+    start_by: i64,
+}
+
+struct Worker {
+    state: AppState,
+    id: String,
+    results: mpsc::Sender<AttemptResult>,
+    tasks: JoinSet<()>,
+    task_endpoint: HashMap<Id, String>,
+    in_flight: HashMap<String, usize>,
+    running: usize,
+    queued: HashMap<String, VecDeque<Queued>>,
+    queued_total: usize,
+    expired: Vec<String>,
+}
+
+/// The worker loop, until `stop` turns true. Then it stops claiming, waits for the attempts in
+/// flight (each bounded by the client timeout), records them and releases its leases.
+pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let (results, receiver) = mpsc::channel(RECORD_BATCH * 4);
+    let recorder = AbortOnDrop(Some(tokio::spawn(record_loop(state.clone(), receiver))));
+    let mut worker = Worker {
+        id: new_id("wrk"),
+        state,
+        results,
+        tasks: JoinSet::new(),
+        task_endpoint: HashMap::new(),
+        in_flight: HashMap::new(),
+        running: 0,
+        queued: HashMap::new(),
+        queued_total: 0,
+        expired: Vec::new(),
+    };
+    worker.main_loop(&mut stop).await;
+    worker.drain().await;
+    let Worker { state, id, .. } = worker;
+    if let Some(handle) = recorder.take() {
+        let _ = handle.await;
+    }
+    if let Err(e) = outbox::release(&state.db, &id, None).await {
+        tracing::warn!(error = %e, "releasing webhook leases at shutdown");
+    }
+}
+
+/// Aborts the recorder if the worker's task is aborted (a crash in tests).
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn take(mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.take()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+impl Worker {
+    fn config(&self) -> &WebhooksConfig {
+        &self.state.config.webhooks
+    }
+
+    /// Deliveries of `endpoint` held here: running or queued for one of its slots.
+    fn held(&self, endpoint: &str) -> usize {
+        self.in_flight.get(endpoint).copied().unwrap_or(0)
+            + self.queued.get(endpoint).map_or(0, VecDeque::len)
+    }
+
+    /// How many deliveries of one endpoint this worker holds at most: its in-flight cap plus
+    /// one round queued, so the next attempt starts the moment a slot frees up. Bounding the
+    /// queue per endpoint is what keeps a hanging endpoint from filling it for everyone.
+    fn endpoint_hold(&self) -> usize {
+        2 * self.config().max_in_flight_per_endpoint
+    }
+
+    /// Endpoints not to claim for: holding all they may.
+    fn busy(&self) -> Vec<String> {
+        let hold = self.endpoint_hold();
+        let mut endpoints: Vec<&String> = self.in_flight.keys().collect();
+        endpoints.extend(self.queued.keys());
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints
+            .into_iter()
+            .filter(|e| self.held(e) >= hold)
+            .cloned()
+            .collect()
+    }
+
+    /// One claim round: candidates of endpoints with room, picked within the per-endpoint hold,
+    /// leased in one statement. Returns whether another round may find more right away.
+    async fn claim_round(&mut self) -> Result<bool, sqlx::Error> {
+        let max = self.config().max_in_flight;
+        // Running plus queued stays within twice the global cap (one round of prefetch).
+        let limit = CLAIM_BATCH.min((2 * max).saturating_sub(self.running + self.queued_total));
+        if limit == 0 {
+            return Ok(false);
+        }
+        let busy = self.busy();
+        let window = limit * 4;
+        let candidates = outbox::candidates(&self.state.db, &busy, window).await?;
+        let hold = self.endpoint_hold();
+        let mut picked_for: HashMap<&str, usize> = HashMap::new();
+        let mut picked = Vec::new();
+        let mut skipped = false;
+        for (id, endpoint) in &candidates {
+            if picked.len() == limit {
+                break;
+            }
+            let n = picked_for.entry(endpoint.as_str()).or_default();
+            if self.held(endpoint) + *n >= hold {
+                // That endpoint is full now; the next round excludes it in SQL.
+                skipped = true;
+                continue;
+            }
+            *n += 1;
+            picked.push(id.clone());
+        }
+        let lease_until = now_ms() + self.config().lease.as_millis() as i64;
+        let jobs = outbox::claim(&self.state.db, &self.id, lease_until, &picked).await?;
+        let claimed = jobs.len();
+        self.enqueue(jobs, lease_until);
+        self.start_queued();
+        Ok(claimed == limit || skipped || (candidates.len() == window && claimed > 0))
+    }
+
+    async fn main_loop(&mut self, stop: &mut watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            self.start_queued();
+            self.give_back_expired().await;
+            // Every wake-up (new work, a finished attempt, a due time) is a reason to look:
+            // claims are batched, so this is a few statements per wake-up, not per delivery.
+            let wake_at = match self.claim_round().await {
+                Ok(true) => continue,
+                Ok(false) => self.next_wake(&self.busy()).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming webhook deliveries");
+                    tokio::time::Instant::now() + Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                Some(done) = self.tasks.join_next_with_id() => {
+                    self.finished(done);
+                    while let Some(done) = self.tasks.try_join_next_with_id() {
+                        self.finished(done);
+                    }
+                }
+                _ = self.state.webhooks.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    /// When the next delivery (of an endpoint we can take) becomes due, capped by `POLL`.
+    async fn next_wake(&self, busy: &[String]) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match outbox::next_due(&self.state.db, busy).await {
+            Ok(Some(due)) => {
+                // A floor of a millisecond: a row due "now" that the claim just missed (another
+                // backend took it) must not turn this into a busy loop.
+                let wait = Duration::from_millis((due - now_ms()).max(1) as u64);
+                now + wait.min(POLL)
+            }
+            Ok(None) => now + POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the next webhook due time");
+                now + POLL
+            }
+        }
+    }
+
+    fn enqueue(&mut self, jobs: Vec<Job>, lease_until: i64) {
+        // Leave time for the attempt itself (the client timeout) and for recording it.
+        let timeout = self.config().timeout.as_millis() as i64;
+        let margin = ((self.config().lease.as_millis() as i64 - timeout) / 2).min(2000);
+        let start_by = lease_until - timeout - margin;
+        for job in jobs {
+            self.queued
+                .entry(job.endpoint_id.clone())
+                .or_default()
+                .push_back(Queued { job, start_by });
+            self.queued_total += 1;
+        }
+    }
+
+    /// Starts queued jobs, round-robin across endpoints, while both caps allow.
+    fn start_queued(&mut self) {
+        let max = self.config().max_in_flight;
+        let cap = self.config().max_in_flight_per_endpoint;
+        let endpoints: Vec<String> = self.queued.keys().cloned().collect();
+        let now = now_ms();
+        loop {
+            let mut progressed = false;
+            for endpoint in &endpoints {
+                if self.running >= max {
+                    break;
+                }
+                if self.in_flight.get(endpoint).copied().unwrap_or(0) >= cap {
+                    continue;
+                }
+                let Some(item) = self.queued.get_mut(endpoint).and_then(VecDeque::pop_front) else {
+                    continue;
+                };
+                self.queued_total -= 1;
+                progressed = true;
+                if item.start_by < now {
+                    self.expired.push(item.job.delivery_id);
+                } else {
+                    self.spawn(item.job);
+                }
+            }
+            if !progressed || self.running >= max {
+                break;
+            }
+        }
+        self.queued.retain(|_, q| !q.is_empty());
+    }
+
+    fn spawn(&mut self, job: Job) {
+        let webhooks = self.state.webhooks.clone();
+        let config = self.state.config.clone();
+        let results = self.results.clone();
+        let endpoint = job.endpoint_id.clone();
+        let handle = self.tasks.spawn(async move {
+            let result = send(&webhooks, &config.webhooks, &job).await;
+            // Closed only at shutdown after an abort; the lease then makes it due again.
+            let _ = results.send(result).await;
+        });
+        self.task_endpoint.insert(handle.id(), endpoint.clone());
+        *self.in_flight.entry(endpoint).or_default() += 1;
+        self.running += 1;
+    }
+
+    fn finished(&mut self, done: Result<(Id, ()), tokio::task::JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!("a webhook attempt panicked; its lease will expire");
+                }
+                e.id()
+            }
+        };
+        if let Some(endpoint) = self.task_endpoint.remove(&id) {
+            if let Some(n) = self.in_flight.get_mut(&endpoint) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(&endpoint);
+                }
+            }
+        }
+        self.running = self.running.saturating_sub(1);
+    }
+
+    async fn give_back_expired(&mut self) {
+        if self.expired.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.expired);
+        if let Err(e) = outbox::release(&self.state.db, &self.id, Some(&ids)).await {
+            // Harmless: their leases expire on their own.
+            tracing::warn!(error = %e, "giving back webhook deliveries");
+        }
+    }
+
+    /// Shutdown: no new attempts; the running ones finish (or are cut off after the timeout).
+    async fn drain(&mut self) {
+        self.queued.clear();
+        self.queued_total = 0;
+        let deadline = tokio::time::Instant::now() + self.config().timeout + Duration::from_secs(1);
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        // Dropping our sender lets the recorder finish once it has written what it was given.
+        let (closed, _) = mpsc::channel(1);
+        self.results = closed;
+    }
+}
+
+/// Writes attempt results in batches: whatever has arrived, up to `RECORD_BATCH`, in one
+/// transaction. A result that cannot be written is not lost either: its delivery's lease expires
+/// and it is attempted again (at least once).
+async fn record_loop(state: AppState, mut receiver: mpsc::Receiver<AttemptResult>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < RECORD_BATCH {
+            match receiver.try_recv() {
+                Ok(result) => batch.push(result),
+                Err(_) => break,
+            }
+        }
+        let mut tries = 0;
+        loop {
+            match outbox::record(&state.db, &state.config.webhooks, &batch).await {
+                Ok(recorded) => {
+                    for endpoint_id in &recorded.disabled {
+                        tracing::warn!(endpoint_id = %endpoint_id, "webhook endpoint disabled");
+                    }
+                    if recorded.rescheduled > 0 {
+                        // The worker re-reads when the next retry is due.
+                        state.webhooks.wake.notify_one();
+                    }
+                    break;
+                }
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "recording webhook attempts; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        attempts = batch.len(),
+                        "could not record webhook attempts; they will be retried when their leases expire"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        let in_a_minute = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let http_date = in_a_minute
+            .format(&time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            ))
+            .unwrap();
+        let parsed = parse_retry_after(&http_date).expect(&http_date);
+        assert!(parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

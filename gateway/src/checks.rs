@@ -1,0 +1,142 @@
+//! The SPEC §4 pipeline for one `/v1` request, as one call: failed-auth throttle, credentials,
+//! key + secret, key status, plan, whitelist, minute limit, daily limit. The proxy calls it from
+//! `request_filter`; the bench calls it directly.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::auth::{self, AuthOutcome};
+use crate::config::RuntimeConfig;
+use crate::credentials::{self, CredentialError};
+use crate::errors::Refusal;
+use crate::keys::KeyRecord;
+use crate::limits::{self, Decision, LimitState, Quota};
+use crate::state::GatewayState;
+
+/// What the checks decided, plus what the response headers and the access log need.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// `None`: forward the request. `Some((refusal, retry_after_secs))`: answer it.
+    pub refusal: Option<(Refusal, Option<u64>)>,
+    /// The key, once the secret matched.
+    pub key: Option<Arc<KeyRecord>>,
+    pub limits: Option<LimitState>,
+    /// The 12-character prefix of presented but non-matching credentials, for the log.
+    pub presented_prefix: Option<Box<str>>,
+}
+
+impl CheckOutcome {
+    fn refused(refusal: Refusal, retry_after: Option<u64>) -> CheckOutcome {
+        CheckOutcome {
+            refusal: Some((refusal, retry_after)),
+            key: None,
+            limits: None,
+            presented_prefix: None,
+        }
+    }
+}
+
+pub fn quota_of(key: &KeyRecord) -> Quota {
+    Quota {
+        per_minute: key.rate_limit_per_minute,
+        per_day: key.daily_limit,
+    }
+}
+
+/// Runs every check for a `/v1` request and records its usage. Counts the request against the
+/// key's limits only if every check passes.
+pub async fn check_v1(
+    state: &GatewayState,
+    config: &RuntimeConfig,
+    authorization: Option<&[u8]>,
+    api_secret: Option<&[u8]>,
+    client_ip: IpAddr,
+    now_ms: i64,
+) -> CheckOutcome {
+    let throttle = &state.throttle;
+    if throttle.is_blocked(client_ip) {
+        return CheckOutcome::refused(
+            Refusal::TooManyFailedAttempts,
+            Some(config.throttle.window.as_secs().max(1)),
+        );
+    }
+    let creds = match credentials::parse(authorization, api_secret) {
+        Ok(c) => c,
+        Err(CredentialError::Missing) => {
+            return CheckOutcome::refused(Refusal::MissingCredentials, None)
+        }
+        Err(CredentialError::Malformed) => {
+            throttle.record_failure(client_ip);
+            return CheckOutcome::refused(Refusal::MalformedCredentials, None);
+        }
+    };
+    let key = match auth::check(&state.keys, &creds, client_ip, now_ms) {
+        AuthOutcome::Granted(key) => key,
+        AuthOutcome::Invalid => {
+            throttle.record_failure(client_ip);
+            let mut out = CheckOutcome::refused(Refusal::InvalidCredentials, None);
+            out.presented_prefix = Some(creds.key_prefix().into());
+            return out;
+        }
+        AuthOutcome::Denied(key, refusal) => {
+            state.usage.record_refused(&key.id, refusal, now_ms);
+            let limits = match state.limits.peek(&key.id, quota_of(&key), now_ms).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    state.metrics.limiter_store_errors.inc();
+                    tracing::warn!(error = %e, "limit store peek failed");
+                    None
+                }
+            };
+            return CheckOutcome {
+                refusal: Some((refusal, None)),
+                key: Some(key),
+                limits,
+                presented_prefix: None,
+            };
+        }
+    };
+    let decision = limits::decide(state.limits.as_ref(), &key.id, quota_of(&key), now_ms).await;
+    let (refusal, limits) = match decision {
+        Ok(Decision::Allowed(s)) => {
+            state.usage.record_accepted(&key.id, now_ms);
+            (None, Some(s))
+        }
+        Ok(Decision::RateLimited {
+            state: s,
+            retry_after_secs,
+        }) => {
+            state
+                .usage
+                .record_refused(&key.id, Refusal::RateLimited, now_ms);
+            (
+                Some((Refusal::RateLimited, Some(retry_after_secs))),
+                Some(s),
+            )
+        }
+        Ok(Decision::DailyLimitExceeded {
+            state: s,
+            retry_after_secs,
+        }) => {
+            state
+                .usage
+                .record_refused(&key.id, Refusal::DailyLimitExceeded, now_ms);
+            (
+                Some((Refusal::DailyLimitExceeded, Some(retry_after_secs))),
+                Some(s),
+            )
+        }
+        Err(e) => {
+            // Failing closed keeps the daily cap a hard cap even when the store is down.
+            state.metrics.limiter_store_errors.inc();
+            tracing::error!(error = %e, "limit store failed; refusing the request");
+            (Some((Refusal::LimiterUnavailable, Some(1))), None)
+        }
+    };
+    CheckOutcome {
+        refusal,
+        key: Some(key),
+        limits,
+        presented_prefix: None,
+    }
+}

@@ -1,0 +1,787 @@
+//! Gateway configuration: YAML file + `WIZ_GATEWAY__*` overrides → `GatewayConfig` (every field
+//! has a default) → `validate()` → `RuntimeConfig`, the compiled form the proxy reads through an
+//! `ArcSwap`.
+//!
+//! This module never reads the process environment: `main` captures the variables once and hands
+//! them over in a `ConfigSource`, so a hot reload re-applies the same overrides and tests stay
+//! hermetic.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Yaml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer};
+
+use crate::client_ip::TrustedProxies;
+use crate::keys::parse_net;
+use crate::throttle::ThrottleSettings;
+
+pub const ENV_PREFIX: &str = "WIZ_GATEWAY__";
+pub const DEFAULT_CONFIG_PATH: &str = "config/gateway.yaml";
+pub const MIN_INTERNAL_TOKEN_LEN: usize = 32;
+
+/// The configuration as written by operators. Every field has a default except
+/// `internal_token`, which `validate` insists on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub metrics_listen: String,
+    pub backend_url: String,
+    pub internal_token: Option<Secret>,
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
+    pub threads: usize,
+    pub shutdown_grace_seconds: u64,
+    pub limits: LimitsConfig,
+    pub auth_throttle: AuthThrottleConfig,
+    pub sync: SyncConfig,
+    pub usage: UsageConfig,
+    pub log: LogConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "0.0.0.0:8080".into(),
+            metrics_listen: "127.0.0.1:9091".into(),
+            backend_url: "http://127.0.0.1:8081".into(),
+            internal_token: None,
+            trusted_proxies: Vec::new(),
+            threads: 2,
+            shutdown_grace_seconds: 5,
+            limits: LimitsConfig::default(),
+            auth_throttle: AuthThrottleConfig::default(),
+            sync: SyncConfig::default(),
+            usage: UsageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub store: StoreKind,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthThrottleConfig {
+    pub max_failures: u32,
+    pub window_seconds: u64,
+}
+
+impl Default for AuthThrottleConfig {
+    fn default() -> Self {
+        AuthThrottleConfig {
+            max_failures: 20,
+            window_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    pub long_poll_seconds: u64,
+    pub retry_max_seconds: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            long_poll_seconds: 25,
+            retry_max_seconds: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    pub flush_interval_ms: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(v) => v,
+        Form::Text(s) => s
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(|p| p.trim().trim_matches('"').to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+    })
+}
+
+/// One invalid field: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+    /// Where the bad value came from (file or variable), when known.
+    pub origin: Option<String>,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.reason)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " (from {origin})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid gateway configuration: {}", join(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ConfigError {
+    fn field(field: &str, reason: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+            origin: None,
+        }
+    }
+
+    /// The fields named in this error (empty for read errors).
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            ConfigError::Read { .. } => Vec::new(),
+            ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
+        }
+    }
+}
+
+/// Where the configuration comes from: a file (optional when it is the default path) and the
+/// `WIZ_GATEWAY__*` variables `main` captured.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    /// A missing file is an error only when the operator named it explicitly.
+    pub file_required: bool,
+    pub env: Vec<(String, String)>,
+}
+
+impl ConfigSource {
+    pub fn file(path: impl Into<PathBuf>) -> ConfigSource {
+        ConfigSource {
+            path: Some(path.into()),
+            file_required: true,
+            env: Vec::new(),
+        }
+    }
+
+    /// Keeps only the `WIZ_GATEWAY__*` variables of `vars`.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> ConfigSource {
+        self.env = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        self
+    }
+
+    /// Reads and parses (no validation).
+    pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
+        let mut figment = Figment::new();
+        let mut file_name = None;
+        if let Some(path) = &self.path {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    file_name = Some(format!("config file {}", path.display()));
+                    figment = figment.merge(Yaml::string(&text));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.file_required => {}
+                Err(e) => {
+                    return Err(ConfigError::Read {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        for (name, value) in &self.env {
+            if let Some(var) = EnvVar::new(name, value) {
+                figment = figment.merge(var);
+            }
+        }
+        figment.extract::<GatewayConfig>().map_err(|e| {
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| {
+                        let origin = match &e.metadata {
+                            Some(m) if m.name.starts_with("environment variable") => {
+                                Some(m.name.to_string())
+                            }
+                            _ => file_name.clone(),
+                        };
+                        FieldError {
+                            field: if e.path.is_empty() {
+                                "(top level)".into()
+                            } else {
+                                e.path.join(".")
+                            },
+                            reason: e.kind.to_string(),
+                            origin,
+                        }
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// Reads, parses, validates and compiles.
+    pub fn load_runtime(&self) -> Result<RuntimeConfig, ConfigError> {
+        self.load()?.validate()
+    }
+}
+
+/// Fields whose env value stays a string even when it looks like a number or a bool.
+const STRING_FIELDS: &[&str] = &[
+    "listen",
+    "metrics_listen",
+    "backend_url",
+    "internal_token",
+    "trusted_proxies",
+    "limits.redis_url",
+    "log.level",
+];
+
+/// One `WIZ_GATEWAY__A__B=value` variable as a figment provider, so errors name the variable.
+struct EnvVar {
+    var: String,
+    key: String,
+    value: Value,
+}
+
+impl EnvVar {
+    fn new(name: &str, value: &str) -> Option<EnvVar> {
+        let rest = name.strip_prefix(ENV_PREFIX)?;
+        let key = rest
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(".");
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return None;
+        }
+        let value = if STRING_FIELDS.contains(&key.as_str()) {
+            Value::from(value.to_owned())
+        } else {
+            value
+                .parse()
+                .unwrap_or_else(|_| Value::from(value.to_owned()))
+        };
+        Some(EnvVar {
+            var: name.to_owned(),
+            key,
+            value,
+        })
+    }
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment variable {}", self.var))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, self.value.clone())
+            .into_dict()
+            .unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Where forwarded requests and sync calls go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `scheme://host:port` without a trailing slash, for the sync client.
+    pub base_url: String,
+    /// Resolved once at load time, for the proxy's peer.
+    pub addr: SocketAddr,
+}
+
+/// The validated, compiled configuration. Only this form is shared with the running gateway.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub backend: Backend,
+    pub internal_token: Secret,
+    pub trusted_proxies: TrustedProxies,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub store: StoreKind,
+    pub redis_url: Option<String>,
+    pub throttle: ThrottleSettings,
+    pub long_poll: Duration,
+    pub retry_max: Duration,
+    pub flush_interval: Duration,
+    pub log: LogConfig,
+}
+
+impl RuntimeConfig {
+    /// Fields that only take effect at start-up; a reload that changes them is applied for the
+    /// rest and warns about these.
+    pub fn restart_only_changes(&self, new: &RuntimeConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push("listen");
+        }
+        if self.metrics_listen != new.metrics_listen {
+            changed.push("metrics_listen");
+        }
+        if self.threads != new.threads {
+            changed.push("threads");
+        }
+        if self.store != new.store || self.redis_url != new.redis_url {
+            changed.push("limits");
+        }
+        if self.log != new.log {
+            changed.push("log");
+        }
+        changed
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every field and compiles the runtime form; all problems are reported at once.
+    pub fn validate(&self) -> Result<RuntimeConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let mut addr = |field: &str, value: &str| match value.trim().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(ConfigError::field(
+                    field,
+                    format!("`{value}` is not an IP:port socket address (e.g. 0.0.0.0:8080)"),
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &self.listen);
+        let metrics_listen = addr("metrics_listen", &self.metrics_listen);
+
+        let backend = match parse_backend_url(&self.backend_url) {
+            Ok(b) => Some(b),
+            Err(reason) => {
+                errors.push(ConfigError::field("backend_url", reason));
+                None
+            }
+        };
+
+        let internal_token = match &self.internal_token {
+            None => {
+                errors.push(ConfigError::field(
+                    "internal_token",
+                    "is required (shared with the backend; set `internal_token` or \
+                     WIZ_GATEWAY__INTERNAL_TOKEN)",
+                ));
+                None
+            }
+            Some(t) if t.expose().chars().count() < MIN_INTERNAL_TOKEN_LEN => {
+                errors.push(ConfigError::field(
+                    "internal_token",
+                    format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters"),
+                ));
+                None
+            }
+            Some(t)
+                if t.expose()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                errors.push(ConfigError::field(
+                    "internal_token",
+                    "must not contain whitespace or control characters",
+                ));
+                None
+            }
+            Some(t) => Some(t.clone()),
+        };
+
+        let mut nets = Vec::new();
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            match parse_net(p) {
+                Some(n) => nets.push(n),
+                None => errors.push(ConfigError::field(
+                    &format!("trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address or CIDR"),
+                )),
+            }
+        }
+
+        if self.threads == 0 || self.threads > 256 {
+            errors.push(ConfigError::field("threads", "must be between 1 and 256"));
+        }
+        if self.shutdown_grace_seconds > 600 {
+            errors.push(ConfigError::field(
+                "shutdown_grace_seconds",
+                "must be at most 600",
+            ));
+        }
+
+        match self.limits.store {
+            StoreKind::Memory => {}
+            StoreKind::Redis => match &self.limits.redis_url {
+                None => errors.push(ConfigError::field(
+                    "limits.redis_url",
+                    "is required when limits.store is `redis`",
+                )),
+                Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => errors
+                    .push(ConfigError::field(
+                        "limits.redis_url",
+                        format!("`{u}` must start with redis:// or rediss://"),
+                    )),
+                Some(_) => errors.push(ConfigError::field(
+                    "limits.store",
+                    "`redis` is not supported by this build yet; use `memory`",
+                )),
+            },
+        }
+
+        if self.auth_throttle.max_failures == 0 {
+            errors.push(ConfigError::field(
+                "auth_throttle.max_failures",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=3600).contains(&self.auth_throttle.window_seconds) {
+            errors.push(ConfigError::field(
+                "auth_throttle.window_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=30).contains(&self.sync.long_poll_seconds) {
+            errors.push(ConfigError::field(
+                "sync.long_poll_seconds",
+                "must be between 1 and 30 (the backend holds a poll at most 30 s)",
+            ));
+        }
+        if !(1..=300).contains(&self.sync.retry_max_seconds) {
+            errors.push(ConfigError::field(
+                "sync.retry_max_seconds",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(50..=60_000).contains(&self.usage.flush_interval_ms) {
+            errors.push(ConfigError::field(
+                "usage.flush_interval_ms",
+                "must be between 50 and 60000",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            errors.push(ConfigError::field(
+                "log.level",
+                format!("`{}` is not a valid level or filter: {e}", self.log.level),
+            ));
+        }
+
+        match (listen, metrics_listen, backend, internal_token) {
+            (Some(listen), Some(metrics_listen), Some(backend), Some(internal_token))
+                if errors.is_empty() =>
+            {
+                Ok(RuntimeConfig {
+                    listen,
+                    metrics_listen,
+                    backend,
+                    internal_token,
+                    trusted_proxies: TrustedProxies::new(nets),
+                    threads: self.threads,
+                    shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+                    store: self.limits.store,
+                    redis_url: self.limits.redis_url.clone(),
+                    throttle: ThrottleSettings {
+                        max_failures: self.auth_throttle.max_failures,
+                        window: Duration::from_secs(self.auth_throttle.window_seconds),
+                    },
+                    long_poll: Duration::from_secs(self.sync.long_poll_seconds),
+                    retry_max: Duration::from_secs(self.sync.retry_max_seconds),
+                    flush_interval: Duration::from_millis(self.usage.flush_interval_ms),
+                    log: self.log.clone(),
+                })
+            }
+            _ => Err(ConfigError::Invalid(errors)),
+        }
+    }
+}
+
+fn parse_backend_url(raw: &str) -> Result<Backend, String> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "`{raw}`: only http:// is supported (the backend is a private service next to the \
+             gateway)"
+        ));
+    }
+    if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+        return Err(format!("`{raw}` must not have a path or query"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("`{raw}` has no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (host_for_lookup, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
+    Ok(Backend {
+        base_url: format!("http://{}:{}", host, port),
+        addr,
+    })
+}
+
+/// `config/gateway.yaml` relative to the working directory, as operators run it.
+pub fn default_path() -> &'static Path {
+    Path::new(DEFAULT_CONFIG_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn env(vars: &[(&str, &str)]) -> ConfigSource {
+        ConfigSource::default().with_env(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(std::iter::once(("OTHER_VAR".to_string(), "x".to_string()))),
+        )
+    }
+
+    fn yaml(text: &str) -> (tempfile::TempDir, ConfigSource) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, ConfigSource::file(path))
+    }
+
+    #[test]
+    fn defaults_need_only_a_token() {
+        let err = env(&[]).load_runtime().unwrap_err();
+        assert_eq!(err.fields(), vec!["internal_token"]);
+        let rt = env(&[("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN)])
+            .load_runtime()
+            .unwrap();
+        assert_eq!(rt.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(rt.metrics_listen, "127.0.0.1:9091".parse().unwrap());
+        assert_eq!(rt.backend.addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(rt.backend.base_url, "http://127.0.0.1:8081");
+        assert_eq!(rt.threads, 2);
+        assert_eq!(rt.store, StoreKind::Memory);
+        assert_eq!(rt.throttle.max_failures, 20);
+        assert!(
+            !format!("{rt:?}").contains(TOKEN),
+            "token must not be printed"
+        );
+    }
+
+    #[test]
+    fn spec_env_variables_override_the_file() {
+        let (_d, src) =
+            yaml("listen: 0.0.0.0:1\ninternal_token: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n");
+        let src = src.with_env(
+            [
+                ("WIZ_GATEWAY__LISTEN", "127.0.0.1:18080"),
+                ("WIZ_GATEWAY__METRICS_LISTEN", "127.0.0.1:19091"),
+                ("WIZ_GATEWAY__BACKEND_URL", "http://localhost:18081"),
+                ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_GATEWAY__LIMITS__STORE", "memory"),
+                ("WIZ_GATEWAY__LIMITS__REDIS_URL", "redis://127.0.0.1:6379/0"),
+                ("WIZ_GATEWAY__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1/32"),
+                ("WIZ_GATEWAY__AUTH_THROTTLE__MAX_FAILURES", "7"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let rt = src.load_runtime().unwrap();
+        assert_eq!(rt.listen, "127.0.0.1:18080".parse().unwrap());
+        assert_eq!(rt.metrics_listen, "127.0.0.1:19091".parse().unwrap());
+        assert_eq!(rt.backend.addr.port(), 18081);
+        assert!(rt.backend.addr.ip().is_loopback());
+        assert_eq!(rt.internal_token.expose(), TOKEN);
+        assert_eq!(rt.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert!(rt.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
+        assert!(rt.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+        assert!(!rt.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
+        assert_eq!(rt.throttle.max_failures, 7);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("listen: nowhere\n", "listen"),
+            ("backend_url: ftp://x\n", "backend_url"),
+            ("internal_token: short\n", "internal_token"),
+            (
+                "trusted_proxies: [10.0.0.0/8, bogus]\n",
+                "trusted_proxies[1]",
+            ),
+            ("limits:\n  store: etcd\n", "limits.store"),
+            ("limits:\n  store: redis\n", "limits.redis_url"),
+            ("limits:\n  bogus: 1\n", "limits"),
+            (
+                "auth_throttle:\n  window_seconds: 0\n",
+                "auth_throttle.window_seconds",
+            ),
+            ("sync:\n  long_poll_seconds: 99\n", "sync.long_poll_seconds"),
+            (
+                "usage:\n  flush_interval_ms: 1\n",
+                "usage.flush_interval_ms",
+            ),
+            ("log:\n  format: xml\n", "log.format"),
+            ("log:\n  level: 'info,=='\n", "log.level"),
+            ("threads: 0\n", "threads"),
+            ("threads: many\n", "threads"),
+            ("unknown_field: 1\n", "unknown_field"),
+        ];
+        for (text, field) in cases {
+            let (_d, src) = yaml(text);
+            let src = if field == &"internal_token" {
+                src
+            } else {
+                src.with_env([("WIZ_GATEWAY__INTERNAL_TOKEN".to_string(), TOKEN.to_string())])
+            };
+            let err = src.load_runtime().unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                err.fields().iter().any(|f| f == field) || msg.contains(field),
+                "{text:?}: expected field {field} in {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_env_variable_is_named() {
+        let err = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+            ("WIZ_GATEWAY__LIMITS__STORE", "etcd"),
+        ])
+        .load_runtime()
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("limits.store"), "{msg}");
+        assert!(msg.contains("WIZ_GATEWAY__LIMITS__STORE"), "{msg}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_but_default_is_not() {
+        let src = ConfigSource::file("/nonexistent/gateway.yaml");
+        assert!(matches!(src.load(), Err(ConfigError::Read { .. })));
+        let src = ConfigSource {
+            path: Some("/nonexistent/gateway.yaml".into()),
+            file_required: false,
+            env: vec![],
+        };
+        assert_eq!(src.load().unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn shipped_config_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let gateway = dir.join("gateway.yaml");
+        let cfg = ConfigSource::file(&gateway).load().unwrap();
+        // The shipped file documents defaults; it must not drift from them, except for the
+        // token, which has no default.
+        let expected = GatewayConfig {
+            internal_token: cfg.internal_token.clone(),
+            ..GatewayConfig::default()
+        };
+        assert_eq!(cfg, expected);
+        ConfigSource::file(&gateway)
+            .with_env([("WIZ_GATEWAY__INTERNAL_TOKEN".to_string(), TOKEN.to_string())])
+            .load_runtime()
+            .unwrap();
+    }
+}

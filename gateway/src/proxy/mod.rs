@@ -1,0 +1,376 @@
+//! The Pingora proxy: one `Gateway` whose `ProxyHttp` phases only orchestrate. Decisions live in
+//! `auth`, `limits`, `throttle`, `client_ip` and `routes`; this module turns them into responses
+//! and headers.
+
+pub mod headers;
+pub mod routes;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::checks;
+use crate::client_ip;
+use crate::config::RuntimeConfig;
+use crate::errors::{error_body, Refusal};
+use crate::keys::KeyRecord;
+use crate::limits::LimitState;
+use crate::metrics::status_class;
+use crate::state::{unix_ms, GatewayState};
+pub use routes::RouteClass;
+
+/// Per-request state. It holds the one config snapshot every phase of the request uses.
+pub struct RequestCtx {
+    started: Instant,
+    config: Arc<RuntimeConfig>,
+    request_id: String,
+    route: RouteClass,
+    client_ip: IpAddr,
+    key: Option<Arc<KeyRecord>>,
+    /// The 12-character prefix of presented credentials that matched no key.
+    presented_prefix: Option<Box<str>>,
+    limits: Option<LimitState>,
+    refusal: Option<Refusal>,
+    upstream_started: Option<Instant>,
+}
+
+pub struct Gateway {
+    state: Arc<GatewayState>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<GatewayState>) -> Gateway {
+        Gateway { state }
+    }
+
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// Runs the SPEC §4 checks for a `/v1` request. `Ok(())` means forward it.
+    async fn check_v1(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), (Refusal, Option<u64>)> {
+        let headers = &session.req_header().headers;
+        let outcome = checks::check_v1(
+            &self.state,
+            &ctx.config,
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            headers.get(headers::API_SECRET).map(|v| v.as_bytes()),
+            ctx.client_ip,
+            unix_ms(),
+        )
+        .await;
+        ctx.key = outcome.key;
+        ctx.limits = outcome.limits;
+        ctx.presented_prefix = outcome.presented_prefix;
+        match outcome.refusal {
+            None => Ok(()),
+            Some(r) => Err(r),
+        }
+    }
+
+    /// Writes a JSON response (a refusal, or the health answer) and ends the request.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        status: u16,
+        body: Vec<u8>,
+        retry_after: Option<u64>,
+    ) -> Result<()> {
+        let mut header = ResponseHeader::build(status, Some(8))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        header.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if ctx.route == RouteClass::V1 {
+            if let Some(state) = &ctx.limits {
+                for (name, value) in headers::limit_headers(state) {
+                    header.insert_header(name, value)?;
+                }
+            }
+        }
+        if status == 429 {
+            header.insert_header(
+                http::header::RETRY_AFTER,
+                retry_after.unwrap_or(1).max(1).to_string(),
+            )?;
+        }
+        // The request body was not read; reusing the connection would misparse it.
+        if !session.as_downstream_mut().is_body_empty() {
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+        Ok(())
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+        retry_after: Option<u64>,
+    ) -> Result<bool> {
+        ctx.refusal = Some(refusal);
+        let body = error_body(refusal, &ctx.request_id);
+        self.respond(session, ctx, refusal.status(), body, retry_after)
+            .await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            config: self.state.config.load_full(),
+            request_id: String::new(),
+            route: RouteClass::Unknown,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            key: None,
+            presented_prefix: None,
+            limits: None,
+            refusal: None,
+            upstream_started: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id =
+            headers::request_id(req.headers.get(headers::REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.route = routes::classify(req.uri.path());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        ctx.client_ip = client_ip::resolve(
+            peer,
+            req.headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>(),
+            &ctx.config.trusted_proxies,
+        );
+
+        match ctx.route {
+            RouteClass::Healthz => {
+                self.respond(session, ctx, 200, br#"{"status":"ok"}"#.to_vec(), None)
+                    .await?;
+                Ok(true)
+            }
+            RouteClass::Internal | RouteClass::Unknown => {
+                self.refuse(session, ctx, Refusal::NotFound, None).await
+            }
+            RouteClass::OpenApi | RouteClass::Admin | RouteClass::Console => Ok(false),
+            RouteClass::V1 => match self.check_v1(session, ctx).await {
+                Ok(()) => Ok(false),
+                Err((refusal, retry_after)) => {
+                    self.refuse(session, ctx, refusal, retry_after).await
+                }
+            },
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(ctx.config.backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(2));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(3));
+        // Generous enough for a 10,000-recipient bulk request; a hung backend still frees the
+        // connection eventually and the client gets a 502 rather than waiting forever.
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.write_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let internal: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|n| n.as_str().starts_with(headers::INTERNAL_PREFIX))
+            .cloned()
+            .collect();
+        for name in internal {
+            upstream.remove_header(&name);
+        }
+        upstream.remove_header(&http::header::AUTHORIZATION);
+        upstream.remove_header(headers::API_SECRET);
+        upstream.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        upstream.insert_header(headers::CLIENT_IP, ctx.client_ip.to_string())?;
+        if ctx.route == RouteClass::V1 {
+            if let Some(key) = &ctx.key {
+                let proof = headers::gateway_proof(
+                    ctx.config.internal_token.expose(),
+                    unix_ms() / 1000,
+                    &ctx.request_id,
+                    &key.id,
+                    &key.account_id,
+                );
+                upstream.insert_header(headers::KEY_ID, &*key.id)?;
+                upstream.insert_header(headers::ACCOUNT_ID, &*key.account_id)?;
+                upstream.insert_header(headers::KEY_PREFIX, &*key.prefix)?;
+                upstream.insert_header(headers::GATEWAY_PROOF, proof)?;
+            }
+        }
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.upstream_started.take() {
+            self.state
+                .metrics
+                .upstream_duration
+                .observe(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if ctx.route == RouteClass::V1 {
+            if let Some(state) = &ctx.limits {
+                for (name, value) in headers::limit_headers(state) {
+                    response.insert_header(name, value)?;
+                }
+            }
+        }
+        if response.status.as_u16() == 429
+            && response.headers.get(http::header::RETRY_AFTER).is_none()
+        {
+            response.insert_header(http::header::RETRY_AFTER, "1")?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let refusal = match e.etype() {
+            ErrorType::HTTPStatus(code) if *code >= 500 => Some(Refusal::Internal),
+            ErrorType::HTTPStatus(_) => Some(Refusal::BadRequest),
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(Refusal::BackendUnavailable),
+                ErrorSource::Downstream => match e.etype() {
+                    // The client is gone; nobody to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
+                    _ => Some(Refusal::BadRequest),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Some(Refusal::Internal),
+            },
+        };
+        let Some(refusal) = refusal else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if ctx.request_id.is_empty() {
+            ctx.request_id = headers::request_id(None);
+        }
+        ctx.refusal = Some(refusal);
+        // Once the backend's response header went out there is no way to send another status.
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+            let body = error_body(refusal, &ctx.request_id);
+            if let Err(write_err) = self
+                .respond(session, ctx, refusal.status(), body, None)
+                .await
+            {
+                tracing::debug!(error = %write_err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: refusal.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.refusal.map(Refusal::status))
+            .unwrap_or(0);
+        let latency = ctx.started.elapsed();
+        let m = &self.state.metrics;
+        m.requests
+            .with_label_values(&[ctx.route.label(), status_class(status)])
+            .inc();
+        m.request_duration.observe(latency.as_secs_f64());
+        if let Some(r) = ctx.refusal {
+            m.refusals.with_label_values(&[r.code()]).inc();
+        }
+        let key_prefix = ctx
+            .key
+            .as_ref()
+            .map(|k| &*k.prefix)
+            .or(ctx.presented_prefix.as_deref())
+            .unwrap_or("-");
+        tracing::info!(
+            target: "wiz_gateway::access",
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            route_class = ctx.route.label(),
+            key_prefix,
+            client_ip = %ctx.client_ip,
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            code = ctx.refusal.map(Refusal::code).unwrap_or("-"),
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            "request"
+        );
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // A down backend is already reported once per request by the access line and the
+        // refusal metric; Pingora's own error line would duplicate it.
+        ctx.refusal == Some(Refusal::BackendUnavailable)
+    }
+}

@@ -1,0 +1,70 @@
+//! Everything a running gateway shares between its services: config snapshot, key table,
+//! counters, metrics. One value per gateway (no process-wide statics), so several gateways can
+//! run in one test process.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::config::RuntimeConfig;
+use crate::keys::KeyTable;
+use crate::limits::{LimitStore, MemoryStore};
+use crate::metrics::Metrics;
+use crate::throttle::AuthThrottle;
+use crate::usage::UsageRecorder;
+
+pub struct GatewayState {
+    pub config: ArcSwap<RuntimeConfig>,
+    pub keys: KeyTable,
+    pub limits: Arc<dyn LimitStore>,
+    pub throttle: AuthThrottle,
+    pub metrics: Metrics,
+    pub usage: UsageRecorder,
+    /// `hostname:pid`, sent with usage reports.
+    pub gateway_id: String,
+}
+
+impl GatewayState {
+    /// A gateway with the in-memory limit store (the only store `validate` accepts for now).
+    pub fn new(config: RuntimeConfig) -> Arc<GatewayState> {
+        GatewayState::with_store(config, Arc::new(MemoryStore::new()))
+    }
+
+    pub fn with_store(config: RuntimeConfig, limits: Arc<dyn LimitStore>) -> Arc<GatewayState> {
+        Arc::new(GatewayState {
+            throttle: AuthThrottle::new(config.throttle),
+            config: ArcSwap::from_pointee(config),
+            keys: KeyTable::new(),
+            limits,
+            metrics: Metrics::new(),
+            usage: UsageRecorder::new(),
+            gateway_id: gateway_id(),
+        })
+    }
+
+    /// Installs a reloaded configuration; fields that need a restart are reported, not applied.
+    pub fn apply_config(&self, new: RuntimeConfig) -> Vec<&'static str> {
+        let restart_only = self.config.load().restart_only_changes(&new);
+        self.throttle.reconfigure(new.throttle);
+        self.config.store(Arc::new(new));
+        restart_only
+    }
+}
+
+fn gateway_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
