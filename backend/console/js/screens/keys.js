@@ -215,7 +215,9 @@ function keyDialog(ctx, key, refresh) {
 
   const dlg = openDialog({
     title: editing ? `Edit key “${key.name}”` : 'Create API key',
-    description: editing ? null : 'The key and its secret are shown once after creation. Only a SHA-256 hash of each is stored.',
+    description: editing
+      ? `Key ${key.prefix}…. New limits and whitelist reach every gateway within a second.`
+      : 'The key and its secret are shown once after creation. Only a SHA-256 hash of each is stored.',
     content: form,
     actions: [cancel, submit],
     wide: true,
@@ -303,7 +305,7 @@ function showCredentials(ctx, answer, { title, name }) {
 
 async function revokeKey(key, refresh) {
   const ok = await confirmDialog({
-    title: `Revoke “${key.name}”?`,
+    title: `Revoke “${key.name}” (${key.prefix}…)?`,
     message: `Every gateway refuses ${key.prefix}… within a second (401 key_revoked). Applications still using it stop working. This cannot be undone.`,
     confirmLabel: 'Revoke key',
     danger: true,
@@ -323,7 +325,7 @@ async function rotateKey(ctx, key, refresh) {
     [[0, 'Immediately'], [300, 'After 5 minutes'], [3600, 'After 1 hour'], [86400, 'After 24 hours']]
       .map(([v, t]) => h('option', { value: String(v) }, t)));
   const ok = await confirmDialog({
-    title: `Rotate “${key.name}”?`,
+    title: `Rotate “${key.name}” (${key.prefix}…)?`,
     message: 'Rotation issues a new key and secret, shown once. Choose how long the old pair keeps working so you can roll the new one out first.',
     confirmLabel: 'Rotate key',
     extra: field({ label: 'Old key stops working', control: grace }),

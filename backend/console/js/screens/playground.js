@@ -643,7 +643,8 @@ function limitSummary(headers) {
   if (minLimit) {
     const left = headers.get('x-ratelimit-remaining');
     const reset = headers.get('x-ratelimit-reset');
-    items2.push(limitItem('This minute', left, minLimit, reset ? `window resets in ${reset} s` : ''));
+    const secs = Number(reset);
+    items2.push(limitItem('This minute', left, minLimit, secs > 0 ? `window resets in ${secs} s` : 'nothing counted in this window yet'));
   }
   if (dayLimit) {
     items2.push(limitItem('Today (UTC)', headers.get('x-dailylimit-remaining'), dayLimit, 'resets at midnight UTC'));
