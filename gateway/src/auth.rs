@@ -142,6 +142,17 @@ mod tests {
     }
 
     #[test]
+    fn digest_compare_sees_every_word() {
+        let a = Digest::of(b"a");
+        assert!(bool::from(digests_equal(&a, &a)));
+        for i in [0, 7, 8, 15, 16, 31] {
+            let mut b = a;
+            b.0[i] ^= 1;
+            assert!(!bool::from(digests_equal(&a, &b)), "byte {i}");
+        }
+    }
+
+    #[test]
     fn previous_pair_valid_only_in_grace() {
         let t = KeyTable::new();
         let mut r = record("key_1", K2, S2);

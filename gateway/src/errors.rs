@@ -127,28 +127,6 @@ impl Refusal {
             Refusal::Internal => "The gateway failed to handle this request.",
         }
     }
-
-    /// Refusals that the usage report attributes to a known key (docs/internal-api.md).
-    pub fn is_key_attributable(self) -> bool {
-        matches!(
-            self,
-            Refusal::KeyRevoked
-                | Refusal::KeyExpired
-                | Refusal::PlanRequired
-                | Refusal::IpNotAllowed
-                | Refusal::RateLimited
-                | Refusal::DailyLimitExceeded
-        )
-    }
-
-    /// Refusals that count toward the failed-auth throttle of the client IP: guessing shows up
-    /// as malformed or non-matching credentials, not as a valid key that is merely refused.
-    pub fn is_failed_authentication(self) -> bool {
-        matches!(
-            self,
-            Refusal::MalformedCredentials | Refusal::InvalidCredentials
-        )
-    }
 }
 
 #[derive(Serialize)]
