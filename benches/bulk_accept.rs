@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use wiz_backend::{batches, config::Config};
+use wiz_backend::{
+    batches,
+    config::{AdminConfig, Config},
+};
 
 fn body() -> Vec<u8> {
     let recipients: Vec<_> = (0..10_000)
@@ -27,14 +30,22 @@ fn body() -> Vec<u8> {
 fn bulk_accept(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    config.internal_token = "bench-internal-token-0123456789abcdef".into();
-    config.admin.password = "bench-password".into();
+    let config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        internal_token: "bench-internal-token-0123456789abcdef".into(),
+        admin: AdminConfig {
+            password: "bench-password".into(),
+            ..AdminConfig::default()
+        },
+        ..Config::default()
+    };
     let (state, account_id) = runtime.block_on(async {
         let state = wiz_backend::open(config).await.unwrap();
         let mut conn = state.db.acquire().await.unwrap();
-        let account = wiz_backend::accounts::list(&mut conn).await.unwrap().remove(0);
+        let account = wiz_backend::accounts::list(&mut conn)
+            .await
+            .unwrap()
+            .remove(0);
         (state, account.id)
     });
     let bytes = body();
@@ -46,6 +57,20 @@ fn bulk_accept(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let request: batches::BulkRequest = serde_json::from_slice(&bytes).unwrap();
+                let answer = batches::accept(&state, &account_id, request).await.unwrap();
+                assert_eq!(answer.accepted, 10_000);
+            })
+        })
+    });
+    // The same request with `dry_run`: parsing, validation, rendering and the opted-out lookup
+    // without the INSERTs, to show where the time goes.
+    let mut dry: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    dry["dry_run"] = json!(true);
+    let dry = serde_json::to_vec(&dry).unwrap();
+    group.bench_function("validate_only_10000_recipients", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let request: batches::BulkRequest = serde_json::from_slice(&dry).unwrap();
                 let answer = batches::accept(&state, &account_id, request).await.unwrap();
                 assert_eq!(answer.accepted, 10_000);
             })

@@ -38,17 +38,6 @@ pub struct ErrorDetail {
     request_id: String,
 }
 
-/// `{"data":[...],"next_cursor":...}` wrapper is spelled out per list (utoipa has no generic
-/// schemas across modules); this is the shared cursor query.
-#[derive(serde::Deserialize, ToSchema, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1–200, default 50.
-    pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -96,7 +85,7 @@ impl Modify for SecuritySchemes {
                        `{\"error\":{\"type\",\"code\",\"message\",\"request_id\"}}`. Every POST \
                        under /v1 honours `Idempotency-Key` for 24 h."
     ),
-    components(schemas(ErrorBody, ErrorDetail, PageQuery)),
+    components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&SecuritySchemes),
     security(("api_key_basic" = []), ("api_key_bearer" = [], "api_secret" = [])),
 )]

@@ -73,21 +73,25 @@ pub async fn find(
     language: Option<&str>,
 ) -> Result<Template, ApiError> {
     let rows: Vec<Row> = match language {
-        Some(language) => sqlx::query_as(&format!(
+        Some(language) => {
+            sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND name = $2 AND language = $3"
         ))
-        .bind(account_id)
-        .bind(name)
-        .bind(language)
-        .fetch_all(conn)
-        .await?,
-        None => sqlx::query_as(&format!(
+            .bind(account_id)
+            .bind(name)
+            .bind(language)
+            .fetch_all(conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND name = $2 ORDER BY language"
         ))
-        .bind(account_id)
-        .bind(name)
-        .fetch_all(conn)
-        .await?,
+            .bind(account_id)
+            .bind(name)
+            .fetch_all(conn)
+            .await?
+        }
     };
     let mut templates: Vec<Template> = rows.into_iter().map(from_row).collect();
     match templates.len() {
