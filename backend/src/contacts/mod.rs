@@ -301,7 +301,7 @@ mod tests {
             contact.to_json(),
             json!({"id": "con_1", "phone": "+14155550101", "name": null, "tags": [],
                    "attributes": {}, "opted_in": true, "chatbot": null,
-                   "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z"})
+                   "created_at": "1970-01-01T00:00:00.000Z", "updated_at": "1970-01-01T00:00:00.000Z"})
         );
     }
 }
