@@ -5,7 +5,7 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked --workspace --bins \
  && cp target/release/wiz-gateway target/release/wiz-backend /usr/local/bin/
 
 FROM debian:bookworm-slim

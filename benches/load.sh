@@ -14,7 +14,7 @@ ensure_packages wrk curl openssl cmake
 
 duration="${1:-10}"
 connections="${2:-32}"
-cargo build --release --locked --bins >/dev/null
+cargo build --release --locked --workspace --bins >/dev/null
 
 work=$(mktemp -d)
 token="load-test-internal-token-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
