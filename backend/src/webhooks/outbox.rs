@@ -1,13 +1,13 @@
 //! The outbox: deliveries fanned out from `events`, claimed under a lease, and the record of
 //! every attempt.
 //!
-//! Fan-out reads events in `(created_at, id)` order after a cursor. For each batch it inserts the
-//! events' markers into `webhook_fanout` with `ON CONFLICT DO NOTHING RETURNING`, and creates
-//! deliveries only for the markers it actually inserted, in the same transaction: an event is
-//! fanned out once, even with several backends racing or after a restart. Because an event's
-//! `created_at` is taken before its transaction commits, a slow transaction (PostgreSQL, several
-//! connections) can commit an event behind the cursor; a periodic sweep of the last minute finds
-//! those stragglers through the markers.
+//! Fan-out reads unmarked events in `created_at` order from just behind a cursor. For each batch
+//! it inserts the events' markers into `webhook_fanout` with `ON CONFLICT DO NOTHING RETURNING`,
+//! and creates deliveries only for the markers it actually inserted, in the same transaction: an
+//! event is fanned out once, even with several backends racing or after a restart. Because an
+//! event's `created_at` is taken before its transaction commits, a slow transaction (PostgreSQL,
+//! several connections) can commit an event well behind the cursor; a periodic sweep of the last
+//! minute finds those stragglers through the markers.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ use crate::{
 const FAN_OUT_BATCH: i64 = 500;
 /// How far behind the cursor the sweep looks for events committed late.
 const LOOKBACK_MS: i64 = 60_000;
+/// How far behind the cursor every pass looks (see `FanOut::pass`).
+const TAIL_OVERLAP_MS: i64 = 250;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// The fan-out's fallback poll, for wake-ups that were missed (another backend wrote the event).
 const FAN_OUT_POLL: Duration = Duration::from_millis(500);
@@ -56,11 +58,15 @@ struct EndpointRow {
     created_at: i64,
 }
 
-/// Fan-out state: where the tail read stopped, and when the sweep last ran.
+/// Fan-out state: how far the tail read got, and when the sweep last ran.
 pub struct FanOut {
-    cursor: (i64, String),
+    /// The newest `created_at` fanned out by this process.
+    cursor: i64,
     last_sweep: Option<Instant>,
 }
+
+/// Events not yet marked as fanned out, oldest first.
+const UNMARKED: &str = "NOT EXISTS (SELECT 1 FROM webhook_fanout f WHERE f.event_id = events.id)";
 
 impl FanOut {
     /// Resumes after the newest event already fanned out, less the lookback (the first pass
@@ -71,7 +77,7 @@ impl FanOut {
                 .fetch_one(db)
                 .await?;
         Ok(Self {
-            cursor: (newest.map_or(0, |t| t - LOOKBACK_MS), String::new()),
+            cursor: newest.map_or(0, |t| t - LOOKBACK_MS),
             last_sweep: None,
         })
     }
@@ -79,42 +85,36 @@ impl FanOut {
     /// Fans out everything new; returns how many deliveries were created.
     pub async fn pass(&mut self, db: &Db) -> Result<usize, sqlx::Error> {
         let mut created = 0;
+        // The tail: unmarked events from a little before the cursor. Ids order events only
+        // between milliseconds (ULIDs are random within one), and `created_at` is taken before
+        // commit, so a strict "after the cursor" would skip an event written in the cursor's
+        // millisecond, or committed a moment late; the overlap and the marker check cover both.
         loop {
             let rows = read_events(
                 db,
-                "WHERE (created_at, id) > ($1, $2)",
-                "created_at, id",
-                self.cursor.0,
-                &self.cursor.1,
+                &format!("WHERE created_at >= $1 AND {UNMARKED} ORDER BY created_at, id"),
+                self.cursor - TAIL_OVERLAP_MS,
             )
             .await?;
-            let Some(last) = rows.last() else { break };
-            self.cursor = (last.created_at, last.id.clone());
+            if let Some(newest) = rows.iter().map(|e| e.created_at).max() {
+                self.cursor = self.cursor.max(newest);
+            }
             let full = rows.len() as i64 == FAN_OUT_BATCH;
             created += fan_out(db, &rows).await?;
             if !full {
                 break;
             }
         }
+        // The sweep: the last minute, for events committed long after they were created.
         if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
             self.last_sweep = Some(Instant::now());
-            let since = self.cursor.0 - LOOKBACK_MS;
-            let mut after = String::new();
             loop {
                 let rows = read_events(
                     db,
-                    "WHERE created_at >= $1 AND id > $2 AND NOT EXISTS \
-                     (SELECT 1 FROM webhook_fanout f WHERE f.event_id = events.id)",
-                    // Paged by id: ids are unique, so a page boundary never splits a tie.
-                    "id",
-                    since,
-                    &after,
+                    &format!("WHERE created_at >= $1 AND {UNMARKED} ORDER BY created_at, id"),
+                    self.cursor - LOOKBACK_MS,
                 )
                 .await?;
-                let Some(last) = rows.last() else {
-                    break;
-                };
-                after = last.id.clone();
                 let full = rows.len() as i64 == FAN_OUT_BATCH;
                 created += fan_out(db, &rows).await?;
                 if !full {
@@ -126,18 +126,13 @@ impl FanOut {
     }
 }
 
-async fn read_events(
-    db: &Db,
-    condition: &str,
-    order: &str,
-    a: i64,
-    b: &str,
-) -> Result<Vec<EventRow>, sqlx::Error> {
+/// A page of events; the marker check in `condition` makes the next page start where this one
+/// ended, since `fan_out` marks every event it is given.
+async fn read_events(db: &Db, condition: &str, since: i64) -> Result<Vec<EventRow>, sqlx::Error> {
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(&format!(
-        "SELECT id, account_id, type, created_at FROM events {condition} ORDER BY {order} LIMIT $3"
+        "SELECT id, account_id, type, created_at FROM events {condition} LIMIT $2"
     ))
-    .bind(a)
-    .bind(b)
+    .bind(since)
     .bind(FAN_OUT_BATCH)
     .fetch_all(db)
     .await?;
@@ -301,8 +296,8 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// A claimed delivery with everything needed to send it.
-#[derive(Debug, Clone)]
+/// A claimed delivery with everything needed to send it. Its `Debug` leaves the keys out.
+#[derive(Clone)]
 pub struct Job {
     pub delivery_id: String,
     pub endpoint_id: String,
@@ -313,6 +308,19 @@ pub struct Job {
     pub url: String,
     pub keys: Vec<Vec<u8>>,
     pub body: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("delivery_id", &self.delivery_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("attempt_count", &self.attempt_count)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The SPEC §8 body. `data` is stored as JSON text by `events::emit` and goes in verbatim.
@@ -514,25 +522,21 @@ pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Err
 }
 
 /// One attempt's result, as the worker (or the test route) hands it to `record`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub delivery_id: String,
     pub endpoint_id: String,
     /// Attempts before this one.
-    #[serde(skip)]
     pub attempt_count: i64,
-    #[serde(skip)]
     pub is_test: bool,
     /// When the attempt started (unix ms).
     pub at: i64,
-    #[serde(skip)]
     pub outcome: Outcome,
     pub status_code: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
     pub response: Option<String>,
     /// From a 429/503's `Retry-After`.
-    #[serde(skip)]
     pub retry_after: Option<Duration>,
 }
 
@@ -820,7 +824,7 @@ pub async fn get_delivery(
     account_id: &str,
     delivery_id: &str,
 ) -> Result<Option<DeliveryView>, sqlx::Error> {
-    let row: Option<(String, String, String, String, String, Option<i64>, i64)> = sqlx::query_as(
+    let row: Option<DeliveryRow> = sqlx::query_as(
         "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at \
          FROM webhook_deliveries WHERE id = $1 AND account_id = $2",
     )
@@ -941,20 +945,20 @@ async fn attempts_of(
     Ok(out)
 }
 
-/// The endpoint and status of one of the account's deliveries (the retry route's check).
-pub async fn delivery_owner(
+/// The endpoint of one of the account's deliveries (the retry route's check).
+pub async fn delivery_endpoint(
     db: &Db,
     account_id: &str,
     delivery_id: &str,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.endpoint_id, d.status FROM webhook_deliveries d \
-         WHERE d.id = $1 AND d.account_id = $2",
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT endpoint_id FROM webhook_deliveries WHERE id = $1 AND account_id = $2",
     )
     .bind(delivery_id)
     .bind(account_id)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|(endpoint_id,)| endpoint_id))
 }
 
 #[cfg(test)]
@@ -1000,7 +1004,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["id"], "evt_1");
         assert_eq!(v["type"], "message.read");
-        assert_eq!(v["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["created_at"], rfc3339(0));
         assert_eq!(v["account_id"], "acc_1");
         assert_eq!(v["data"]["message_id"], "msg_1");
     }

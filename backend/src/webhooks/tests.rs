@@ -1257,3 +1257,54 @@ async fn metrics_count_attempts_and_describe_the_outbox() {
     assert!(!text.contains("whsec_"));
     sender.stop().await;
 }
+
+#[tokio::test]
+async fn fan_out_catches_events_of_the_same_millisecond_and_late_commits() {
+    let app = app_with(|_| {}).await;
+    let console = app.demo_console().await;
+    let rx = ok_receiver().await;
+    let (endpoint_id, _) = create_endpoint(&app, &console, &rx.url, &["*"]).await;
+    let insert = |id: &'static str, created_at: i64| {
+        let db = app.state.db.clone();
+        let account = console.account_id.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO events (id, account_id, type, data, created_at) \
+                 VALUES ($1, $2, 'message.sent', '{}', $3)",
+            )
+            .bind(id)
+            .bind(account)
+            .bind(created_at)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+    };
+    // An endpoint gets only the events created after it: make it older than the test's events.
+    sqlx::query("UPDATE webhook_endpoints SET created_at = created_at - 60000")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let now = crate::ids::now_ms();
+    let mut fan_out = FanOut::resume(&app.state.db).await.unwrap();
+    insert("evt_zzzzzzzzzzzzzzzzzzzzzzzzzz", now).await;
+    assert_eq!(fan_out.pass(&app.state.db).await.unwrap(), 1);
+    // Same millisecond, an id that sorts before the one already fanned out (ULIDs are random
+    // within a millisecond): the next pass must still see it.
+    insert("evt_00000000000000000000000000", now).await;
+    assert_eq!(fan_out.pass(&app.state.db).await.unwrap(), 1);
+    // Committed 20 s after its created_at: beyond the tail's overlap, found by the sweep (which
+    // a fresh fan-out runs at once, and a running one every few seconds).
+    insert("evt_11111111111111111111111111", now - 20_000).await;
+    let mut restarted = FanOut::resume(&app.state.db).await.unwrap();
+    assert_eq!(restarted.pass(&app.state.db).await.unwrap(), 1);
+    assert_eq!(fan_out.pass(&app.state.db).await.unwrap(), 0);
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COUNT(DISTINCT event_id) AS BIGINT) FROM webhook_deliveries WHERE endpoint_id = $1",
+    )
+    .bind(&endpoint_id)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(n, 3);
+}

@@ -18,6 +18,7 @@ use crate::{
     auth::session::AdminSession,
     error::{ApiError, ApiResult},
     ids::rfc3339,
+    openapi::ErrorBody,
     state::AppState,
     webhooks::{
         endpoints::{self, Changes, Endpoint, LogEntry},
@@ -219,8 +220,8 @@ async fn list(
     request_body = CreateWebhook,
     responses(
         (status = 201, body = CreatedWebhook),
-        (status = 400, description = "invalid field"),
-        (status = 422, description = "the URL is an internal address"),
+        (status = 400, description = "`invalid_url`, `invalid_events`, `invalid_description`, `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`webhook_url_not_allowed`: an internal address while the SSRF guard is on", body = ErrorBody),
     ),
     security(("session" = []))
 )]
@@ -255,7 +256,7 @@ async fn create(
 #[utoipa::path(
     get, path = "/admin/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
-    responses((status = 200, body = WebhookDetail), (status = 404, description = "not found")),
+    responses((status = 200, body = WebhookDetail), (status = 404, body = ErrorBody)),
     security(("session" = []))
 )]
 async fn fetch(
@@ -275,7 +276,7 @@ async fn fetch(
     patch, path = "/admin/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     request_body = UpdateWebhook,
-    responses((status = 200, body = Endpoint), (status = 404, description = "not found")),
+    responses((status = 200, body = Endpoint), (status = 404, body = ErrorBody)),
     security(("session" = []))
 )]
 async fn update(
@@ -315,7 +316,7 @@ async fn update(
 #[utoipa::path(
     delete, path = "/admin/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
-    responses((status = 204, description = "deleted with its delivery log"), (status = 404, description = "not found")),
+    responses((status = 204, description = "deleted with its delivery log"), (status = 404, body = ErrorBody)),
     security(("session" = []))
 )]
 async fn remove(
@@ -334,7 +335,7 @@ async fn remove(
 #[utoipa::path(
     post, path = "/admin/webhooks/{id}/rotate-secret", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
-    responses((status = 200, body = RotatedSecret), (status = 404, description = "not found")),
+    responses((status = 200, body = RotatedSecret), (status = 404, body = ErrorBody)),
     security(("session" = []))
 )]
 async fn rotate_secret(
@@ -359,7 +360,7 @@ async fn rotate_secret(
     params(("id" = String, Path, description = "whk_...")),
     responses(
         (status = 200, description = "the attempt was made (see `success`)", body = TestOutcome),
-        (status = 404, description = "not found"),
+        (status = 404, body = ErrorBody),
     ),
     security(("session" = []))
 )]
@@ -398,7 +399,7 @@ async fn test(
 #[utoipa::path(
     get, path = "/admin/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "whk_..."), DeliveryParams),
-    responses((status = 200, body = DeliveryList), (status = 404, description = "not found")),
+    responses((status = 200, body = DeliveryList), (status = 404, body = ErrorBody)),
     security(("session" = []))
 )]
 async fn deliveries(
@@ -436,8 +437,8 @@ async fn deliveries(
     params(("id" = String, Path, description = "dlv_...")),
     responses(
         (status = 202, description = "a new attempt is due now", body = DeliveryView),
-        (status = 404, description = "not found"),
-        (status = 409, description = "the endpoint is disabled"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`endpoint_disabled`", body = ErrorBody),
     ),
     security(("session" = []))
 )]
@@ -448,7 +449,7 @@ async fn retry(
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
     let Path(id) = id?;
     let not_found = || ApiError::not_found("delivery");
-    let (endpoint_id, _status) = outbox::delivery_owner(&state.db, &session.account_id, &id)
+    let endpoint_id = outbox::delivery_endpoint(&state.db, &session.account_id, &id)
         .await?
         .ok_or_else(not_found)?;
     let endpoint = endpoints::get(&state.db, &session.account_id, &endpoint_id)

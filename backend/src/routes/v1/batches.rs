@@ -12,7 +12,7 @@ use axum::{
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use super::messages::{page_limit, parse_status, MessageList};
+use super::messages::{page_cursor, page_limit, parse_status, MessageList};
 use crate::{
     auth::gateway::Caller,
     batches::{
@@ -135,6 +135,7 @@ pub async fn batch_messages(
     let Path(id) = id?;
     let Query(query) = query?;
     let limit = page_limit(query.limit)?;
+    let cursor = page_cursor(query.cursor, "msg")?;
     let status = parse_status(query.status.as_deref())?;
     let mut conn = state.db.acquire().await?;
     store::get(&mut conn, &caller.account_id, &id)
@@ -145,7 +146,7 @@ pub async fn batch_messages(
         &caller.account_id,
         &id,
         status,
-        query.cursor.as_deref().filter(|c| !c.is_empty()),
+        cursor.as_deref(),
         limit,
     )
     .await?;

@@ -72,15 +72,10 @@ pub async fn list_for(
     query: PageQuery,
 ) -> ApiResult<Json<FlowList>> {
     let limit = super::messages::page_limit(query.limit)?;
+    let cursor = super::messages::page_cursor(query.cursor, "flw")?;
     examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
-    let (flows, next_cursor) = store::list(
-        &mut conn,
-        account_id,
-        query.cursor.as_deref().filter(|c| !c.is_empty()),
-        limit,
-    )
-    .await?;
+    let (flows, next_cursor) = store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
     Ok(Json(FlowList {
         data: flows.iter().map(|f| f.view()).collect(),
         next_cursor,

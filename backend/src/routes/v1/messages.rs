@@ -67,6 +67,31 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
+/// `cursor` of a list: empty or absent for the first page, else a `next_cursor` this list gave,
+/// which is an id with the list's `prefix` (`msg`, `flw`, `tpl`). Anything else is 400
+/// `invalid_cursor`: compared as text against ids, a mistyped cursor would otherwise answer a
+/// silently empty (or restarted) page, and a client paging through would stop early.
+pub fn page_cursor(cursor: Option<String>, prefix: &str) -> Result<Option<String>, ApiError> {
+    let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let ulid = cursor
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'));
+    let valid = ulid.is_some_and(|u| {
+        u.len() == 26
+            && u.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    });
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "cursor: pass the `next_cursor` of the previous page unchanged",
+        ));
+    }
+    Ok(Some(cursor))
+}
+
 /// The contact a request addresses: `to` (an E.164 number, the contact created if new, or a
 /// contact id) or `contact_id`. Emits `contact.created` on `conn` for a new number.
 pub async fn resolve_contact(
@@ -360,7 +385,7 @@ pub async fn list(
         status: parse_status(query.status.as_deref())?,
         direction,
         batch_id: query.batch_id.filter(|s| !s.is_empty()),
-        cursor: query.cursor.filter(|s| !s.is_empty()),
+        cursor: page_cursor(query.cursor, "msg")?,
         limit: page_limit(query.limit)?,
     };
     let mut conn = state.db.acquire().await?;

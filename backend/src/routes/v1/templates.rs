@@ -53,15 +53,11 @@ pub async fn list_for(
     query: PageQuery,
 ) -> ApiResult<Json<TemplateList>> {
     let limit = page_limit(query.limit)?;
+    let cursor = super::messages::page_cursor(query.cursor, "tpl")?;
     examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
-    let (templates, next_cursor) = store::list(
-        &mut conn,
-        account_id,
-        query.cursor.as_deref().filter(|c| !c.is_empty()),
-        limit,
-    )
-    .await?;
+    let (templates, next_cursor) =
+        store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
     Ok(Json(TemplateList {
         data: templates.iter().map(|t| t.view()).collect(),
         next_cursor,
