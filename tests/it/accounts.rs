@@ -25,14 +25,23 @@ fn create_account(stack: &Stack, name: &str, plan: &str, email: &str, password: 
         String::from_utf8_lossy(&out.stderr)
     );
     let id = stdout.lines().last().unwrap_or_default().trim().to_string();
-    assert!(id.starts_with("acc_"), "last line is the account id: {stdout:?}");
+    assert!(
+        id.starts_with("acc_"),
+        "last line is the account id: {stdout:?}"
+    );
     id
 }
 
 #[tokio::test]
 async fn plan_gating_from_the_cli_reaches_admin_api_and_gateway() {
     let stack = Stack::start().await;
-    let id = create_account(&stack, "Free Co", "free", "free@example.test", "free-password-1");
+    let id = create_account(
+        &stack,
+        "Free Co",
+        "free",
+        "free@example.test",
+        "free-password-1",
+    );
     let free = Admin::login(&stack.gateway_url(), "free@example.test", "free-password-1").await;
     assert_eq!(free.session["account"]["plan"], "free");
     free.post("/admin/keys", json!({"name": "k"}))
@@ -40,7 +49,11 @@ async fn plan_gating_from_the_cli_reaches_admin_api_and_gateway() {
         .expect_error(403, "plan_required");
 
     let out = stack.backend_cli(&["accounts", "set-plan", &id, "wiz_bot"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = free.create_key(json!({})).await;
     stack.wait_synced().await;
     let api = stack.api(&key);
@@ -65,7 +78,10 @@ async fn plan_gating_from_the_cli_reaches_admin_api_and_gateway() {
 
     let out = stack.backend_cli(&["accounts", "list"]);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(&id) && listing.contains("Free Co"), "{listing}");
+    assert!(
+        listing.contains(&id) && listing.contains("Free Co"),
+        "{listing}"
+    );
     let bad = stack.backend_cli(&["accounts", "set-plan", &id, "platinum"]);
     assert!(!bad.status.success(), "an unknown plan is refused");
 }
@@ -74,7 +90,13 @@ async fn plan_gating_from_the_cli_reaches_admin_api_and_gateway() {
 async fn accounts_never_see_each_others_keys_or_contacts() {
     let stack = Stack::start().await;
     let a = stack.admin().await;
-    create_account(&stack, "B Co", "wiz_pro", "b@example.test", "b-password-123");
+    create_account(
+        &stack,
+        "B Co",
+        "wiz_pro",
+        "b@example.test",
+        "b-password-123",
+    );
     let b = Admin::login(&stack.gateway_url(), "b@example.test", "b-password-123").await;
     assert_ne!(a.account_id(), b.account_id());
 
@@ -165,10 +187,16 @@ async fn sessions_need_csrf_and_throttle_guessing() {
         .to_str()
         .unwrap()
         .to_ascii_lowercase();
-    assert!(cookie.contains("httponly") && cookie.contains("samesite=strict"), "{cookie}");
+    assert!(
+        cookie.contains("httponly") && cookie.contains("samesite=strict"),
+        "{cookie}"
+    );
 
     // Wrong email and wrong password answer alike; guessing is throttled.
-    let wrong_pw = Admin::try_login(&stack.gateway_url(), ADMIN_EMAIL, "nope").await.err().unwrap();
+    let wrong_pw = Admin::try_login(&stack.gateway_url(), ADMIN_EMAIL, "nope")
+        .await
+        .err()
+        .unwrap();
     let wrong_user = Admin::try_login(&stack.gateway_url(), "who@example.test", "nope")
         .await
         .err()
@@ -203,9 +231,18 @@ async fn bad_input_gets_clear_errors() {
     let admin = stack.admin().await;
 
     for (body, code) in [
-        (json!({"name": "k", "ip_whitelist": ["10.0.0.0/33"]}), "invalid_ip_whitelist"),
-        (json!({"name": "k", "ip_whitelist": ["not-an-ip"]}), "invalid_ip_whitelist"),
-        (json!({"name": "k", "rate_limit_per_minute": 0}), "invalid_limit"),
+        (
+            json!({"name": "k", "ip_whitelist": ["10.0.0.0/33"]}),
+            "invalid_ip_whitelist",
+        ),
+        (
+            json!({"name": "k", "ip_whitelist": ["not-an-ip"]}),
+            "invalid_ip_whitelist",
+        ),
+        (
+            json!({"name": "k", "rate_limit_per_minute": 0}),
+            "invalid_limit",
+        ),
         (json!({"name": "k", "daily_limit": -5}), "invalid_limit"),
     ] {
         let r = admin.post("/admin/keys", body.clone()).await;
@@ -217,11 +254,17 @@ async fn bad_input_gets_clear_errors() {
         );
         assert_eq!(r.code(), code, "{body}: {}", r.body);
         assert!(
-            r.body["error"]["message"].as_str().unwrap_or_default().len() > 5,
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .len()
+                > 5,
             "the message names the problem"
         );
     }
-    let r = admin.post("/admin/keys", json!({"name": "x".repeat(500)})).await;
+    let r = admin
+        .post("/admin/keys", json!({"name": "x".repeat(500)}))
+        .await;
     assert!(matches!(r.status.as_u16(), 400 | 422), "{}", r.body);
 
     let key = admin.create_key(json!({})).await;
@@ -237,7 +280,11 @@ async fn bad_input_gets_clear_errors() {
     r.expect_error(400, "invalid_json");
     for phone in ["12345", "+0123456789", "+1 415 555", "+1234567890123456"] {
         let r = api.post("/v1/contacts", json!({"phone": phone})).await;
-        assert!(matches!(r.status.as_u16(), 400 | 422), "{phone}: {}", r.body);
+        assert!(
+            matches!(r.status.as_u16(), 400 | 422),
+            "{phone}: {}",
+            r.body
+        );
         assert_eq!(r.code(), "invalid_phone", "{phone}");
     }
     api.post("/v1/contacts", json!({"phone": "+14155550199"}))
@@ -248,7 +295,10 @@ async fn bad_input_gets_clear_errors() {
         .expect_error(409, "contact_exists");
     let big = "x".repeat(5 * 1024 * 1024);
     let r = api
-        .post("/v1/contacts", json!({"phone": "+14155550198", "name": big}))
+        .post(
+            "/v1/contacts",
+            json!({"phone": "+14155550198", "name": big}),
+        )
         .await;
     r.expect_error(413, "payload_too_large");
     let r = api.get("/v1/no-such-thing").await;

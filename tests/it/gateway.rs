@@ -69,11 +69,21 @@ async fn both_auth_styles_are_accepted_and_credentials_never_reach_the_backend()
     // Neither the key nor the secret ever shows in logs or metrics.
     let logs = stack.logs();
     let metrics = stack.gateway_metrics().await + &stack.backend_metrics().await;
-    for secret in [key.key.as_str(), key.secret.as_str(), crate::harness::ADMIN_PASSWORD] {
+    for secret in [
+        key.key.as_str(),
+        key.secret.as_str(),
+        crate::harness::ADMIN_PASSWORD,
+    ] {
         assert!(!logs.contains(secret), "a credential leaked into logs");
-        assert!(!metrics.contains(secret), "a credential leaked into metrics");
+        assert!(
+            !metrics.contains(secret),
+            "a credential leaked into metrics"
+        );
     }
-    assert!(logs.contains(&key.key[..12]), "access log names the key prefix");
+    assert!(
+        logs.contains(&key.key[..12]),
+        "access log names the key prefix"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +117,10 @@ async fn every_refusal_has_its_status_and_code() {
     )
     .await;
     assert!(
-        matches!(reply.code(), "missing_credentials" | "malformed_credentials"),
+        matches!(
+            reply.code(),
+            "missing_credentials" | "malformed_credentials"
+        ),
         "{}",
         reply.body
     );
@@ -173,10 +186,7 @@ async fn expired_keys_are_refused() {
 
 fn time_in(delta: Duration) -> String {
     let t = std::time::SystemTime::now() + delta;
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     // RFC 3339 in UTC without pulling a date crate into the test binary.
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -226,12 +236,19 @@ async fn per_minute_and_daily_limits_refuse_with_retry_after_and_do_not_count_re
     for i in 0..3 {
         let r = contacts(&api, Auth::Bearer).await;
         r.expect(200);
-        assert_eq!(r.header("x-ratelimit-remaining"), Some(&*(2 - i).to_string()));
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some(&*(2 - i).to_string())
+        );
     }
     for _ in 0..3 {
         let r = contacts(&api, Auth::Bearer).await;
         r.expect_error(429, "rate_limited");
-        let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+        let retry: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
         assert!((1..=60).contains(&retry), "Retry-After {retry}");
     }
     // Refusals were not counted against the day: 10 - 3 accepted.
@@ -259,9 +276,7 @@ async fn per_minute_and_daily_limits_refuse_with_retry_after_and_do_not_count_re
 async fn the_minute_window_rolls_instead_of_resetting_on_the_minute() {
     let stack = Stack::start().await;
     let admin = stack.admin().await;
-    let key = admin
-        .create_key(json!({"rate_limit_per_minute": 5}))
-        .await;
+    let key = admin.create_key(json!({"rate_limit_per_minute": 5})).await;
     stack.wait_synced().await;
     let api = stack.api(&key);
 
@@ -275,7 +290,10 @@ async fn the_minute_window_rolls_instead_of_resetting_on_the_minute() {
     let r = contacts(&api, Auth::Bearer).await;
     r.expect_error(429, "rate_limited");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!(retry >= 30, "the burst is only ~12 s old; Retry-After {retry}");
+    assert!(
+        retry >= 30,
+        "the burst is only ~12 s old; Retry-After {retry}"
+    );
 }
 
 /// Waits until the wall clock's second-of-minute is `second` (0..59).
@@ -471,8 +489,10 @@ async fn forwarded_for_is_only_believed_from_trusted_proxies() {
     drop(stack);
 
     // Loopback is a trusted proxy: the right-most untrusted hop is the client.
-    let stack =
-        Stack::start_with(Options::default().gateway("WIZ_GATEWAY__TRUSTED_PROXIES", "127.0.0.1/32,10.0.0.0/8")).await;
+    let stack = Stack::start_with(
+        Options::default().gateway("WIZ_GATEWAY__TRUSTED_PROXIES", "127.0.0.1/32,10.0.0.0/8"),
+    )
+    .await;
     let admin = stack.admin().await;
     let key = admin
         .create_key(json!({"ip_whitelist": ["203.0.113.7"]}))

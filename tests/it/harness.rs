@@ -146,7 +146,10 @@ impl Stack {
                 "WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS".into(),
                 "true".into(),
             ),
-            ("WIZ_BACKEND__CHANNEL__TIMELINE".into(), "20ms,40ms,60ms".into()),
+            (
+                "WIZ_BACKEND__CHANNEL__TIMELINE".into(),
+                "20ms,40ms,60ms".into(),
+            ),
             ("WIZ_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
             ("WIZ_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
         ];
@@ -214,7 +217,10 @@ impl Stack {
                 }
             }
             if Instant::now() > deadline {
-                panic!("{what} did not become healthy at {url}; logs:\n{}", self.logs());
+                panic!(
+                    "{what} did not become healthy at {url}; logs:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -343,7 +349,10 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for child in [self.gateway.take(), self.backend.take()].into_iter().flatten() {
+        for child in [self.gateway.take(), self.backend.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
