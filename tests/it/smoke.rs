@@ -13,6 +13,17 @@ async fn both_programs_start_and_answer_health_checks() {
         let status = reqwest::get(&url).await.expect(&url).status();
         assert_eq!(status, 200, "{url}");
     }
+    // The bare origin leads a person to the console.
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/", stack.gateway_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(redirect.status().is_redirection(), "{}", redirect.status());
+    assert_eq!(redirect.headers()["location"], "/console");
     assert!(stack
         .gateway_metrics()
         .await

@@ -8,7 +8,7 @@ pub enum RouteClass {
     OpenApi,
     /// `/admin/*`: the console's API, authenticated by the backend's session.
     Admin,
-    /// `/console` and `/console/*`.
+    /// `/console`, `/console/*`, and `/` (which the backend redirects to `/console`).
     Console,
     /// `/healthz`: answered by the gateway itself.
     Healthz,
@@ -56,6 +56,9 @@ pub fn classify(path: &str) -> RouteClass {
     }
     if path == "/healthz" {
         RouteClass::Healthz
+    } else if path == "/" {
+        // The backend redirects the bare origin to the console.
+        RouteClass::Console
     } else if path == "/v1/openapi.json" {
         RouteClass::OpenApi
     } else if under(path, "/v1") {
@@ -98,7 +101,7 @@ mod tests {
         assert_eq!(classify("/console/assets/app.js"), RouteClass::Console);
         assert_eq!(classify("/consoleX"), RouteClass::Unknown);
         assert_eq!(classify("/internal/keys"), RouteClass::Internal);
-        assert_eq!(classify("/"), RouteClass::Unknown);
+        assert_eq!(classify("/"), RouteClass::Console);
         assert_eq!(classify("/metrics"), RouteClass::Unknown);
     }
 
