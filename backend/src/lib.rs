@@ -67,6 +67,13 @@ pub async fn serve(
     let webhook_sender = webhooks::start(&state);
     // Messaging workers (dispatcher, status reports, housekeeping); stopped when dropped.
     let _messaging = channel::worker::start(&state);
+    // Graceful shutdown waits for requests in flight, and a gateway's key-sync long poll can
+    // wait up to 30 s: tell such waits to answer now.
+    let stopping = state.shutting_down.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

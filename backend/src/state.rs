@@ -21,11 +21,15 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// The messaging channel, its workers' doorbells and metrics.
     pub messaging: Arc<crate::channel::Messaging>,
+    /// Becomes `true` when a graceful shutdown begins, so long polls answer at once instead of
+    /// holding the shutdown up for their whole wait.
+    pub shutting_down: watch::Sender<bool>,
 }
 
 impl AppState {
     pub fn new(db: Db, config: Config) -> Self {
         let (key_version, _) = watch::channel(0);
+        let (shutting_down, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
         Self {
             db,
@@ -33,6 +37,7 @@ impl AppState {
             messaging: Arc::new(crate::channel::Messaging::new(&config.channel, &metrics)),
             metrics,
             key_version,
+            shutting_down,
             events_notify: Arc::new(Notify::new()),
             login_throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
             config: Arc::new(config),

@@ -1,5 +1,8 @@
 mod accounts;
 mod console;
+mod dashboards;
 mod gateway;
 mod harness;
+mod messaging;
 mod smoke;
+mod webhooks;

@@ -91,12 +91,15 @@ pub async fn handler(
     let deadline = Instant::now() + wait;
     // Subscribe before the first read, so a change committed in between still wakes us.
     let mut changes = state.key_version.subscribe();
+    let mut stopping = state.shutting_down.subscribe();
     loop {
         if let Some(response) = answer(&state, since).await? {
             return Ok(Json(response));
         }
         let now = Instant::now();
-        if now >= deadline {
+        // Out of time, or the backend is shutting down: "nothing changed" (the gateway keeps
+        // its table and polls again).
+        if now >= deadline || *stopping.borrow() {
             return Ok(Json(KeysResponse {
                 version: since,
                 full: false,
@@ -113,6 +116,7 @@ pub async fn handler(
                 }
             }
             _ = tokio::time::sleep(nap) => {}
+            _ = stopping.changed() => {}
         }
     }
 }
