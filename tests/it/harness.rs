@@ -239,6 +239,16 @@ impl Stack {
         }
     }
 
+    /// Sends a signal (e.g. `HUP`) to the running gateway.
+    pub fn signal_gateway(&self, signal: &str) {
+        let pid = self.gateway.as_ref().expect("gateway running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGKILL: a crash, nothing flushed.
     pub fn kill_backend(&mut self) {
         if let Some(mut child) = self.backend.take() {

@@ -1,4 +1,5 @@
 mod accounts;
+mod config;
 mod console;
 mod dashboards;
 mod gateway;
