@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::client_ip::TrustedProxies;
 use crate::keys::parse_net;
+use crate::limits::redis::redact_url;
 use crate::throttle::ThrottleSettings;
 
 pub const ENV_PREFIX: &str = "WIZ_GATEWAY__";
@@ -75,7 +76,8 @@ pub enum StoreKind {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub store: StoreKind,
-    pub redis_url: Option<String>,
+    /// A `Secret` because the URL may carry a password.
+    pub redis_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -402,7 +404,7 @@ pub struct RuntimeConfig {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub store: StoreKind,
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     pub throttle: ThrottleSettings,
     pub long_poll: Duration,
     pub retry_max: Duration,
@@ -517,15 +519,27 @@ impl GatewayConfig {
                     "limits.redis_url",
                     "is required when limits.store is `redis`",
                 )),
-                Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => errors
-                    .push(ConfigError::field(
+                // The messages show the URL with its password masked.
+                Some(u)
+                    if !(u.expose().starts_with("redis://")
+                        || u.expose().starts_with("rediss://")) =>
+                {
+                    errors.push(ConfigError::field(
                         "limits.redis_url",
-                        format!("`{u}` must start with redis:// or rediss://"),
-                    )),
-                Some(_) => errors.push(ConfigError::field(
-                    "limits.store",
-                    "`redis` is not supported by this build yet; use `memory`",
-                )),
+                        format!(
+                            "`{}` must start with redis:// or rediss://",
+                            redact_url(u.expose())
+                        ),
+                    ))
+                }
+                Some(u) => {
+                    if let Err(e) = crate::limits::RedisStore::open(u.expose()) {
+                        errors.push(ConfigError::field(
+                            "limits.redis_url",
+                            format!("`{}` is not a valid Redis URL: {e}", redact_url(u.expose())),
+                        ));
+                    }
+                }
             },
         }
 
@@ -691,11 +705,40 @@ mod tests {
         assert_eq!(rt.backend.addr.port(), 18081);
         assert!(rt.backend.addr.ip().is_loopback());
         assert_eq!(rt.internal_token.expose(), TOKEN);
-        assert_eq!(rt.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(
+            rt.redis_url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:6379/0")
+        );
         assert!(rt.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
         assert!(rt.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
         assert!(!rt.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
         assert_eq!(rt.throttle.max_failures, 7);
+    }
+
+    #[test]
+    fn redis_store_is_accepted_and_its_password_never_printed() {
+        let url = "redis://:hunter2-password@127.0.0.1:6379/0";
+        let rt = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+            ("WIZ_GATEWAY__LIMITS__STORE", "redis"),
+            ("WIZ_GATEWAY__LIMITS__REDIS_URL", url),
+        ])
+        .load_runtime()
+        .unwrap();
+        assert_eq!(rt.store, StoreKind::Redis);
+        assert_eq!(rt.redis_url.as_ref().map(Secret::expose), Some(url));
+        assert!(!format!("{rt:?}").contains("hunter2"));
+
+        let err = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+            ("WIZ_GATEWAY__LIMITS__STORE", "redis"),
+            ("WIZ_GATEWAY__LIMITS__REDIS_URL", "http://:hunter2@x/0"),
+        ])
+        .load_runtime()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.redis_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::RuntimeConfig;
 use crate::keys::KeyTable;
-use crate::limits::{LimitStore, MemoryStore};
+use crate::limits::LimitStore;
 use crate::metrics::Metrics;
 use crate::throttle::AuthThrottle;
 use crate::usage::UsageRecorder;
@@ -26,9 +26,13 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// A gateway with the in-memory limit store (the only store `validate` accepts for now).
+    /// A gateway with the limit store its config names (`limits.store`, memory by default).
+    /// Panics on a Redis URL that does not parse, which `validate` already rules out; the
+    /// message never contains the URL (it may hold a password).
     pub fn new(config: RuntimeConfig) -> Arc<GatewayState> {
-        GatewayState::with_store(config, Arc::new(MemoryStore::new()))
+        let limits =
+            crate::limits::store_for(&config).unwrap_or_else(|e| panic!("limits.redis_url: {e}"));
+        GatewayState::with_store(config, limits)
     }
 
     pub fn with_store(config: RuntimeConfig, limits: Arc<dyn LimitStore>) -> Arc<GatewayState> {

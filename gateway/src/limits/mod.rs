@@ -5,9 +5,14 @@
 //! I/O; the in-process `memory` store answers without awaiting anything.
 
 pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use self::redis::RedisStore;
+use crate::config::{RuntimeConfig, StoreKind};
 pub use memory::MemoryStore;
 
 pub const WINDOW_SECS: u64 = 60;
@@ -105,6 +110,19 @@ pub trait LimitStore: Send + Sync {
     fn sweep(&self, _now_ms: i64) {}
 }
 
+/// The store `limits.store` asks for. Restart-only: a reload keeps the store it started with.
+pub fn store_for(config: &RuntimeConfig) -> Result<Arc<dyn LimitStore>, StoreError> {
+    match (config.store, &config.redis_url) {
+        (StoreKind::Memory, _) => Ok(Arc::new(MemoryStore::new())),
+        (StoreKind::Redis, Some(url)) => {
+            let store = RedisStore::open(url.expose())?;
+            tracing::info!(url = %self::redis::redact_url(url.expose()), "limit store: redis");
+            Ok(Arc::new(store))
+        }
+        (StoreKind::Redis, None) => Err(StoreError("limits.redis_url is not set".into())),
+    }
+}
+
 /// Periodic housekeeping of the limit store.
 pub struct LimitsMaintenance {
     store: std::sync::Arc<dyn LimitStore>,
@@ -153,6 +171,18 @@ pub fn secs_until_utc_midnight(now_ms: i64) -> u64 {
     DAY_SECS - secs % DAY_SECS
 }
 
+/// Formats days since the epoch as `YYYY-MM-DD` (UTC), the inverse of `parse_day`.
+pub fn format_day(day: u32) -> String {
+    let epoch = time::Date::from_calendar_date(1970, time::Month::January, 1)
+        .map(|d| d.to_julian_day())
+        .unwrap_or(2_440_588);
+    match time::Date::from_julian_day(epoch + day as i32) {
+        Ok(d) => format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        // Beyond the year 9999: unreachable from a Unix-ms clock, but never panic on it.
+        Err(_) => format!("day-{day}"),
+    }
+}
+
 /// Parses the `YYYY-MM-DD` day of the sync wire into days since the epoch.
 pub fn parse_day(s: &str) -> Option<u32> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -173,6 +203,9 @@ mod tests {
         assert_eq!(parse_day("1970-01-02"), Some(1));
         assert_eq!(parse_day("2026-11-24"), Some(utc_day(1_795_478_400_000)));
         assert_eq!(parse_day("nope"), None);
+        assert_eq!(format_day(0), "1970-01-01");
+        assert_eq!(format_day(utc_day(1_795_478_400_000)), "2026-11-24");
+        assert_eq!(parse_day(&format_day(20_000)), Some(20_000));
         assert_eq!(secs_until_utc_midnight(86_399_000), 1);
         assert_eq!(secs_until_utc_midnight(86_400_000), 86_400);
     }
