@@ -65,6 +65,24 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// Opt-in: with `WIZ_TEST_POSTGRES_URL=postgres://user@host:port/db` set, every `TestApp` runs on
+/// its own new PostgreSQL database created on that server (left behind; the server is a throwaway
+/// one), so the handler tests can be pointed at PostgreSQL without changing them.
+async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = crate::ids::new_id("wiz_test");
+    let mut conn = sqlx::AnyConnection::connect(server)
+        .await
+        .expect("connecting to WIZ_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
 impl TestApp {
     pub async fn new() -> Self {
         Self::with_config(|_| {}).await
@@ -74,6 +92,9 @@ impl TestApp {
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
+        if let Ok(server) = std::env::var("WIZ_TEST_POSTGRES_URL") {
+            config.database_url = fresh_postgres_database(&server).await;
+        }
         adjust(&mut config);
         let state = crate::open(config).await.expect("open backend");
         let router = crate::routes::router(state.clone());

@@ -172,10 +172,15 @@ impl Stack {
     }
 
     fn spawn(&self, name: &str, env: Vec<(String, String)>) -> Child {
+        self.spawn_logged(name, name, env)
+    }
+
+    /// Starts binary `name`, logging to `<log_name>.log` in the stack's directory.
+    fn spawn_logged(&self, name: &str, log_name: &str, env: Vec<(String, String)>) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join(format!("{name}.log")))
+            .open(self.dir.path().join(format!("{log_name}.log")))
             .expect("log file");
         // Both programs look for config/<name>.yaml relative to the working directory; the
         // temp dir has none, so they run on defaults plus the environment given here.
@@ -278,9 +283,49 @@ impl Stack {
             .expect("running wiz-backend CLI")
     }
 
-    /// Everything both processes logged so far.
+    /// Starts one more `wiz-gateway` against this stack's backend, with the same token and
+    /// gateway options plus `env`, on new ports (scale-out tests). It logs to
+    /// `wiz-gateway-<n>.log` next to the others and is killed when dropped.
+    pub async fn start_extra_gateway(&self, env: &[(&str, &str)]) -> ExtraGateway {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut full = self.gateway_env();
+        full.extend([
+            ("WIZ_GATEWAY__LISTEN".into(), addr.to_string()),
+            (
+                "WIZ_GATEWAY__METRICS_LISTEN".into(),
+                metrics_addr.to_string(),
+            ),
+        ]);
+        full.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log_name = format!("wiz-gateway-{}", addr.port());
+        let child = self.spawn_logged("wiz-gateway", &log_name, full);
+        let extra = ExtraGateway {
+            child: Some(child),
+            addr,
+            metrics_addr,
+        };
+        self.wait_healthy(&log_name, &format!("{}/healthz", extra.url()))
+            .await;
+        self.wait_healthy(&log_name, &format!("{}/healthz", extra.metrics_url()))
+            .await;
+        extra
+    }
+
+    /// Everything the processes logged so far (extra gateways included).
     pub fn logs(&self) -> String {
-        ["wiz-backend", "wiz-gateway"]
+        let mut names = vec!["wiz-backend".to_string(), "wiz-gateway".to_string()];
+        let mut extra: Vec<String> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".log").map(str::to_owned))
+            .filter(|n| n.starts_with("wiz-gateway-"))
+            .collect();
+        extra.sort();
+        names.extend(extra);
+        names
             .iter()
             .map(|name| {
                 let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
@@ -317,10 +362,23 @@ impl Stack {
     /// made so far (compares the backend's key version with the gateway's
     /// `wiz_gateway_key_table_version` gauge), without spending any key's quota.
     pub async fn wait_synced(&self) {
+        self.wait_synced_at(&self.metrics_url()).await;
+    }
+
+    /// `wait_synced` for the gateway whose metrics listener is at `metrics_url`.
+    pub async fn wait_synced_at(&self, metrics_url: &str) {
         let version = self.backend_key_version().await;
-        let what = format!("gateway key table to reach version {version}");
+        let what = format!("gateway at {metrics_url} to reach key version {version}");
         eventually(&what, Duration::from_secs(5), || async {
-            let metrics = self.gateway_metrics().await;
+            let metrics = self
+                .http
+                .get(format!("{metrics_url}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             let seen = metric_value(&metrics, "wiz_gateway_key_table_version").unwrap_or(-1.0);
             (seen >= version as f64).then_some(())
         })
@@ -367,6 +425,100 @@ impl Drop for Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A second (third, ...) gateway of a stack; see `Stack::start_extra_gateway`.
+pub struct ExtraGateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+}
+
+impl ExtraGateway {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}", self.metrics_addr)
+    }
+
+    /// A public API client for `key` through this gateway.
+    pub fn api(&self, stack: &Stack, key: &ApiKey) -> Api {
+        Api {
+            base: self.url(),
+            ..stack.api(key)
+        }
+    }
+
+    /// SIGTERM, as `Stack::stop_gateway`.
+    pub async fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child).await;
+        }
+    }
+}
+
+impl Drop for ExtraGateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A throwaway `redis-server` (no persistence) on a free loopback port; killed on drop.
+/// Fails, never skips, when `redis-server` is not installed: `scripts/test` installs it.
+pub struct RedisServer {
+    child: Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "scale-out tests need `redis-server` on PATH (Debian package redis-server; \
+                     scripts/test installs it): {e}"
+                )
+            });
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        };
+        // Redis answers a raw inline `PING` with `+PONG` once it is ready.
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+                conn.write_all(b"PING\r\n").await.ok()?;
+                let mut reply = [0u8; 7];
+                conn.read_exact(&mut reply).await.ok()?;
+                (&reply == b"+PONG\r\n").then_some(())
+            },
+        )
+        .await;
+        server
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -5,5 +5,7 @@ mod dashboards;
 mod gateway;
 mod harness;
 mod messaging;
+mod postgres;
+mod scale_out;
 mod smoke;
 mod webhooks;

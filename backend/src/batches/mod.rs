@@ -498,7 +498,12 @@ pub async fn check_completed(
     account_id: &str,
     batch_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    if store::in_flight(conn, batch_id).await? > 0 {
+    // Serialise the check per batch. Under PostgreSQL (READ COMMITTED, several connections and
+    // backends) two transactions each settling one of the last two messages would otherwise
+    // both still see the other's message in flight, and the batch would never complete. Waiting
+    // for the batch row lock means the second one counts after the first has committed. On
+    // SQLite (one connection) transactions are serial anyway and this is a no-op.
+    if !store::lock_running(conn, batch_id).await? || store::in_flight(conn, batch_id).await? > 0 {
         return Ok(false);
     }
     let now = now_ms();
@@ -561,10 +566,21 @@ pub async fn cancel(
         let msg = messages::store::from_row(row)?;
         events::emit(conn, account_id, "message.failed", msg.to_json()).await?;
     }
-    store::finish(conn, batch_id, BatchStatus::Cancelled, now).await?;
+    let finished = store::finish(conn, batch_id, BatchStatus::Cancelled, now).await?;
     let batch = store::get(conn, account_id, batch_id)
         .await?
         .ok_or(ApiError::not_found("batch"))?;
+    // Another connection (PostgreSQL, several backends) may have completed or cancelled the
+    // batch since it was read above: then it is not ours to announce.
+    if !finished {
+        return match batch.status {
+            BatchStatus::Completed => Err(ApiError::conflict(
+                "batch_completed",
+                "the batch already completed; there is nothing left to cancel",
+            )),
+            _ => Ok((batch, None)),
+        };
+    }
     let counts = store::counts(conn, batch_id).await?;
     let data = serde_json::to_value(batch.view(counts)).expect("batch serializes");
     events::emit(conn, account_id, "batch.completed", data).await?;

@@ -104,6 +104,19 @@ pub async fn in_flight(conn: &mut AnyConnection, batch_id: &str) -> Result<i64, 
     Ok(n)
 }
 
+/// Takes the row lock of a running batch until the end of the transaction (a no-op UPDATE, the
+/// portable spelling of `SELECT ... FOR UPDATE`); `false` if the batch is not running.
+pub async fn lock_running(conn: &mut AnyConnection, batch_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE batches SET updated_at = updated_at WHERE id = $1 AND status = 'running'",
+    )
+    .bind(batch_id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
 /// Moves a running batch to `completed` or `cancelled`; `false` if it was not running.
 pub async fn finish(
     conn: &mut AnyConnection,
