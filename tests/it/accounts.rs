@@ -301,6 +301,12 @@ async fn bad_input_gets_clear_errors() {
         )
         .await;
     r.expect_error(413, "payload_too_large");
+    api.get("/v1/contacts?cursor=junk")
+        .await
+        .expect_error(400, "invalid_cursor");
+    api.get("/v1/contacts?limit=500")
+        .await
+        .expect_error(400, "invalid_limit");
     let r = api.get("/v1/no-such-thing").await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["type"], "invalid_request_error");

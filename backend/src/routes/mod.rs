@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod health;
 pub mod internal;
+pub mod pagination;
 pub mod v1;
 
 use std::time::{Duration, Instant};

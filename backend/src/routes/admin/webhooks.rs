@@ -14,6 +14,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::session::AdminSession,
     error::{ApiError, ApiResult},
@@ -28,8 +29,6 @@ use crate::{
     },
 };
 
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 /// Log lines shown with an endpoint.
 const LOG_LINES: i64 = 20;
 
@@ -69,17 +68,6 @@ pub struct ApiDoc;
 
 fn not_found() -> ApiError {
     ApiError::not_found("webhook")
-}
-
-fn limit_of(limit: Option<i64>) -> ApiResult<i64> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit: between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    Ok(limit)
 }
 
 fn all_events() -> Vec<String> {
@@ -208,8 +196,8 @@ async fn list(
     query: Result<Query<PageParams>, QueryRejection>,
 ) -> ApiResult<Json<WebhookList>> {
     let Query(query) = query?;
-    let limit = limit_of(query.limit)?;
-    let cursor = query.cursor.filter(|c| !c.is_empty());
+    let limit = page_limit(query.limit)?;
+    let cursor = page_cursor(query.cursor, "whk")?;
     let (data, next_cursor) =
         endpoints::list(&state.db, &session.account_id, cursor.as_deref(), limit).await?;
     Ok(Json(WebhookList { data, next_cursor }))
@@ -425,8 +413,8 @@ async fn deliveries(
     let filter = DeliveryFilter {
         status,
         event_type: query.event_type.filter(|s| !s.is_empty()),
-        cursor: query.cursor.filter(|s| !s.is_empty()),
-        limit: limit_of(query.limit)?,
+        cursor: page_cursor(query.cursor, "dlv")?,
+        limit: page_limit(query.limit)?,
     };
     let (data, next_cursor) = outbox::list_deliveries(&state.db, &endpoint.id, &filter).await?;
     Ok(Json(DeliveryList { data, next_cursor }))

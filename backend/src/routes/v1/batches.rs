@@ -12,7 +12,8 @@ use axum::{
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use super::messages::{page_cursor, page_limit, parse_status, MessageList};
+use super::messages::{parse_status, MessageList};
+use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     batches::{

@@ -71,8 +71,8 @@ pub async fn list_for(
     account_id: &str,
     query: PageQuery,
 ) -> ApiResult<Json<FlowList>> {
-    let limit = super::messages::page_limit(query.limit)?;
-    let cursor = super::messages::page_cursor(query.cursor, "flw")?;
+    let limit = crate::routes::pagination::page_limit(query.limit)?;
+    let cursor = crate::routes::pagination::page_cursor(query.cursor, "flw")?;
     examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
     let (flows, next_cursor) = store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;

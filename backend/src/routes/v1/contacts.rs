@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     contacts::{
@@ -24,9 +25,6 @@ use crate::{
     openapi::ErrorBody,
     state::AppState,
 };
-
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -108,17 +106,11 @@ async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<ContactList>> {
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit: between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let filter = ListFilter {
         tag: query.tag.filter(|t| !t.is_empty()),
         q: query.q,
-        cursor: query.cursor.filter(|c| !c.is_empty()),
+        cursor: page_cursor(query.cursor, "con")?,
         limit,
     };
     let mut conn = state.db.acquire().await?;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     chatbot::engine::{self, Ctx},
@@ -31,9 +32,6 @@ use crate::{
     state::AppState,
     templates,
 };
-
-pub const DEFAULT_LIMIT: i64 = 50;
-pub const MAX_LIMIT: i64 = 200;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,43 +52,6 @@ pub fn router() -> Router<AppState> {
     tags((name = "messages", description = "Send messages and follow their status"))
 )]
 pub struct ApiDoc;
-
-/// `limit` of a list: 1 to 200, default 50.
-pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit: between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    Ok(limit)
-}
-
-/// `cursor` of a list: empty or absent for the first page, else a `next_cursor` this list gave,
-/// which is an id with the list's `prefix` (`msg`, `flw`, `tpl`). Anything else is 400
-/// `invalid_cursor`: compared as text against ids, a mistyped cursor would otherwise answer a
-/// silently empty (or restarted) page, and a client paging through would stop early.
-pub fn page_cursor(cursor: Option<String>, prefix: &str) -> Result<Option<String>, ApiError> {
-    let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
-        return Ok(None);
-    };
-    let ulid = cursor
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('_'));
-    let valid = ulid.is_some_and(|u| {
-        u.len() == 26
-            && u.bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    });
-    if !valid {
-        return Err(ApiError::bad_request(
-            "invalid_cursor",
-            "cursor: pass the `next_cursor` of the previous page unchanged",
-        ));
-    }
-    Ok(Some(cursor))
-}
 
 /// The contact a request addresses: `to` (an E.164 number, the contact created if new, or a
 /// contact id) or `contact_id`. Emits `contact.created` on `conn` for a new number.

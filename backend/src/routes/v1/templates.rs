@@ -8,7 +8,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::messages::page_limit;
+use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     error::ApiResult,
@@ -53,7 +53,7 @@ pub async fn list_for(
     query: PageQuery,
 ) -> ApiResult<Json<TemplateList>> {
     let limit = page_limit(query.limit)?;
-    let cursor = super::messages::page_cursor(query.cursor, "tpl")?;
+    let cursor = page_cursor(query.cursor, "tpl")?;
     examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
     let (templates, next_cursor) =
