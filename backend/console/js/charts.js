@@ -4,13 +4,16 @@
 
 import { h, s, fmtNumber } from './dom.js';
 
+// The y axis has ticks at quarters of this maximum, so it is four times a round, whole tick
+// size (1, 2, 2.5 or 5 times a power of ten): 5 requests draw as 0-2-4-6-8, never 1.25 steps.
 function niceMax(max) {
   if (max <= 4) return 4;
-  const pow = 10 ** Math.floor(Math.log10(max));
-  for (const step of [1, 2, 2.5, 5, 10]) {
-    if (step * pow >= max) return step * pow;
+  for (let pow = 1; ; pow *= 10) {
+    for (const step of [1, 2, 2.5, 5]) {
+      const tick = step * pow;
+      if (Number.isInteger(tick) && tick * 4 >= max) return tick * 4;
+    }
   }
-  return 10 * pow;
 }
 
 /**
