@@ -167,11 +167,11 @@ impl ProxyHttp for Gateway {
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         ctx.client_ip = client_ip::resolve(
             peer,
+            // Passed lazily: only read when the peer is a trusted proxy.
             req.headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>(),
+                .map(|v| v.as_bytes()),
             &ctx.config.trusted_proxies,
         );
 
