@@ -39,12 +39,45 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port nobody listens on right now (bind :0, read the port, release it).
+/// A loopback port for a program this suite starts, handed out once per run.
+///
+/// "Bind :0, read the port, release it" is not enough here: tests start their stacks
+/// concurrently, and between the release and the child's own bind the kernel may give the same
+/// ephemeral port to another test's probe, listener or outgoing connection. The child then fails
+/// to bind while a stranger answers its health check. So ports come from below the kernel's
+/// ephemeral range (which neither `bind(:0)` nor `connect` ever uses), from a counter this
+/// process owns, starting at an offset taken from the pid so two suites on one machine rarely
+/// meet; a port some other program already holds is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = port_pool();
+    let span = high - low;
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % span));
+    for _ in 0..span {
+        let port = (low + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The pool `free_port` draws from: from 10000 up to the start of the kernel's ephemeral range.
+fn port_pool() -> (u32, u32) {
+    const LOW: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    // A machine whose ephemeral range starts low leaves no room below it; use the range above.
+    if ephemeral_start >= LOW + 2_000 {
+        (LOW, ephemeral_start)
+    } else {
+        (61_000, 65_000)
+    }
 }
 
 /// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
@@ -103,7 +136,12 @@ impl Stack {
 
     pub async fn start_with(options: Options) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
-        let token = format!("test-internal-token-{}", free_port()) + &"x".repeat(32);
+        // Unique per stack, so a gateway can never be talking to another stack's backend.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let token = format!("test-internal-token-{}-{nanos}", std::process::id())
+            + &"x".repeat(32);
         let mut stack = Stack {
             backend_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -176,7 +214,7 @@ impl Stack {
     }
 
     /// Starts binary `name`, logging to `<log_name>.log` in the stack's directory.
-    fn spawn_logged(&self, name: &str, log_name: &str, env: Vec<(String, String)>) -> Child {
+    pub(crate) fn spawn_logged(&self, name: &str, log_name: &str, env: Vec<(String, String)>) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -199,25 +237,36 @@ impl Stack {
 
     pub async fn start_backend(&mut self) {
         assert!(self.backend.is_none(), "backend already running");
-        self.backend = Some(self.spawn("wiz-backend", self.backend_env()));
+        let mut child = self.spawn("wiz-backend", self.backend_env());
         let url = format!("{}/healthz", self.backend_url());
-        self.wait_healthy("wiz-backend", &url).await;
+        self.wait_healthy(&mut child, "wiz-backend", &url).await;
+        self.backend = Some(child);
     }
 
     pub async fn start_gateway(&mut self) {
         assert!(self.gateway.is_none(), "gateway already running");
-        self.gateway = Some(self.spawn("wiz-gateway", self.gateway_env()));
+        let mut child = self.spawn("wiz-gateway", self.gateway_env());
         let url = format!("{}/healthz", self.gateway_url());
-        self.wait_healthy("wiz-gateway", &url).await;
+        self.wait_healthy(&mut child, "wiz-gateway", &url).await;
         let metrics = format!("{}/healthz", self.metrics_url());
-        self.wait_healthy("wiz-gateway metrics", &metrics).await;
+        self.wait_healthy(&mut child, "wiz-gateway metrics", &metrics)
+            .await;
+        self.gateway = Some(child);
     }
 
-    async fn wait_healthy(&self, what: &str, url: &str) {
+    /// Polls `url` until it answers 2xx. The child must still be running afterwards: if it died
+    /// (say it could not bind its port), whoever answered was somebody else.
+    pub(crate) async fn wait_healthy(&self, child: &mut Child, what: &str, url: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited ({status}) while starting; logs:\n{}", self.logs());
+            }
             if let Ok(r) = self.http.get(url).send().await {
                 if r.status().is_success() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        panic!("{what} exited ({status}); {url} was answered by another process");
+                    }
                     return;
                 }
             }
@@ -299,17 +348,15 @@ impl Stack {
         ]);
         full.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let log_name = format!("wiz-gateway-{}", addr.port());
-        let child = self.spawn_logged("wiz-gateway", &log_name, full);
-        let extra = ExtraGateway {
+        let mut child = self.spawn_logged("wiz-gateway", &log_name, full);
+        for url in [addr, metrics_addr].map(|a| format!("http://{a}/healthz")) {
+            self.wait_healthy(&mut child, &log_name, &url).await;
+        }
+        ExtraGateway {
             child: Some(child),
             addr,
             metrics_addr,
-        };
-        self.wait_healthy(&log_name, &format!("{}/healthz", extra.url()))
-            .await;
-        self.wait_healthy(&log_name, &format!("{}/healthz", extra.metrics_url()))
-            .await;
-        extra
+        }
     }
 
     /// Everything the processes logged so far (extra gateways included).

@@ -18,7 +18,7 @@ use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::harness::{bin, eventually, free_port, Options, Stack};
+use crate::harness::{eventually, free_port, Options, Stack};
 
 /// A PostgreSQL server on 127.0.0.1:<free port> with a fresh database `wiz`, in a temp directory.
 /// Stopped (immediate mode) and deleted on drop.
@@ -209,41 +209,14 @@ impl Stack {
     /// keeps talking to the first backend; this one shares the background work.
     pub async fn start_extra_backend(&self) -> ExtraBackend {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = self
-            .dir
-            .path()
-            .join(format!("wiz-backend-{}.log", addr.port()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin("wiz-backend"))
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_BACKTRACE", "1")
-            .envs(self.backend_env())
-            // After backend_env: `Command::envs` keeps the last value given for a name.
-            .env("WIZ_BACKEND__LISTEN", addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("starting a second wiz-backend");
-        let extra = ExtraBackend { addr, log, child };
-        let health = format!("{}/healthz", extra.url());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if reqwest::get(&health)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return extra;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "second backend not healthy at {health}; log:\n{}",
-                extra.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let log_name = format!("wiz-backend-{}", addr.port());
+        let log = self.dir.path().join(format!("{log_name}.log"));
+        let mut env = self.backend_env();
+        env.push(("WIZ_BACKEND__LISTEN".into(), addr.to_string()));
+        let mut child = self.spawn_logged("wiz-backend", &log_name, env);
+        self.wait_healthy(&mut child, &log_name, &format!("http://{addr}/healthz"))
+            .await;
+        ExtraBackend { addr, log, child }
     }
 }
 
