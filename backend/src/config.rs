@@ -139,6 +139,10 @@ pub struct WebhooksConfig {
     /// backend dies, the delivery is attempted again after this. Longer than `timeout`.
     #[serde(with = "humantime_duration")]
     pub lease: Duration,
+    /// Finished deliveries (with their attempts) and endpoint log lines older than this are
+    /// deleted, so the delivery log does not grow without bound.
+    #[serde(with = "humantime_duration")]
+    pub history_retention: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -156,6 +160,7 @@ impl Default for WebhooksConfig {
             rotation_overlap: Duration::from_secs(24 * 3600),
             disable_after: Duration::from_secs(3 * 24 * 3600),
             lease: Duration::from_secs(60),
+            history_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -274,6 +279,9 @@ impl Config {
         if self.webhooks.lease <= self.webhooks.timeout {
             return invalid("webhooks.lease", "must be longer than webhooks.timeout");
         }
+        if self.webhooks.history_retention < Duration::from_secs(3600) {
+            return invalid("webhooks.history_retention", "must be at least 1h");
+        }
         if self.channel.timeline.len() != 3 {
             return invalid(
                 "channel.timeline",
@@ -391,6 +399,10 @@ mod tests {
         let config = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)]))
             .expect("config/backend.yaml must be valid");
         assert_eq!(config.listen.port(), 8081);
+        assert_eq!(
+            config.webhooks.history_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -140,8 +140,7 @@ impl Stack {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let token = format!("test-internal-token-{}-{nanos}", std::process::id())
-            + &"x".repeat(32);
+        let token = format!("test-internal-token-{}-{nanos}", std::process::id()) + &"x".repeat(32);
         let mut stack = Stack {
             backend_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -214,7 +213,12 @@ impl Stack {
     }
 
     /// Starts binary `name`, logging to `<log_name>.log` in the stack's directory.
-    pub(crate) fn spawn_logged(&self, name: &str, log_name: &str, env: Vec<(String, String)>) -> Child {
+    pub(crate) fn spawn_logged(
+        &self,
+        name: &str,
+        log_name: &str,
+        env: Vec<(String, String)>,
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -260,7 +264,10 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{what} exited ({status}) while starting; logs:\n{}", self.logs());
+                panic!(
+                    "{what} exited ({status}) while starting; logs:\n{}",
+                    self.logs()
+                );
             }
             if let Ok(r) = self.http.get(url).send().await {
                 if r.status().is_success() {

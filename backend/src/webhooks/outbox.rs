@@ -257,6 +257,60 @@ async fn prune_markers(db: &Db) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Finished deliveries deleted per transaction, so pruning never holds SQLite's one writer long.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes succeeded and failed deliveries last touched before `cutoff_ms`, with their attempts,
+/// and endpoint log lines older than it. Pending deliveries stay whatever their age: they are
+/// work, not history. Returns the number of deliveries deleted.
+pub async fn prune_history(db: &Db, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+    let old = "SELECT id FROM webhook_deliveries \
+               WHERE status <> 'pending' AND updated_at < $1 ORDER BY id LIMIT $2";
+    let mut deleted = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        sqlx::query(&format!(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN ({old})"
+        ))
+        .bind(cutoff_ms)
+        .bind(PRUNE_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(&format!(
+            "DELETE FROM webhook_deliveries WHERE id IN ({old})"
+        ))
+        .bind(cutoff_ms)
+        .bind(PRUNE_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        deleted += n;
+        if n < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
+    sqlx::query("DELETE FROM webhook_endpoint_log WHERE at < $1")
+        .bind(cutoff_ms)
+        .execute(db)
+        .await?;
+    Ok(deleted)
+}
+
+/// Both kinds of pruning; run by the fan-out loop at start and then every `PRUNE_EVERY`.
+async fn prune(state: &AppState) {
+    if let Err(e) = prune_markers(&state.db).await {
+        tracing::warn!(error = %e, "pruning webhook fan-out markers");
+    }
+    let retention =
+        i64::try_from(state.config.webhooks.history_retention.as_millis()).unwrap_or(i64::MAX);
+    match prune_history(&state.db, now_ms().saturating_sub(retention)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deliveries = n, "pruned webhook delivery history"),
+        Err(e) => tracing::warn!(error = %e, "pruning webhook delivery history"),
+    }
+}
+
 /// The fan-out loop: woken by `events_written()`, polling as a fallback.
 pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut fan_out = loop {
@@ -271,6 +325,7 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
             }
         }
     };
+    prune(&state).await;
     let mut last_prune = Instant::now();
     loop {
         // Registered before the pass, so an event written during the pass still wakes us.
@@ -284,9 +339,7 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            if let Err(e) = prune_markers(&state.db).await {
-                tracing::warn!(error = %e, "pruning webhook fan-out markers");
-            }
+            prune(&state).await;
         }
         tokio::select! {
             _ = stop.changed() => return,

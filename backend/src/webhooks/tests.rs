@@ -1308,3 +1308,82 @@ async fn fan_out_catches_events_of_the_same_millisecond_and_late_commits() {
     .unwrap();
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn history_past_retention_is_pruned_but_pending_work_is_kept() {
+    // Retries an hour apart, so the failing endpoint's delivery stays pending.
+    let app = app_with(|w| w.retry_schedule = vec![Duration::from_secs(3600)]).await;
+    let console = app.demo_console().await;
+    let mut ok = ok_receiver().await;
+    let failing = receiver(|_| async { StatusCode::SERVICE_UNAVAILABLE.into_response() }).await;
+    let (ok_id, _) = create_endpoint(&app, &console, &ok.url, &["*"]).await;
+    let (failing_id, _) = create_endpoint(&app, &console, &failing.url, &["*"]).await;
+    let sender = super::start(&app.state);
+    let old = emit(&app, &console.account_id, "batch.completed", json!({})).await;
+    let recent = emit(&app, &console.account_id, "batch.completed", json!({})).await;
+    for event in [&old, &recent] {
+        wait_status(&app, &ok_id, event, "succeeded").await;
+    }
+    for _ in 0..2 {
+        ok.next().await;
+    }
+    eventually("both first attempts on the failing endpoint", || async {
+        failing.calls() == 2
+    })
+    .await;
+    sender.stop().await;
+
+    // Age the first event's deliveries and every endpoint log line by 31 days.
+    let month = 31 * 24 * 3600 * 1000_i64;
+    sqlx::query("UPDATE webhook_deliveries SET updated_at = updated_at - $1 WHERE event_id = $2")
+        .bind(month)
+        .bind(&old)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO webhook_endpoint_log (id, endpoint_id, at, message) VALUES ('log_old', $1, $2, 'old')")
+        .bind(&ok_id)
+        .bind(crate::ids::now_ms() - month)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    let retention = app.state.config.webhooks.history_retention;
+    let cutoff = crate::ids::now_ms() - retention.as_millis() as i64;
+    let pruned = super::outbox::prune_history(&app.state.db, cutoff)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only the old finished delivery");
+
+    assert_eq!(delivery_state(&app, &ok_id, &old).await, None);
+    assert!(delivery_state(&app, &ok_id, &recent).await.is_some());
+    let pending = delivery_state(&app, &failing_id, &old).await;
+    assert_eq!(
+        pending,
+        Some(("pending".to_string(), 1)),
+        "work is never pruned"
+    );
+    let (orphans,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM webhook_attempts a \
+         WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = a.delivery_id)",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "attempts go with their delivery");
+    let (old_logs,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM webhook_endpoint_log WHERE id = 'log_old'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(old_logs, 0);
+
+    let log = deliveries(&app, &console, &ok_id, "").await;
+    let events: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, [recent.as_str()]);
+}
