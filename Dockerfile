@@ -11,10 +11,13 @@ RUN cargo build --release --locked --workspace --bins \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /srv/wiz --create-home wiz
+ && useradd --system --home /srv/wiz --create-home wiz \
+ && install -d -o wiz -g wiz /srv/wiz/data
 COPY --from=build /usr/local/bin/wiz-gateway /usr/local/bin/wiz-backend /usr/local/bin/
 COPY config /srv/wiz/config
 WORKDIR /srv/wiz
 USER wiz
+# The backend's SQLite database lives here by default (database_url sqlite://data/wiz.db).
+VOLUME /srv/wiz/data
 EXPOSE 8080 8081 9091
 CMD ["wiz-gateway"]
