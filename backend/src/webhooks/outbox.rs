@@ -637,6 +637,33 @@ pub async fn record(
     let now = now_ms();
     let mut recorded = Recorded::default();
     let mut tx = db.begin().await?;
+    // Take each endpoint's row lock first, in id order: an endpoint deleted while its request
+    // was in flight is seen as gone here and its results are dropped, and a deletion racing
+    // this transaction waits for it and then removes what it wrote. Locking endpoints before
+    // deliveries, as `endpoints::delete` does, keeps the two from deadlocking on PostgreSQL.
+    let mut endpoint_ids: Vec<&str> = results.iter().map(|r| r.endpoint_id.as_str()).collect();
+    endpoint_ids.sort_unstable();
+    endpoint_ids.dedup();
+    let mut gone = Vec::new();
+    for id in endpoint_ids {
+        let found =
+            sqlx::query("UPDATE webhook_endpoints SET updated_at = updated_at WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if found == 0 {
+            gone.push(id);
+        }
+    }
+    let results: Vec<&AttemptResult> = results
+        .iter()
+        .filter(|r| !gone.contains(&r.endpoint_id.as_str()))
+        .collect();
+    if results.is_empty() {
+        tx.commit().await?;
+        return Ok(recorded);
+    }
     for chunk in results.chunks(INSERT_CHUNK) {
         let sql = format!(
             "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, at, outcome, status_code, \
@@ -658,7 +685,7 @@ pub async fn record(
         }
         query.execute(&mut *tx).await?;
     }
-    for r in results {
+    for r in &results {
         let attempts = r.attempt_count + 1;
         let (status, next) = match r.outcome {
             Outcome::Success => ("succeeded", None),

@@ -1387,3 +1387,47 @@ async fn history_past_retention_is_pruned_but_pending_work_is_kept() {
         .collect();
     assert_eq!(events, [recent.as_str()]);
 }
+
+#[tokio::test]
+async fn deleting_an_endpoint_mid_request_leaves_no_attempt_behind() {
+    let app = app_with(|_| {}).await;
+    let console = app.demo_console().await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let mut rx = receiver(move |_| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let (endpoint_id, _) = create_endpoint(&app, &console, &rx.url, &["*"]).await;
+    let sender = super::start(&app.state);
+    emit(&app, &console.account_id, "batch.completed", json!({})).await;
+    rx.next().await;
+
+    let deleted = app
+        .admin(
+            &console,
+            "DELETE",
+            &format!("/admin/webhooks/{endpoint_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    release.notify_one();
+    // Stopping waits for the attempt in flight and records its result.
+    sender.stop().await;
+
+    for table in ["webhook_attempts", "webhook_deliveries"] {
+        let (n,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE endpoint_id = $1"
+        ))
+        .bind(&endpoint_id)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+        assert_eq!(n, 0, "{table} rows of the deleted endpoint");
+    }
+}
