@@ -1,6 +1,6 @@
 //! Bulk sends through the router, with the workers running.
 
-use std::{collections::HashSet, time::Instant};
+use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -394,38 +394,4 @@ async fn a_restart_resumes_without_sending_twice() {
     .await
     .unwrap();
     assert_eq!(phones.0, 150);
-}
-
-/// The bulk-accept figure: 10,000 recipients through the router (parse, validate, render,
-/// store). `cargo test -p wiz-backend --lib bulk_accept_10k -- --ignored --nocapture`
-#[tokio::test]
-#[ignore = "timing; run explicitly"]
-async fn bulk_accept_10k_timing() {
-    let mut m = start(80).await;
-    m.workers = None;
-    let body = json!({"type": "template", "template": {"name": "order_update", "language": "en"},
-        "recipients": (0..10_000).map(|i| json!({"to": format!("+1415{i:07}"),
-            "variables": {"name": format!("Customer {i}"), "order": format!("A-{i}")},
-            "reference": format!("crm-{i}")})).collect::<Vec<_>>()});
-    for run in 0..3 {
-        let mut body = body.clone();
-        // New numbers each run, so every run creates the same amount of work.
-        for (i, r) in body["recipients"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .enumerate()
-        {
-            r["to"] = json!(format!("+1{run}41{i:07}"));
-        }
-        let started = Instant::now();
-        let answer = m
-            .app
-            .v1(&m.account, "POST", "/v1/messages/bulk", Some(body))
-            .await;
-        let elapsed = started.elapsed();
-        assert_eq!(answer.status, StatusCode::ACCEPTED);
-        assert_eq!(answer.body["accepted"], 10_000);
-        println!("bulk accept, 10,000 recipients, run {run}: {elapsed:?}");
-    }
 }
