@@ -685,31 +685,55 @@ pub async fn record(
         }
         query.execute(&mut *tx).await?;
     }
+    // Settled deliveries are updated in one statement per status (per chunk): in the common
+    // case of a healthy receiver that is one statement per batch instead of one per delivery.
+    // `status = 'pending'` keeps a late result from reopening a delivery that another attempt
+    // (an expired lease re-claimed elsewhere) already settled.
+    let mut settled: [(&str, Vec<&str>); 2] = [("succeeded", Vec::new()), ("failed", Vec::new())];
     for r in &results {
         let attempts = r.attempt_count + 1;
-        let (status, next) = match r.outcome {
-            Outcome::Success => ("succeeded", None),
-            Outcome::Gone => ("failed", None),
-            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => ("failed", None),
+        let status = match r.outcome {
+            Outcome::Success => "succeeded",
+            Outcome::Gone => "failed",
+            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => "failed",
             _ => {
                 let delay = retry_delay(&config.retry_schedule, attempts as usize, r.retry_after);
                 recorded.rescheduled += 1;
-                ("pending", Some(now + delay.as_millis() as i64))
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET attempt_count = attempt_count + 1, \
+                     next_attempt_at = $1, locked_until = NULL, locked_by = NULL, updated_at = $2 \
+                     WHERE id = $3 AND status = 'pending'",
+                )
+                .bind(now + delay.as_millis() as i64)
+                .bind(now)
+                .bind(&r.delivery_id)
+                .execute(&mut *tx)
+                .await?;
+                continue;
             }
         };
-        // `status = 'pending'` keeps a late result from reopening a delivery that another
-        // attempt (an expired lease re-claimed elsewhere) already settled.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, \
-             next_attempt_at = $2, locked_until = NULL, locked_by = NULL, updated_at = $3 \
-             WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(now)
-        .bind(&r.delivery_id)
-        .execute(&mut *tx)
-        .await?;
+        let list = if status == "succeeded" {
+            &mut settled[0].1
+        } else {
+            &mut settled[1].1
+        };
+        list.push(&r.delivery_id);
+    }
+    for (status, ids) in &settled {
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql =
+                format!(
+                "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, \
+                 next_attempt_at = NULL, locked_until = NULL, locked_by = NULL, updated_at = $2 \
+                 WHERE status = 'pending' AND id IN ({})",
+                (3..3 + chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(*status).bind(now);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
     }
 
     // Endpoint health, judged by each endpoint's latest attempt in this batch.
