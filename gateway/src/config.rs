@@ -38,6 +38,7 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<String>,
     pub threads: usize,
     pub shutdown_grace_seconds: u64,
+    pub max_body_bytes: u64,
     pub limits: LimitsConfig,
     pub auth_throttle: AuthThrottleConfig,
     pub sync: SyncConfig,
@@ -55,6 +56,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             threads: 2,
             shutdown_grace_seconds: 5,
+            max_body_bytes: 4 * 1024 * 1024,
             limits: LimitsConfig::default(),
             auth_throttle: AuthThrottleConfig::default(),
             sync: SyncConfig::default(),
@@ -403,6 +405,7 @@ pub struct RuntimeConfig {
     pub trusted_proxies: TrustedProxies,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    pub max_body_bytes: u64,
     pub store: StoreKind,
     pub redis_url: Option<Secret>,
     pub throttle: ThrottleSettings,
@@ -512,6 +515,13 @@ impl GatewayConfig {
             ));
         }
 
+        if self.max_body_bytes < 1024 {
+            errors.push(ConfigError::field(
+                "max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+
         match self.limits.store {
             StoreKind::Memory => {}
             StoreKind::Redis => match &self.limits.redis_url {
@@ -592,6 +602,7 @@ impl GatewayConfig {
                     trusted_proxies: TrustedProxies::new(nets),
                     threads: self.threads,
                     shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+                    max_body_bytes: self.max_body_bytes,
                     store: self.limits.store,
                     redis_url: self.limits.redis_url.clone(),
                     throttle: ThrottleSettings {

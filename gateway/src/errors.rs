@@ -19,13 +19,14 @@ pub enum Refusal {
     TooManyFailedAttempts,
     NotFound,
     BadRequest,
+    PayloadTooLarge,
     BackendUnavailable,
     LimiterUnavailable,
     Internal,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::MissingCredentials,
         Refusal::MalformedCredentials,
         Refusal::InvalidCredentials,
@@ -38,6 +39,7 @@ impl Refusal {
         Refusal::TooManyFailedAttempts,
         Refusal::NotFound,
         Refusal::BadRequest,
+        Refusal::PayloadTooLarge,
         Refusal::BackendUnavailable,
         Refusal::LimiterUnavailable,
         Refusal::Internal,
@@ -56,6 +58,7 @@ impl Refusal {
             }
             Refusal::NotFound => 404,
             Refusal::BadRequest => 400,
+            Refusal::PayloadTooLarge => 413,
             Refusal::BackendUnavailable => 502,
             Refusal::LimiterUnavailable => 503,
             Refusal::Internal => 500,
@@ -86,6 +89,7 @@ impl Refusal {
             Refusal::TooManyFailedAttempts => "too_many_failed_attempts",
             Refusal::NotFound => "not_found",
             Refusal::BadRequest => "bad_request",
+            Refusal::PayloadTooLarge => "payload_too_large",
             Refusal::BackendUnavailable => "backend_unavailable",
             Refusal::LimiterUnavailable => "limiter_unavailable",
             Refusal::Internal => "internal_error",
@@ -120,6 +124,7 @@ impl Refusal {
             }
             Refusal::NotFound => "No such route.",
             Refusal::BadRequest => "The request could not be read.",
+            Refusal::PayloadTooLarge => "The request body is too large.",
             Refusal::BackendUnavailable => "The API backend is unavailable; please retry shortly.",
             Refusal::LimiterUnavailable => {
                 "Rate limits cannot be checked right now; please retry shortly."

@@ -541,3 +541,70 @@ async fn repeated_failed_authentications_are_slowed() {
     r.expect_error(429, "too_many_failed_attempts");
     assert!(r.header("retry-after").is_some());
 }
+
+/// `n` concurrent POSTs of `body` to `/v1/contacts`: each one's status and error code, or the
+/// transport error that took its answer away.
+async fn post_bodies(api: &Api, n: usize, body: &str) -> Vec<Result<(u16, String), String>> {
+    join_all((0..n).map(|_| async {
+        let request = api
+            .request(Method::POST, "/v1/contacts", Auth::Bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+                Ok((
+                    status,
+                    body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                ))
+            }
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn refused_requests_with_large_bodies_get_their_answer_not_a_reset() {
+    let stack = Stack::start().await;
+    let admin = stack.admin().await;
+    let key = admin
+        .create_key(json!({"daily_limit": 1, "rate_limit_per_minute": 100}))
+        .await;
+    stack.wait_synced().await;
+    let api = stack.api(&key);
+
+    // Over the gateway's 4 MiB: 413 at the edge, before any check, never counted.
+    let oversized = format!(
+        r#"{{"phone":"+14155550198","name":"{}"}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    for _ in 0..3 {
+        for answer in post_bodies(&api, 4, &oversized).await {
+            assert_eq!(answer, Ok((413, "payload_too_large".to_string())));
+        }
+    }
+    // A large body under the limit refused by a check (wrong secret, then the throttle).
+    let bad = Api {
+        secret: format!("sk_live_{}", "C".repeat(40)),
+        ..api.clone()
+    };
+    let large = format!(
+        r#"{{"phone":"+14155550198","name":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    for answer in post_bodies(&bad, 6, &large).await {
+        let (status, code) = answer.expect("an answer, not a broken connection");
+        assert!(
+            (status, code.as_str()) == (401, "invalid_credentials")
+                || (status, code.as_str()) == (429, "too_many_failed_attempts"),
+            "{status} {code}"
+        );
+    }
+    // The daily limit of 1 is still unspent: none of the 413s counted.
+    contacts(&api, Auth::Bearer).await.expect(200);
+    contacts(&api, Auth::Bearer)
+        .await
+        .expect_error(429, "daily_limit_exceeded");
+}

@@ -109,7 +109,8 @@ impl Gateway {
             )?;
         }
         // The request body was not read; reusing the connection would misparse it.
-        if !session.as_downstream_mut().is_body_empty() {
+        let unread_body = !session.as_downstream_mut().is_body_empty();
+        if unread_body {
             session.set_keepalive(None);
         }
         session
@@ -118,6 +119,9 @@ impl Gateway {
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await?;
+        if unread_body {
+            linger(session).await;
+        }
         Ok(())
     }
 
@@ -134,6 +138,34 @@ impl Gateway {
             .await?;
         Ok(true)
     }
+}
+
+/// Lingering close: read and discard what the client is still sending before the connection
+/// closes. Closing a socket with unread data makes the kernel send a reset, and a client still
+/// writing its body (a bulk send refused with 429, an oversized one with 413) then gets a broken
+/// pipe instead of the answer written to it. Bounded, as nginx bounds its own: bodies announced
+/// larger than `LINGER_MAX_BYTES` are not waited for, and no drain lasts beyond `LINGER_TIME`.
+async fn linger(session: &mut Session) {
+    const LINGER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+    const LINGER_TIME: Duration = Duration::from_secs(5);
+    if declared_body_len(session).is_some_and(|n| n > LINGER_MAX_BYTES) {
+        return;
+    }
+    let _ = tokio::time::timeout(
+        LINGER_TIME,
+        session.as_downstream_mut().drain_request_body(),
+    )
+    .await;
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn declared_body_len(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[async_trait]
@@ -174,6 +206,18 @@ impl ProxyHttp for Gateway {
                 .map(|v| v.as_bytes()),
             &ctx.config.trusted_proxies,
         );
+
+        // Before any check: an oversized request is refused whoever sends it, and a refused
+        // request is never counted against a key's limits.
+        let forwarded = !matches!(
+            ctx.route,
+            RouteClass::Healthz | RouteClass::Internal | RouteClass::Unknown
+        );
+        if forwarded && declared_body_len(session).is_some_and(|n| n > ctx.config.max_body_bytes) {
+            return self
+                .refuse(session, ctx, Refusal::PayloadTooLarge, None)
+                .await;
+        }
 
         match ctx.route {
             RouteClass::Healthz => {
