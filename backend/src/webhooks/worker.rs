@@ -197,7 +197,6 @@ struct ClaimRound {
     limit: usize,
     hold: usize,
     refill_at: usize,
-    busy: Vec<String>,
     held: HashMap<String, usize>,
 }
 
@@ -212,7 +211,8 @@ struct Claimed {
 impl ClaimRound {
     async fn run(mut self) -> Result<Claimed, sqlx::Error> {
         let window = self.limit * 4;
-        let candidates = outbox::candidates(&self.db, &self.busy, window).await?;
+        let busy_before = busy(&self.held, self.refill_at);
+        let candidates = outbox::candidates(&self.db, &busy_before, window).await?;
         let mut picked = Vec::new();
         let mut skipped = false;
         for (id, endpoint) in &candidates {
@@ -235,14 +235,7 @@ impl ClaimRound {
         let next_due = if more {
             None
         } else {
-            let refill_at = self.refill_at;
-            let busy: Vec<String> = self
-                .held
-                .into_iter()
-                .filter(|(_, n)| *n > refill_at)
-                .map(|(e, _)| e)
-                .collect();
-            Some(next_wake(&self.db, &busy).await)
+            Some(next_wake(&self.db, &busy(&self.held, self.refill_at)).await)
         };
         Ok(Claimed {
             jobs,
@@ -250,6 +243,18 @@ impl ClaimRound {
             next_due,
         })
     }
+}
+
+/// Endpoints not to claim for, given what is held of each: those above `refill_at`. Sorted, so
+/// two answers compare equal when they mean the same.
+fn busy(held: &HashMap<String, usize>, refill_at: usize) -> Vec<String> {
+    let mut busy: Vec<String> = held
+        .iter()
+        .filter(|(_, n)| **n > refill_at)
+        .map(|(e, _)| e.clone())
+        .collect();
+    busy.sort_unstable();
+    busy
 }
 
 /// When the next delivery (of an endpoint we can take) becomes due, capped by `POLL`.
@@ -337,12 +342,6 @@ impl Worker {
         &self.state.config.webhooks
     }
 
-    /// Deliveries of `endpoint` held here: running or queued for one of its slots.
-    fn held(&self, endpoint: &str) -> usize {
-        self.in_flight.get(endpoint).copied().unwrap_or(0)
-            + self.queued.get(endpoint).map_or(0, VecDeque::len)
-    }
-
     /// How many deliveries of one endpoint this worker holds at most: its in-flight cap plus
     /// two rounds queued, so the next attempt starts the moment a slot frees up. Bounding the
     /// queue per endpoint is what keeps a hanging endpoint from filling it for everyone.
@@ -350,21 +349,26 @@ impl Worker {
         3 * self.config().max_in_flight_per_endpoint
     }
 
-    /// Endpoints not to claim for: holding more than one round short of `endpoint_hold`. An
-    /// endpoint is refilled a whole round (its in-flight cap) at a time, not one delivery per
-    /// finished attempt: on SQLite every claim queues behind the recorder on the one
-    /// connection, and per-delivery claims made the claims, not the receiver, the limit.
+    /// Deliveries held here per endpoint: running or queued for one of its slots.
+    fn holdings(&self) -> HashMap<String, usize> {
+        let mut held = self.in_flight.clone();
+        for (endpoint, queue) in &self.queued {
+            *held.entry(endpoint.clone()).or_default() += queue.len();
+        }
+        held
+    }
+
+    /// An endpoint is refilled only once it holds this many or fewer: a whole round (its
+    /// in-flight cap) at a time, not one delivery per finished attempt. On SQLite every claim
+    /// queues behind the recorder on the one connection; per-delivery claims made the claims,
+    /// not the receiver, the limit.
+    fn refill_at(&self) -> usize {
+        self.endpoint_hold() - self.config().max_in_flight_per_endpoint
+    }
+
+    /// Endpoints not to claim for now.
     fn busy(&self) -> Vec<String> {
-        let refill_at = self.endpoint_hold() - self.config().max_in_flight_per_endpoint;
-        let mut endpoints: Vec<&String> = self.in_flight.keys().collect();
-        endpoints.extend(self.queued.keys());
-        endpoints.sort();
-        endpoints.dedup();
-        endpoints
-            .into_iter()
-            .filter(|e| self.held(e) > refill_at)
-            .cloned()
-            .collect()
+        busy(&self.holdings(), self.refill_at())
     }
 
     /// The next claim round, planned from what this worker holds now; `None` when the global
@@ -376,19 +380,14 @@ impl Worker {
         if limit == 0 {
             return None;
         }
-        let mut held: HashMap<String, usize> = self.in_flight.clone();
-        for (endpoint, queue) in &self.queued {
-            *held.entry(endpoint.clone()).or_default() += queue.len();
-        }
         Some(ClaimRound {
             db: self.state.db.clone(),
             worker: self.id.clone(),
             lease: self.config().lease,
             limit,
             hold: self.endpoint_hold(),
-            refill_at: self.endpoint_hold() - self.config().max_in_flight_per_endpoint,
-            busy: self.busy(),
-            held,
+            refill_at: self.refill_at(),
+            held: self.holdings(),
         })
     }
 
