@@ -689,13 +689,14 @@ pub async fn record(
     // case of a healthy receiver that is one statement per batch instead of one per delivery.
     // `status = 'pending'` keeps a late result from reopening a delivery that another attempt
     // (an expired lease re-claimed elsewhere) already settled.
-    let mut settled: [(&str, Vec<&str>); 2] = [("succeeded", Vec::new()), ("failed", Vec::new())];
+    let mut succeeded = Vec::new();
+    let mut failed = Vec::new();
     for r in &results {
         let attempts = r.attempt_count + 1;
-        let status = match r.outcome {
-            Outcome::Success => "succeeded",
-            Outcome::Gone => "failed",
-            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => "failed",
+        let settled = match r.outcome {
+            Outcome::Success => &mut succeeded,
+            Outcome::Gone => &mut failed,
+            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => &mut failed,
             _ => {
                 let delay = retry_delay(&config.retry_schedule, attempts as usize, r.retry_after);
                 recorded.rescheduled += 1;
@@ -712,23 +713,18 @@ pub async fn record(
                 continue;
             }
         };
-        let list = if status == "succeeded" {
-            &mut settled[0].1
-        } else {
-            &mut settled[1].1
-        };
-        list.push(&r.delivery_id);
+        settled.push(r.delivery_id.as_str());
     }
-    for (status, ids) in &settled {
+    for (status, ids) in [("succeeded", succeeded), ("failed", failed)] {
         for chunk in ids.chunks(INSERT_CHUNK) {
-            let sql =
-                format!(
+            let list = (3..3 + chunk.len()).map(|i| format!("${i}"));
+            let sql = format!(
                 "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, \
                  next_attempt_at = NULL, locked_until = NULL, locked_by = NULL, updated_at = $2 \
                  WHERE status = 'pending' AND id IN ({})",
-                (3..3 + chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+                list.collect::<Vec<_>>().join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(*status).bind(now);
+            let mut query = sqlx::query(&sql).bind(status).bind(now);
             for id in chunk {
                 query = query.bind(*id);
             }
