@@ -778,6 +778,7 @@ mod tests {
             ("log:\n  level: 'info,=='\n", "log.level"),
             ("threads: 0\n", "threads"),
             ("threads: many\n", "threads"),
+            ("max_body_bytes: 10\n", "max_body_bytes"),
             ("unknown_field: 1\n", "unknown_field"),
         ];
         for (text, field) in cases {
