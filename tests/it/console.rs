@@ -573,8 +573,14 @@ async fn console_webhook_test_event_shows_in_the_delivery_log() {
         page.wait_text(".hook-desc", "<b>CRM</b>").await;
 
         page.click("[data-testid=send-test]").await;
-        page.wait_text("[data-testid=test-outcome]", "Test event delivered")
-            .await;
+        let outcome = page.wait_text("[data-testid=test-outcome]", "Test event").await;
+        // On failure, name the endpoint as stored next to the receiver's address, so a wrong
+        // target can be told from a receiver that was not there.
+        assert!(
+            outcome.contains("Test event delivered"),
+            "test event to {url} not delivered: {outcome:?}; endpoints as listed: {:?}",
+            page.text("[data-testid=webhook-list] .hook-url").await
+        );
         let (headers, _body) = tokio::time::timeout(WAIT, received.recv())
             .await
             .expect("the receiver got the test event")
