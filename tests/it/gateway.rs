@@ -608,3 +608,78 @@ async fn refused_requests_with_large_bodies_get_their_answer_not_a_reset() {
         .await
         .expect_error(429, "daily_limit_exceeded");
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_a_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let stack = Stack::start().await;
+    let admin = stack.admin().await;
+    let key = admin.create_key(json!({})).await;
+    stack.wait_synced().await;
+
+    // No Content-Length, so the gateway cannot refuse it upfront; the backend refuses it when
+    // its read passes 4 MiB, and the client must get that answer, not a reset. 5 MiB in 64 KiB
+    // chunks.
+    let mut conn =
+        tokio::net::TcpStream::connect(stack.gateway_url().trim_start_matches("http://"))
+            .await
+            .unwrap();
+    let head = format!(
+        "POST /v1/contacts HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {}\r\n\
+         X-Api-Secret: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        key.key, key.secret
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent_all = true;
+    for _ in 0..80 {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if conn.write_all(&framed).await.is_err() {
+            sent_all = false;
+            break;
+        }
+    }
+    if sent_all {
+        conn.write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    // The whole answer: headers, then Content-Length bytes. The connection may stay open.
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let l = l.to_ascii_lowercase();
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("a Content-Length");
+                if answer.len() >= end + 4 + length {
+                    return;
+                }
+            }
+            let n = conn.read(&mut buf).await.expect("the answer, not a reset");
+            assert!(n > 0, "closed before the whole answer: {text}");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+    assert!(
+        sent_all,
+        "the gateway drained the body instead of cutting it off"
+    );
+
+    // The connection was closed, the gateway is fine, and the contact was never created.
+    let api = stack.api(&key);
+    let listed = contacts(&api, Auth::Bearer).await;
+    assert_eq!(listed.expect(200)["data"], json!([]));
+}
