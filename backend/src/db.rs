@@ -9,7 +9,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use anyhow::Context;
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
-    AnyPool, ConnectOptions, Executor,
+    AnyConnection, AnyPool, ConnectOptions, Executor,
 };
 
 pub type Db = AnyPool;
@@ -29,6 +29,19 @@ impl Engine {
         } else {
             Engine::Postgres
         }
+    }
+}
+
+/// The locking clause a background job's claim SELECT ends with. On PostgreSQL,
+/// `FOR UPDATE SKIP LOCKED`: several backends claiming at once each lock rows nobody else holds
+/// and never wait for one another on them, so two claim transactions cannot deadlock on their
+/// rows, and a crashed claimer's locks vanish with its connection. On SQLite nothing: its one
+/// connection runs one transaction at a time.
+pub fn skip_locked(conn: &AnyConnection) -> &'static str {
+    if conn.backend_name() == "PostgreSQL" {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
     }
 }
 

@@ -37,9 +37,11 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
-    #[error("database error")]
+    /// Displays the database's own message (a deadlock, a lost connection) for the log; the
+    /// client's body never carries it (see `body`).
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("internal error")]
+    #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
 
@@ -128,7 +130,12 @@ impl ApiError {
         json!({"error": {
             "type": self.kind(),
             "code": self.code(),
-            "message": self.to_string(),
+            "message": match self {
+                // The cause is for the log only; the client gets a generic message.
+                Self::Database(_) => "database error".to_string(),
+                Self::Internal(_) => "internal error".to_string(),
+                _ => self.to_string(),
+            },
             "request_id": request_id,
         }})
     }
@@ -137,7 +144,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status().is_server_error() {
-            // The cause goes to the log only; the client gets a generic message.
             match &self {
                 ApiError::Database(e) => tracing::error!(error = %e, "database error"),
                 ApiError::Internal(e) => {

@@ -366,7 +366,7 @@ impl Stack {
         }
     }
 
-    /// Everything the processes logged so far (extra gateways included).
+    /// Everything the processes logged so far (extra gateways and backends included).
     pub fn logs(&self) -> String {
         let mut names = vec!["wiz-backend".to_string(), "wiz-gateway".to_string()];
         let mut extra: Vec<String> = std::fs::read_dir(self.dir.path())
@@ -375,7 +375,7 @@ impl Stack {
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter_map(|f| f.strip_suffix(".log").map(str::to_owned))
-            .filter(|n| n.starts_with("wiz-gateway-"))
+            .filter(|n| n.starts_with("wiz-gateway-") || n.starts_with("wiz-backend-"))
             .collect();
         extra.sort();
         names.extend(extra);

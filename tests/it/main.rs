@@ -7,5 +7,6 @@ mod harness;
 mod messaging;
 mod postgres;
 mod scale_out;
+mod shared_work;
 mod smoke;
 mod webhooks;

@@ -24,6 +24,7 @@ use crate::harness::{eventually, free_port, Options, Stack};
 /// Stopped (immediate mode) and deleted on drop.
 pub struct Postgres {
     pub url: String,
+    port: u16,
     bin: PathBuf,
     data: PathBuf,
     _dir: tempfile::TempDir,
@@ -121,6 +122,7 @@ impl Postgres {
         run(start, "pg_ctl start");
         let server = Postgres {
             url: format!("postgres://postgres@127.0.0.1:{port}/wiz"),
+            port,
             bin: bin.clone(),
             data,
             _dir: dir,
@@ -155,6 +157,32 @@ impl Postgres {
         ]);
         run(createdb, "createdb wiz");
         server
+    }
+}
+
+impl Postgres {
+    /// Runs one SQL statement with `psql` and returns its rows, one per line, columns joined by
+    /// `|` (unaligned, tuples only): what a test reads from the database directly.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "wiz", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql (Debian package postgresql-client, installed with postgresql)");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
@@ -221,7 +249,7 @@ impl Stack {
 }
 
 /// A stack whose backend runs on `pg` (plus `options`).
-async fn stack_on(pg: &Postgres, options: Options) -> Stack {
+pub async fn stack_on(pg: &Postgres, options: Options) -> Stack {
     let stack = Stack::start_with(options.backend("WIZ_BACKEND__DATABASE_URL", &pg.url)).await;
     let env = stack.backend_env();
     let url = env

@@ -1,21 +1,26 @@
 //! The background workers that move outbound messages, all working from the database so that a
 //! restart (or a second backend on the same PostgreSQL) resumes without sending anything twice:
 //!
-//! - the **dispatcher** claims waiting messages (`dispatch_at` set) with a conditional UPDATE —
-//!   only one claimer can win a row — at `channel.rate_per_second` per account (a token bucket
+//! - the **dispatcher** claims waiting messages (`dispatch_at` set) under a lease — only one
+//!   claimer can win a row — at `channel.rate_per_second` per account (a token bucket
 //!   per account, so one account's 10,000-recipient batch does not hold back another's single
 //!   message), links bulk recipients to their contact, refuses opted-out contacts, hands each
 //!   message to the channel and records the provider's id;
 //! - the **report worker** applies the channel's status reports when due (`next_report_at`),
 //!   each transition with its event in one transaction, and completes batches;
-//! - **housekeeping** re-queues claims interrupted by a crash (or fails them when the channel
-//!   cannot resend safely), sweeps idempotency keys older than 24 h and refreshes the queue gauge.
+//! - **housekeeping** re-queues claims whose lease ran out (the claimer crashed; or fails them
+//!   when the channel cannot resend safely), sweeps idempotency keys older than 24 h and
+//!   refreshes the queue gauge.
+//!
+//! Any number of backends run these on one PostgreSQL: each claim skips rows another
+//! transaction holds (`db::skip_locked`), every conditional update names the claim it acts on,
+//! and locks are taken in one order (`BatchWork`), so no two rounds deadlock or undo each other.
 //!
 //! `start` spawns them; dropping the returned `Workers` stops them (a transaction cut short
 //! rolls back, so stopping at any point is safe).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
@@ -36,9 +41,11 @@ const TICK: Duration = Duration::from_millis(50);
 const MAX_PER_ROUND: f64 = 250.0;
 /// Status reports applied per transaction.
 const REPORT_PAGE: i64 = 500;
-/// A claim without the provider's answer after this long was interrupted (claim → answer takes
-/// milliseconds; a live backend's claim is never this old).
-const STALE_CLAIM: Duration = Duration::from_secs(5);
+/// A dispatcher's claim on a message is a lease of this long, from `dispatched_at`: the claimer
+/// hands messages to the channel only in the first half of it (and gives the rest back), and
+/// once it has run out without the provider's answer recorded, any backend's housekeeping
+/// takes the message back (the claimer died). A channel's send timeout must stay below half.
+const CLAIM_LEASE: Duration = Duration::from_secs(10);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 
 /// Handles of the running workers; dropping it stops them.
@@ -103,53 +110,86 @@ async fn dispatcher(state: AppState) {
     }
 }
 
-/// One round: pick what each account's bucket allows, claim, send, record. `true` if messages
-/// are still waiting.
+/// Batches a transaction touched, locked at its end in batch-id order. Every writer takes its
+/// locks in one order: message rows (claimed with `SKIP LOCKED`, never waited for), then contact
+/// rows (by phone), then batch rows (by id). Two backends' transactions can then wait for each
+/// other but never in a circle, which is what made PostgreSQL abort the report rounds before.
+#[derive(Default)]
+struct BatchWork {
+    /// Batches whose first message was handed to the channel.
+    started: BTreeSet<String>,
+    /// Batches with a message that reached a final status, and their account.
+    settled: BTreeMap<String, String>,
+}
+
+impl BatchWork {
+    fn settled(&mut self, msg: &Message) {
+        if let Some(batch_id) = &msg.batch_id {
+            self.settled
+                .insert(batch_id.clone(), msg.account_id.clone());
+        }
+    }
+
+    /// Marks starts and completes batches; returns how many completed.
+    async fn apply(&self, conn: &mut sqlx::AnyConnection, now: i64) -> Result<u64, ApiError> {
+        let ids: BTreeSet<&String> = self.started.iter().chain(self.settled.keys()).collect();
+        let mut completed = 0;
+        for batch_id in ids {
+            if self.started.contains(batch_id) {
+                batches::store::mark_started(conn, batch_id, now).await?;
+            }
+            if let Some(account_id) = self.settled.get(batch_id) {
+                completed += u64::from(batches::check_completed(conn, account_id, batch_id).await?);
+            }
+        }
+        Ok(completed)
+    }
+}
+
+/// One round: claim what each account's bucket allows, send, record. `true` if messages are
+/// still waiting.
 pub(crate) async fn dispatch_round(
     state: &AppState,
     buckets: &mut HashMap<String, Bucket>,
 ) -> Result<bool, ApiError> {
     let rate = f64::from(state.messaging.config.rate_per_second);
     let capacity = (rate * TICK.as_secs_f64()).clamp(1.0, MAX_PER_ROUND);
+    // The claim's time: stored as `dispatched_at`, it is the lease's start (see `CLAIM_LEASE`).
     let now = now_ms();
-    let mut picked: Vec<String> = Vec::new();
+    let claimed_at = Instant::now();
     let mut waiting = false;
-    {
-        let mut conn = state.db.acquire().await?;
-        let due = store::due_accounts(&mut conn, now).await?;
-        for (account_id, count) in due {
-            let bucket = buckets.entry(account_id.clone()).or_insert(Bucket {
-                tokens: capacity,
-                last: Instant::now(),
-            });
-            let allowed = bucket.refill(rate, capacity).floor().min(count as f64);
-            if allowed >= 1.0 {
-                let ids = store::due_ids(&mut conn, &account_id, now, allowed as i64).await?;
-                bucket.tokens -= ids.len() as f64;
-                waiting |= (ids.len() as i64) < count;
-                picked.extend(ids);
-            } else {
-                waiting = true;
-            }
+
+    // Claim in one transaction: after commit, these messages are ours alone.
+    let mut tx = state.db.begin().await?;
+    let mut picked: Vec<Message> = Vec::new();
+    for (account_id, count) in store::due_accounts(&mut tx, now).await? {
+        let bucket = buckets.entry(account_id.clone()).or_insert(Bucket {
+            tokens: capacity,
+            last: Instant::now(),
+        });
+        let allowed = bucket.refill(rate, capacity).floor().min(count as f64);
+        if allowed >= 1.0 {
+            let claimed = store::claim_due(&mut tx, &account_id, now, allowed as i64).await?;
+            bucket.tokens -= claimed.len() as f64;
+            // Fewer than waiting: the rest is another backend's, or next round's.
+            waiting |= (claimed.len() as i64) < count;
+            picked.extend(claimed);
+        } else {
+            waiting = true;
         }
     }
     if picked.is_empty() {
+        tx.commit().await?;
         return Ok(waiting);
     }
-
-    // Claim in one transaction: after commit, these messages are ours alone.
+    // Contacts in phone order, the same in every claimer (see `BatchWork`).
+    picked.sort_by(|a, b| a.phone.cmp(&b.phone));
     let mut claimed: Vec<Message> = Vec::new();
     let mut failed: Vec<Message> = Vec::new();
-    let mut finished_batches: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut started_batches: BTreeSet<String> = BTreeSet::new();
-    let mut completed = 0u64;
-    let mut tx = state.db.begin().await?;
-    for id in &picked {
-        let Some(mut msg) = store::claim(&mut tx, id, now).await? else {
-            continue;
-        };
+    let mut work = BatchWork::default();
+    for mut msg in picked {
         if let Some(batch_id) = &msg.batch_id {
-            started_batches.insert(batch_id.clone());
+            work.started.insert(batch_id.clone());
         }
         if link_contact(&mut tx, &mut msg).await? {
             claimed.push(msg);
@@ -160,28 +200,28 @@ pub(crate) async fn dispatch_round(
             };
             if store::transition(&mut tx, &mut msg, Status::Failed, now, Some(&error), None).await?
             {
-                if let Some(batch_id) = &msg.batch_id {
-                    finished_batches.insert((msg.account_id.clone(), batch_id.clone()));
-                }
+                work.settled(&msg);
                 failed.push(msg);
             }
         }
     }
-    for batch_id in &started_batches {
-        batches::store::mark_started(&mut tx, batch_id, now).await?;
-    }
-    for (account_id, batch_id) in &finished_batches {
-        completed += u64::from(batches::check_completed(&mut tx, account_id, batch_id).await?);
-    }
+    let mut completed = work.apply(&mut tx, now).await?;
     tx.commit().await?;
     if !failed.is_empty() {
         state.events_written();
     }
 
-    // Hand over to the channel outside any transaction: a real provider call takes time.
+    // Hand over to the channel outside any transaction: a real provider call takes time. Only
+    // while the claim is well within its lease; the rest is given back, not sent late (after the
+    // lease another backend may already be sending it).
     let channel = state.messaging.channel.clone();
+    let hand_over_until = claimed_at + CLAIM_LEASE / 2;
     let mut outcomes = Vec::with_capacity(claimed.len());
     for msg in &claimed {
+        if Instant::now() >= hand_over_until {
+            outcomes.push(None);
+            continue;
+        }
         let content = serde_json::to_value(&msg.content).expect("content serializes");
         let outcome = channel
             .send(Outbound {
@@ -191,39 +231,59 @@ pub(crate) async fn dispatch_round(
                 content: &content,
             })
             .await;
-        outcomes.push(outcome);
+        outcomes.push(Some(outcome));
     }
 
     let mut tx = state.db.begin().await?;
-    finished_batches.clear();
+    let mut work = BatchWork::default();
+    let mut given_back = 0usize;
+    let mut lost = 0usize;
     for (mut msg, outcome) in claimed.into_iter().zip(outcomes) {
         match outcome {
-            SendOutcome::Accepted {
+            None => {
+                store::unclaim(&mut tx, &msg.id, now, now_ms()).await?;
+                given_back += 1;
+            }
+            Some(SendOutcome::Accepted {
                 provider_message_id,
-            } => {
+            }) => {
                 let first = channel
                     .report_plan(&msg.phone)
                     .first()
                     .map(|(delay, _)| now + delay.as_millis() as i64);
-                store::record_accepted(&mut tx, &msg.id, &provider_message_id, first).await?;
+                if !store::record_accepted(&mut tx, &msg.id, now, &provider_message_id, first)
+                    .await?
+                {
+                    lost += 1;
+                }
             }
-            SendOutcome::Rejected(error) => {
+            Some(SendOutcome::Rejected(error)) => {
                 let at = now_ms();
                 if store::transition(&mut tx, &mut msg, Status::Failed, at, Some(&error), None)
                     .await?
                 {
-                    if let Some(batch_id) = &msg.batch_id {
-                        finished_batches.insert((msg.account_id.clone(), batch_id.clone()));
-                    }
+                    work.settled(&msg);
                     failed.push(msg);
                 }
             }
         }
     }
-    for (account_id, batch_id) in &finished_batches {
-        completed += u64::from(batches::check_completed(&mut tx, account_id, batch_id).await?);
-    }
+    completed += work.apply(&mut tx, now_ms()).await?;
     tx.commit().await?;
+    if given_back > 0 {
+        tracing::warn!(
+            count = given_back,
+            "the channel was too slow to hand over a whole round within its claim lease; \
+             the rest went back to the queue"
+        );
+    }
+    if lost > 0 {
+        tracing::warn!(
+            count = lost,
+            "messages were handed to the channel after their claim lease ran out; \
+             housekeeping had already requeued or failed them"
+        );
+    }
     state.events_written();
     let metrics = &state.messaging.metrics;
     metrics.messages_n(Status::Failed, failed.len() as u64);
@@ -277,7 +337,8 @@ async fn reporter(state: AppState) {
     }
 }
 
-/// Applies the due status reports, one transaction for the page. `true` if the page was full.
+/// Applies the due status reports, one transaction for the page, on rows this round alone holds
+/// (`store::due_reports`). `true` if the page was full.
 pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
     let channel = state.messaging.channel.clone();
@@ -285,15 +346,19 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
     let due = store::due_reports(&mut tx, now, REPORT_PAGE).await?;
     let full = due.len() as i64 == REPORT_PAGE;
     let mut reached: Vec<Status> = Vec::new();
-    let mut finished_batches: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut completed = 0u64;
-    for (mut msg, dispatched_at) in due {
+    let mut work = BatchWork::default();
+    for store::DueReport {
+        message: mut msg,
+        dispatched_at,
+        due_at,
+    } in due
+    {
         let plan = channel.report_plan(&msg.phone);
         let Some(i) = plan
             .iter()
             .position(|(_, r)| r.status.may_follow(msg.status))
         else {
-            store::clear_next_report(&mut tx, &msg.id).await?;
+            store::clear_next_report(&mut tx, &msg.id, due_at).await?;
             continue;
         };
         let (delay, report) = &plan[i];
@@ -311,20 +376,17 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
         )
         .await?;
         if !moved {
-            // Something else moved it (nothing does today); stop reporting on it.
-            store::clear_next_report(&mut tx, &msg.id).await?;
+            // Something else moved it (a provider callback); stop reporting on it, unless that
+            // set a report of its own.
+            store::clear_next_report(&mut tx, &msg.id, due_at).await?;
             continue;
         }
         reached.push(report.status);
         if !report.status.in_flight() {
-            if let Some(batch_id) = &msg.batch_id {
-                finished_batches.insert((msg.account_id.clone(), batch_id.clone()));
-            }
+            work.settled(&msg);
         }
     }
-    for (account_id, batch_id) in &finished_batches {
-        completed += u64::from(batches::check_completed(&mut tx, account_id, batch_id).await?);
-    }
+    let completed = work.apply(&mut tx, now).await?;
     tx.commit().await?;
     if !reached.is_empty() {
         state.events_written();
@@ -357,9 +419,9 @@ pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Re
     let now = now_ms();
     let channel = state.messaging.channel.clone();
     let mut tx = state.db.begin().await?;
-    let stale = store::stale_claims(&mut tx, now - STALE_CLAIM.as_millis() as i64).await?;
+    let stale = store::stale_claims(&mut tx, now - CLAIM_LEASE.as_millis() as i64).await?;
     let mut failed = 0;
-    let mut completed = 0u64;
+    let mut work = BatchWork::default();
     for id in &stale {
         if channel.resend_is_safe() {
             store::requeue(&mut tx, id, now).await?;
@@ -373,19 +435,19 @@ pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Re
             if store::transition(&mut tx, &mut msg, Status::Failed, now, Some(&error), None).await?
             {
                 failed += 1;
-                if let Some(batch_id) = &msg.batch_id {
-                    completed += u64::from(
-                        batches::check_completed(&mut tx, &msg.account_id, batch_id).await?,
-                    );
-                }
+                work.settled(&msg);
             }
         }
     }
-    if sweep_keys {
-        crate::idempotency::sweep(&mut tx, now).await?;
-    }
-    let depth = store::queue_depth(&mut tx).await?;
+    let completed = work.apply(&mut tx, now).await?;
     tx.commit().await?;
+    // Outside the claim transaction: the sweep's row locks have nothing to do with the messages'.
+    let mut conn = state.db.acquire().await?;
+    if sweep_keys {
+        crate::idempotency::sweep(&mut conn, now).await?;
+    }
+    let depth = store::queue_depth(&mut conn).await?;
+    drop(conn);
     if !stale.is_empty() {
         tracing::info!(count = stale.len(), "recovered interrupted message claims");
         state.messaging.wake_dispatcher();
@@ -401,4 +463,104 @@ pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Re
     }
     state.messaging.metrics.queue_depth.set(depth);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::messages::testkit;
+
+    /// A claim is a lease that names its claimer (by its time): a second claimer gets nothing,
+    /// housekeeping takes an expired claim back, and the old claimer can then neither record
+    /// the provider's answer nor give the message back over the new state.
+    #[tokio::test]
+    async fn a_claim_is_a_lease_the_old_claimer_cannot_act_on_once_taken_back() {
+        let mut m = testkit::start(100).await;
+        m.workers = None;
+        let sent = m
+            .v1(
+                "POST",
+                "/v1/messages",
+                Some(json!({"to": "+14155550111", "type": "text", "text": {"body": "x"}})),
+            )
+            .await;
+        assert_eq!(sent.status, 202, "{:?}", sent.body);
+        let id = sent.body["id"].as_str().unwrap().to_string();
+        let db = &m.app.state.db;
+
+        let mut conn = db.acquire().await.unwrap();
+        let first = now_ms();
+        let claimed = store::claim_due(&mut conn, &m.account, first, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(store::claim_due(&mut conn, &m.account, now_ms(), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // As if claimed long enough ago that the lease has run out (the claimer died).
+        let old = first - CLAIM_LEASE.as_millis() as i64 - 1_000;
+        sqlx::query("UPDATE messages SET dispatched_at = $1 WHERE id = $2")
+            .bind(old)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+
+        housekeeping_round(&m.app.state, false).await.unwrap();
+        let mut conn = db.acquire().await.unwrap();
+        assert!(
+            !store::record_accepted(&mut conn, &id, old, "wamid.late", None)
+                .await
+                .unwrap()
+        );
+        assert!(!store::unclaim(&mut conn, &id, old, now_ms()).await.unwrap());
+
+        // The new claim is the one that counts.
+        let now = now_ms();
+        let claimed = store::claim_due(&mut conn, &m.account, now, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(
+            store::record_accepted(&mut conn, &id, now, "wamid.x", Some(now))
+                .await
+                .unwrap()
+        );
+        // A report worker that read an older due time does not clear the current one.
+        assert!(!store::clear_next_report(&mut conn, &id, now - 1)
+            .await
+            .unwrap());
+        assert!(store::clear_next_report(&mut conn, &id, now).await.unwrap());
+    }
+
+    /// Dispatch and report rounds run to the end from the database alone, one round at a time,
+    /// as any backend would run them: the message is read and each event is written once.
+    #[tokio::test]
+    async fn rounds_settle_a_message_with_each_event_once() {
+        let mut m = testkit::start(100).await;
+        m.workers = None;
+        let sent = m
+            .v1(
+                "POST",
+                "/v1/messages",
+                Some(json!({"to": "+14155550112", "type": "text", "text": {"body": "x"}})),
+            )
+            .await;
+        let path = format!("/v1/messages/{}", sent.body["id"].as_str().unwrap());
+        let mut buckets = HashMap::new();
+        dispatch_round(&m.app.state, &mut buckets).await.unwrap();
+        testkit::wait_for("the message read", || async {
+            report_round(&m.app.state).await.unwrap();
+            let answer = m.v1("GET", &path, None).await;
+            (answer.body["status"] == "read").then_some(())
+        })
+        .await;
+        for event in ["message.sent", "message.delivered", "message.read"] {
+            assert_eq!(m.count_events(event).await, 1, "{event}");
+        }
+    }
 }

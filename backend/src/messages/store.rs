@@ -350,52 +350,31 @@ pub async fn due_accounts(
     .await
 }
 
-/// The oldest waiting messages of one account.
-pub async fn due_ids(
+/// Claims up to `limit` of one account's waiting messages, oldest first, for sending: sets
+/// `dispatched_at` (the claim's time, which is also its lease: see `stale_claims`) and clears
+/// `dispatch_at`, so no other claimer (another backend's dispatcher, a batch cancel) can take
+/// them. Rows another transaction holds are skipped, not waited for. Returned in id order.
+pub async fn claim_due(
     conn: &mut AnyConnection,
     account_id: &str,
     now: i64,
     limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(&format!(
-        "SELECT id FROM messages WHERE account_id = $1 AND dispatch_at IS NOT NULL \
-         AND dispatch_at <= $2 ORDER BY dispatch_at, id LIMIT {limit}"
-    ))
-    .bind(account_id)
-    .bind(now)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
-/// Claims a waiting message for sending: only one claimer (dispatcher, cancel) can win it, on
-/// any number of backends. `None` if someone else got it first.
-pub async fn claim(
-    conn: &mut AnyConnection,
-    id: &str,
-    now: i64,
-) -> Result<Option<Message>, sqlx::Error> {
-    let claimed = sqlx::query(
+) -> Result<Vec<Message>, sqlx::Error> {
+    let sql = format!(
         "UPDATE messages SET dispatch_at = NULL, dispatched_at = $1, updated_at = $1 \
-         WHERE id = $2 AND dispatch_at IS NOT NULL AND status = 'queued'",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
-        return Ok(None);
-    }
-    let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
-    sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+         WHERE id IN (SELECT id FROM messages WHERE account_id = $2 AND dispatch_at IS NOT NULL \
+           AND dispatch_at <= $1 AND status = 'queued' ORDER BY dispatch_at, id LIMIT {limit}{lock}) \
+         AND dispatch_at IS NOT NULL AND status = 'queued' RETURNING {COLUMNS}",
+        lock = crate::db::skip_locked(conn),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(account_id)
+        .fetch_all(conn)
+        .await?;
+    let mut claimed = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(claimed)
 }
 
 pub async fn set_contact(
@@ -411,48 +390,110 @@ pub async fn set_contact(
     Ok(())
 }
 
-/// Records the provider's acceptance of a claimed message and when its first report is due.
+/// Records the provider's acceptance of a message claimed at `claimed_at` and when its first
+/// report is due. Only while the claim is still this one: `false` if it was given up (requeued
+/// or failed by housekeeping after the lease ran out), which leaves that decision standing.
 pub async fn record_accepted(
     conn: &mut AnyConnection,
     id: &str,
+    claimed_at: i64,
     provider_message_id: &str,
     next_report_at: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET provider_message_id = $1, next_report_at = $2 WHERE id = $3")
-        .bind(provider_message_id)
-        .bind(next_report_at)
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE messages SET provider_message_id = $1, next_report_at = $2 \
+         WHERE id = $3 AND dispatched_at = $4 AND provider_message_id IS NULL \
+         AND status = 'queued'",
+    )
+    .bind(provider_message_id)
+    .bind(next_report_at)
+    .bind(id)
+    .bind(claimed_at)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
-/// Messages whose next channel report is due, with the time they were handed to the channel.
+/// Gives back a claim made at `claimed_at` that was never handed to the channel (its lease was
+/// running out before its turn came), so it is due again at once.
+pub async fn unclaim(
+    conn: &mut AnyConnection,
+    id: &str,
+    claimed_at: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE messages SET dispatch_at = $1, dispatched_at = NULL, updated_at = $1 \
+         WHERE id = $2 AND dispatched_at = $3 AND provider_message_id IS NULL \
+         AND status = 'queued'",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(claimed_at)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// A message whose channel report is due, as the report worker claimed it.
+pub struct DueReport {
+    pub message: Message,
+    /// When it was handed to the channel (the report plan counts from there).
+    pub dispatched_at: i64,
+    /// The `next_report_at` that made it due.
+    pub due_at: i64,
+}
+
+/// Claims the messages whose next channel report is due, oldest due first: inside the caller's
+/// transaction their rows stay locked until it ends, and rows another backend's report round
+/// holds are skipped rather than waited for (two rounds waiting on each other's rows in
+/// different orders is the deadlock this replaces). Returned in id order.
 pub async fn due_reports(
     conn: &mut AnyConnection,
     now: i64,
     limit: i64,
-) -> Result<Vec<(Message, i64)>, sqlx::Error> {
+) -> Result<Vec<DueReport>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS}, dispatched_at FROM messages \
+        "SELECT {COLUMNS}, dispatched_at, next_report_at FROM messages \
          WHERE next_report_at IS NOT NULL AND next_report_at <= $1 \
-         ORDER BY next_report_at LIMIT {limit}"
+         ORDER BY next_report_at, id LIMIT {limit}{lock}",
+        lock = crate::db::skip_locked(conn),
     );
     let rows = sqlx::query(&sql).bind(now).fetch_all(conn).await?;
-    rows.iter()
+    let mut due = rows
+        .iter()
         .map(|row| {
-            let dispatched_at: Option<i64> = row.try_get("dispatched_at")?;
-            Ok((from_row(row)?, dispatched_at.unwrap_or_default()))
+            Ok(DueReport {
+                message: from_row(row)?,
+                dispatched_at: row
+                    .try_get::<Option<i64>, _>("dispatched_at")?
+                    .unwrap_or_default(),
+                due_at: row.try_get("next_report_at")?,
+            })
         })
-        .collect()
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    due.sort_by(|a, b| a.message.id.cmp(&b.message.id));
+    Ok(due)
 }
 
-pub async fn clear_next_report(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET next_report_at = NULL WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Stops reporting on a message, only if its next report is still the one that was due: a
+/// report another worker applied in the meantime (which set a new `next_report_at`) stands.
+pub async fn clear_next_report(
+    conn: &mut AnyConnection,
+    id: &str,
+    due_at: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE messages SET next_report_at = NULL WHERE id = $1 AND next_report_at = $2",
+    )
+    .bind(id)
+    .bind(due_at)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// The earliest pending report, so the report worker can sleep until then.
@@ -464,19 +505,19 @@ pub async fn next_report_due(conn: &mut AnyConnection) -> Result<Option<i64>, sq
     Ok(min)
 }
 
-/// Claims that never got the provider's answer (the process died between claiming and
-/// recording): ids of messages claimed before `before` and still without a provider id.
+/// Claims whose lease ran out without the provider's answer (the claimer died, or stalled, between
+/// claiming and recording): ids of messages claimed before `before` and still without a provider
+/// id, locked for the caller's transaction (skipping rows another backend is recovering).
 pub async fn stale_claims(
     conn: &mut AnyConnection,
     before: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let sql = format!(
         "SELECT id FROM messages WHERE provider_message_id IS NULL AND dispatched_at IS NOT NULL \
-         AND dispatched_at < $1 AND status = 'queued' LIMIT 500",
-    )
-    .bind(before)
-    .fetch_all(conn)
-    .await?;
+         AND dispatched_at < $1 AND status = 'queued' ORDER BY id LIMIT 500{}",
+        crate::db::skip_locked(conn)
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql).bind(before).fetch_all(conn).await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
@@ -532,6 +573,8 @@ pub async fn apply_provider_report(
         .await?;
     let Some(row) = row else { return Ok(false) };
     let mut msg = from_row(&row)?;
+    // Taking the batch lock after the message's keeps the order every writer uses (messages,
+    // then contacts, then batches by id), so this cannot deadlock with the workers.
     let moved = transition(conn, &mut msg, status, at, error, None).await?;
     if moved && !status.in_flight() {
         if let Some(batch_id) = msg.batch_id.clone() {
