@@ -26,6 +26,7 @@ pub struct Config {
     pub login_throttle: LoginThrottleConfig,
     pub webhooks: WebhooksConfig,
     pub channel: ChannelConfig,
+    pub playground: PlaygroundConfig,
     /// The first admin user, created on first start (`WIZ_ADMIN_EMAIL`, `WIZ_ADMIN_PASSWORD`).
     pub admin: AdminConfig,
 }
@@ -42,6 +43,7 @@ impl Default for Config {
             login_throttle: LoginThrottleConfig::default(),
             webhooks: WebhooksConfig::default(),
             channel: ChannelConfig::default(),
+            playground: PlaygroundConfig::default(),
             admin: AdminConfig::default(),
         }
     }
@@ -87,6 +89,22 @@ impl Default for SessionConfig {
         Self {
             ttl: Duration::from_secs(12 * 3600),
             cookie_secure: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaygroundConfig {
+    /// Lifetime of a Playground credential (`POST /admin/keys/{id}/playground-credential`).
+    #[serde(with = "humantime_duration")]
+    pub credential_ttl: Duration,
+}
+
+impl Default for PlaygroundConfig {
+    fn default() -> Self {
+        Self {
+            credential_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -287,6 +305,11 @@ impl Config {
                 "channel.timeline",
                 "needs exactly three delays: sent, delivered, read",
             );
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.playground.credential_ttl)
+        {
+            return invalid("playground.credential_ttl", "must be from 1s to 1h");
         }
         if self.channel.rate_per_second == 0 {
             return invalid("channel.rate_per_second", "must be positive");

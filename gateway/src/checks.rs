@@ -11,6 +11,7 @@ use crate::credentials::{self, CredentialError};
 use crate::errors::Refusal;
 use crate::keys::KeyRecord;
 use crate::limits::{self, Decision, LimitState, Quota};
+use crate::playground;
 use crate::state::GatewayState;
 
 /// What the checks decided, plus what the response headers and the access log need.
@@ -60,22 +61,42 @@ pub async fn check_v1(
             Some(config.throttle.window.as_secs().max(1)),
         );
     }
-    let creds = match credentials::parse(authorization, api_secret) {
-        Ok(c) => c,
-        Err(CredentialError::Missing) => {
-            return CheckOutcome::refused(Refusal::MissingCredentials, None)
-        }
-        Err(CredentialError::Malformed) => {
-            throttle.record_failure(client_ip);
-            return CheckOutcome::refused(Refusal::MalformedCredentials, None);
+    // A Playground credential (console, issue 13) stands for a key; from here on the request is
+    // that key's, with the same checks and limits.
+    let (outcome, presented_prefix) = match playground::presented(authorization) {
+        Some(token) => (
+            playground::check(
+                &state.keys,
+                config.internal_token.expose(),
+                token,
+                client_ip,
+                now_ms,
+            ),
+            None,
+        ),
+        None => {
+            let creds = match credentials::parse(authorization, api_secret) {
+                Ok(c) => c,
+                Err(CredentialError::Missing) => {
+                    return CheckOutcome::refused(Refusal::MissingCredentials, None)
+                }
+                Err(CredentialError::Malformed) => {
+                    throttle.record_failure(client_ip);
+                    return CheckOutcome::refused(Refusal::MalformedCredentials, None);
+                }
+            };
+            (
+                auth::check(&state.keys, &creds, client_ip, now_ms),
+                Some(creds.key_prefix().into()),
+            )
         }
     };
-    let key = match auth::check(&state.keys, &creds, client_ip, now_ms) {
+    let key = match outcome {
         AuthOutcome::Granted(key) => key,
         AuthOutcome::Invalid => {
             throttle.record_failure(client_ip);
             let mut out = CheckOutcome::refused(Refusal::InvalidCredentials, None);
-            out.presented_prefix = Some(creds.key_prefix().into());
+            out.presented_prefix = presented_prefix;
             return out;
         }
         AuthOutcome::Denied(key, refusal) => {

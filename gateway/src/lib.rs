@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod playground;
 pub mod proxy;
 pub mod reload;
 pub mod state;

@@ -531,6 +531,70 @@ async fn console_playground_sends_live_and_shows_limits_429_and_revoked_keys() {
     .await;
 }
 
+/// Issue 13: the user only selects a key; the console gets a short-lived Playground credential for
+/// it (session + CSRF) and the gateway applies and counts that key's limits. The credential never
+/// lands in a URL, the browser's storage or a log line.
+#[tokio::test]
+async fn console_playground_by_selection_needs_no_paste() {
+    scenario("playground-selection", |page, stack| async move {
+        // Keys made elsewhere: the console never saw their secrets.
+        let admin = stack.admin().await;
+        admin.create_key(json!({"name": "Other key"})).await;
+        let chosen = admin
+            .create_key(json!({"name": "Chosen key", "rate_limit_per_minute": 5}))
+            .await;
+        stack.wait_synced().await;
+
+        page.log_in().await;
+        page.goto("/console#/playground").await;
+        page.click(&format!(
+            "[data-testid=pg-key-select] option[value='{}']",
+            chosen.id
+        ))
+        .await;
+        page.wait_text("[data-testid=pg-select-note]", "nothing to paste")
+            .await;
+        assert_eq!(page.value("[data-testid=pg-key]").await, "");
+        assert_eq!(page.value("[data-testid=pg-secret]").await, "");
+        page.click("label.seg:has([data-testid=pg-op-text])").await;
+        page.click("[data-testid=pg-send]").await;
+        let status = page.text("[data-testid=pg-status]").await;
+        assert!(status.starts_with("202"), "{status}");
+        page.wait_text("[data-testid=pg-limits]", "4 of 5 left").await;
+        let highlighted = page
+            .js("return [...document.querySelectorAll('[data-testid=pg-headers] tr.hl th')].map(t => t.textContent).join(' ')")
+            .await;
+        let highlighted = highlighted.as_str().unwrap();
+        for header in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-dailylimit-remaining", "ratelimit-policy"] {
+            assert!(highlighted.contains(header), "{header} not highlighted: {highlighted}");
+        }
+        page.wait_text("[data-testid=pg-response-body]", "msg_").await;
+        // The snippet shows what an integration sends: the key (prefix here) and a masked secret.
+        let snippet = page.text("[data-testid=pg-snippet]").await;
+        assert!(snippet.contains(&chosen.key[..12]) && !snippet.contains("wpg_"), "{snippet}");
+
+        // A second send reuses the credential and counts against the same key.
+        page.js("document.querySelector('[data-testid=pg-status]').removeAttribute('data-testid')")
+            .await;
+        page.click("[data-testid=pg-send]").await;
+        assert!(page.text("[data-testid=pg-status]").await.starts_with("202"));
+        page.wait_text("[data-testid=pg-limits]", "3 of 5 left").await;
+        // The key's own credentials see the same window: the Playground's requests counted.
+        let reply = stack.api(&chosen).get("/v1/contacts").await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-ratelimit-remaining"), Some("2"));
+
+        let traces = page
+            .js("return [location.href, JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage}), document.cookie, performance.getEntriesByType('resource').map(e => e.name).join(' ')].join('\\n')")
+            .await;
+        let traces = traces.as_str().unwrap();
+        assert!(!traces.contains("wpg_"), "credential in a URL or storage: {traces}");
+        let logs = stack.logs();
+        assert!(!logs.contains("wpg_"), "a log line holds a Playground credential");
+    })
+    .await;
+}
+
 /// A webhook receiver: a small axum app on 127.0.0.1:0 handing what it got to the test.
 async fn receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -5,6 +5,7 @@ mod dashboards;
 mod gateway;
 mod harness;
 mod messaging;
+mod playground;
 mod postgres;
 mod scale_out;
 mod shared_work;

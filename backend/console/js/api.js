@@ -82,12 +82,11 @@ export function items(data) {
  * A live `/v1` call with API key + secret (Bearer + X-Api-Secret, SPEC §3). Never throws for
  * HTTP errors: the Playground shows every answer as it came, with status, latency and headers.
  */
-export async function v1({ method, path, body, key, secret, idempotencyKey }) {
-  const headers = {
-    Accept: 'application/json',
-    Authorization: `Bearer ${key}`,
-    'X-Api-Secret': secret,
-  };
+export async function v1({ method, path, body, key, secret, credential, idempotencyKey }) {
+  // A Playground credential stands alone; a pasted key goes with its secret.
+  const headers = credential
+    ? { Accept: 'application/json', Authorization: `Bearer ${credential}` }
+    : { Accept: 'application/json', Authorization: `Bearer ${key}`, 'X-Api-Secret': secret };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
   const started = performance.now();

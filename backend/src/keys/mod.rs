@@ -4,6 +4,7 @@
 //! A key and its secret exist in plain text only in the response that creates (or rotates)
 //! them; the database keeps the key's first 12 characters and SHA-256 hashes of both.
 
+pub mod playground;
 pub mod store;
 
 use std::net::IpAddr;

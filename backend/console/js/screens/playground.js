@@ -1,6 +1,9 @@
-// Playground: live `/v1` calls through the gateway with one of the account's keys. The key and
-// secret the user pastes live in this module's memory only (never storage, never a URL) and are
-// forgotten on reload. Each answer shows status, latency, headers (limit headers highlighted) and
+// Playground: live `/v1` calls through the gateway with one of the account's keys. By default the
+// user only selects a key: the console asks the backend for a short-lived Playground credential
+// for it (POST /admin/keys/{id}/playground-credential) and sends that as the bearer; the gateway
+// applies every check and limit of the key. A pasted key + secret is used instead when given.
+// Credentials live in this module's memory only (never storage, never a URL) and are forgotten
+// on reload. Each answer shows status, latency, headers (limit headers highlighted) and
 // the JSON body; the same call is shown as curl / fetch / requests with the secret masked.
 
 import { admin, items, v1 } from '../api.js';
@@ -12,14 +15,27 @@ import { codeTabs, callout, loading, errorBox } from '../ui.js';
 import { planNotice } from './overview.js';
 
 // In memory for as long as the page lives, so switching screens keeps what was pasted.
-const memory = { keyId: '', key: '', secret: '', op: 'text', lastMessageId: '' };
+const memory = { keyId: '', key: '', secret: '', op: 'text', lastMessageId: '', credential: null };
+
+// A credential is fetched again when less than this is left of it.
+const CREDENTIAL_MARGIN_MS = 30_000;
+
+/** The Playground credential for `keyId`, reusing the one in memory while it is fresh. */
+async function playgroundCredential(keyId) {
+  const held = memory.credential;
+  if (held && held.keyId === keyId && held.expiresAt - Date.now() > CREDENTIAL_MARGIN_MS) return held.value;
+  memory.credential = null;
+  const answer = await admin('POST', `/admin/keys/${encodeURIComponent(keyId)}/playground-credential`);
+  memory.credential = { keyId, value: answer.credential, expiresAt: Date.parse(answer.expires_at) };
+  return answer.credential;
+}
 
 const LIMIT_HEADERS = new Set(['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'x-dailylimit-limit', 'x-dailylimit-remaining', 'retry-after', 'ratelimit', 'ratelimit-policy']);
 
 const TEST_NUMBERS = 'Sandbox numbers: +15550000001 fails (recipient_unreachable), +15550000002 is delivered but never read, +15550000003 fails (not_on_whatsapp); any other valid number goes all the way to read.';
 
 const HINTS = {
-  missing_credentials: 'Paste both the full API key and its secret.',
+  missing_credentials: 'Select a key, or paste both the full API key and its secret.',
   malformed_credentials: 'The key must look like pk_live_… (40 characters) and the secret like sk_live_… (48 characters).',
   invalid_credentials: 'The key is unknown or the secret does not belong to it. Secrets are shown only once: if it is lost, rotate the key.',
   key_revoked: 'This key was revoked. Create a new key or use another active one.',
@@ -169,7 +185,8 @@ function workbench(ctx, keys, active, isAlive) {
   const keyInput = h('input', { type: 'text', class: 'mono', autocomplete: 'off', spellcheck: 'false', placeholder: 'pk_live_…', 'data-testid': 'pg-key' });
   const secretInput = h('input', { type: 'password', class: 'mono', autocomplete: 'off', spellcheck: 'false', placeholder: 'sk_live_…', 'data-testid': 'pg-secret' });
   const showSecret = h('button', { type: 'button', class: 'btn btn-small', 'aria-pressed': 'false' }, 'Show');
-  const keyNote = h('p', { class: 'field-note', 'aria-live': 'polite' });
+  const keyNote = h('p', { class: 'field-note', 'aria-live': 'polite', 'data-testid': 'pg-key-note' });
+  const selectNote = h('p', { class: 'field-note', 'aria-live': 'polite', 'data-testid': 'pg-select-note' });
 
   keyInput.value = memory.key;
   secretInput.value = memory.secret;
@@ -184,8 +201,10 @@ function workbench(ctx, keys, active, isAlive) {
     memory.keyId = keySelect.value;
     const selected = active.find((k) => k.id === keySelect.value);
     keyNote.className = 'field-note';
+    keyNote.textContent = '';
+    selectNote.textContent = '';
     if (!memory.key) {
-      keyNote.textContent = selected ? `Paste the full key that starts with ${selected.prefix}. The console stores only those first 12 characters, so it cannot fill in the rest.` : '';
+      selectNote.textContent = selected ? `Requests act as “${selected.name}” with a short-lived Playground credential: nothing to paste. Its limits apply and count.` : '';
       return;
     }
     const owner = keys.find((k) => k.prefix && memory.key.startsWith(k.prefix));
@@ -229,13 +248,14 @@ function workbench(ctx, keys, active, isAlive) {
   const secretId = id('pg-secret');
   secretInput.id = secretId;
   const credentials = h('section', { class: 'panel', 'aria-labelledby': 'pg-cred-title' },
-    h('h2', { id: 'pg-cred-title' }, '1. Key and secret'),
-    active.length ? field({ label: 'API key', control: keySelect }) : callout('warning', 'No active key.', 'Every key of this account is revoked or expired.'),
+    h('h2', { id: 'pg-cred-title' }, '1. Key'),
+    active.length ? field({ label: 'API key', control: keySelect, error: selectNote }) : callout('warning', 'No active key.', 'Every key of this account is revoked or expired.'),
+    h('h3', { class: 'subhead' }, 'Or paste a key and its secret (optional)'),
     field({ label: 'Full API key', control: keyInput, error: keyNote }),
     h('div', { class: 'field' },
       h('label', { for: secretId }, 'API secret'),
       h('div', { class: 'secret-line' }, secretInput, showSecret),
-      h('p', { class: 'hint' }, 'Kept in this page’s memory only: never stored, never put in a URL, forgotten when you reload. It is sent only to this console’s own /v1 API.')));
+      h('p', { class: 'hint' }, 'Kept in this page’s memory only, like the Playground credential: never stored, never put in a URL, forgotten when you reload. Both are sent only to this console’s own /v1 API.')));
 
   // --- operation and its form ----------------------------------------------------------------
   const opGroupName = id('op');
@@ -293,7 +313,10 @@ function workbench(ctx, keys, active, isAlive) {
     if (!currentForm) return;
     const req = request();
     replace(endpoint, h('span', { class: `method method-${req.method.toLowerCase()}` }, req.method), ' ', h('code', {}, req.path));
-    const s = snippets({ method: req.method, url: `${location.origin}${req.path}`, body: req.body, key: memory.key, secret: memory.secret });
+    // Your integration sends the key and its secret, never a Playground credential.
+    const selected = active.find((k) => k.id === keySelect.value);
+    const shownKey = memory.key || (selected ? `${selected.prefix}…` : '');
+    const s = snippets({ method: req.method, url: `${location.origin}${req.path}`, body: req.body, key: shownKey, secret: memory.secret });
     code.update([{ text: s.curl }, { text: s.javascript }, { text: s.python }]);
   }
 
@@ -302,8 +325,8 @@ function workbench(ctx, keys, active, isAlive) {
     e.preventDefault();
     formErrors.replaceChildren();
     const problems = [];
-    if (!memory.key) problems.push(['Paste the full API key.', keyInput]);
-    if (!memory.secret) problems.push(['Paste the API secret.', secretInput]);
+    if (memory.key && !memory.secret) problems.push(['Paste the API secret too, or clear the pasted key to use the selected one.', secretInput]);
+    if (!memory.key && !keySelect.value) problems.push(['Select a key.', keySelect]);
     const formProblems = currentForm.validate();
     problems.push(...formProblems);
     if (problems.length) {
@@ -315,7 +338,22 @@ function workbench(ctx, keys, active, isAlive) {
     const req = request();
     sendBtn.disabled = true;
     sendBtn.textContent = 'Sending…';
-    const result = await v1({ method: req.method, path: req.path, body: req.body, key: memory.key, secret: memory.secret });
+    let result;
+    if (memory.key) {
+      result = await v1({ method: req.method, path: req.path, body: req.body, key: memory.key, secret: memory.secret });
+    } else {
+      try {
+        const credential = await playgroundCredential(keySelect.value);
+        result = await v1({ method: req.method, path: req.path, body: req.body, credential });
+        // Rotated or revoked since: the next send asks for a fresh one.
+        if (result.status === 401) memory.credential = null;
+      } catch (error) {
+        sendBtn.disabled = false;
+        sendBtn.textContent = 'Send request';
+        replace(formErrors, errorBox(error, 'Could not get a Playground credential for this key.'));
+        return;
+      }
+    }
     sendBtn.disabled = false;
     sendBtn.textContent = 'Send request';
     if (result.ok) ctx.playgroundUsed = true;

@@ -37,13 +37,17 @@ pub fn router() -> Router<AppState> {
         .route("/admin/keys/{id}/revoke", post(revoke))
         .route("/admin/keys/{id}/rotate", post(rotate))
         .route("/admin/keys/{id}/usage", get(usage))
+        .route(
+            "/admin/keys/{id}/playground-credential",
+            post(playground_credential),
+        )
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(list, create, fetch, patch, revoke, rotate, usage),
+    paths(list, create, fetch, patch, revoke, rotate, usage, playground_credential),
     components(schemas(KeyView, KeyList, NewCredentials, CreateBody, PatchBody, RotateBody,
-                       KeyUsage, DayCount, MinuteCount)),
+                       KeyUsage, DayCount, MinuteCount, PlaygroundCredential)),
     tags((name = "admin: keys", description = "API keys of the session's account"))
 )]
 pub struct ApiDoc;
@@ -461,6 +465,74 @@ async fn rotate(
         KeyView::from_record(&record, now),
         &credentials,
     )))
+}
+
+/// `POST /admin/keys/{id}/playground-credential`
+#[derive(Serialize, ToSchema)]
+pub struct PlaygroundCredential {
+    /// `key_...`: the only key this credential acts as.
+    key_id: String,
+    /// Send as `Authorization: Bearer <credential>` (no `X-Api-Secret`). Keep it in memory only.
+    #[schema(example = "wpg_key_01JD0000000000000000000000.1764028860.Zm9v")]
+    credential: String,
+    /// RFC 3339; the gateway refuses it afterwards (401 `invalid_credentials`).
+    expires_at: String,
+    expires_in_seconds: i64,
+}
+
+/// A short-lived credential for the console's Playground
+///
+/// Acts as the key at the gateway, with every check and limit of that key, until it expires or
+/// the key is revoked or rotated. Nothing is stored.
+#[utoipa::path(
+    post, path = "/admin/keys/{id}/playground-credential", tag = "admin: keys",
+    params(("id" = String, Path, description = "`key_...`")),
+    security(("session" = [])),
+    responses(
+        (status = 201, body = PlaygroundCredential),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`key_revoked`", body = ErrorBody),
+    )
+)]
+async fn playground_credential(
+    State(state): State<AppState>,
+    session: AdminSession,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<(
+    StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    Json<PlaygroundCredential>,
+)> {
+    let Path(id) = id?;
+    let now = now_ms();
+    let mut conn = state.db.acquire().await?;
+    let record = load(&mut conn, &session, &id, now).await?;
+    if record.status_at(now) != "active" {
+        return Err(ApiError::conflict(
+            "key_revoked",
+            "the key is revoked or expired; the Playground cannot use it",
+        ));
+    }
+    let ttl = state.config.playground.credential_ttl.as_secs() as i64;
+    let expires = now / 1000 + ttl;
+    let credential = keys::playground::mint(
+        &state.config.internal_token,
+        &record.id,
+        &record.key_hash,
+        expires,
+    );
+    tracing::info!(key_id = %id, prefix = %record.prefix, ttl, "playground credential issued");
+    Ok((
+        StatusCode::CREATED,
+        // A credential must not linger in any cache.
+        [(http::header::CACHE_CONTROL, "no-store")],
+        Json(PlaygroundCredential {
+            key_id: record.id,
+            credential,
+            expires_at: rfc3339(expires * 1000),
+            expires_in_seconds: ttl,
+        }),
+    ))
 }
 
 const USAGE_DAYS: i64 = 30;
