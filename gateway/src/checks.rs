@@ -37,6 +37,9 @@ impl CheckOutcome {
     }
 }
 
+/// `Retry-After` while the gateway has no key table: the key sync retries faster than this.
+pub const KEY_TABLE_RETRY_SECS: u64 = 2;
+
 pub fn quota_of(key: &KeyRecord) -> Quota {
     Quota {
         per_minute: key.rate_limit_per_minute,
@@ -91,6 +94,11 @@ pub async fn check_v1(
             )
         }
     };
+    // Without a table every key would look unknown: a 401 would tell the client its key is
+    // gone (and count as a failed authentication). 503 says "retry", which is the truth.
+    if !state.keys.is_loaded() {
+        return CheckOutcome::refused(Refusal::KeyTableUnavailable, Some(KEY_TABLE_RETRY_SECS));
+    }
     let key = match outcome {
         AuthOutcome::Granted(key) => key,
         AuthOutcome::Invalid => {

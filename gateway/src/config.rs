@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub listen: String,
     pub metrics_listen: String,
     pub backend_url: String,
+    /// Several backends, load-balanced; when set, `backend_url` is ignored.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub backends: Vec<String>,
     pub internal_token: Option<Secret>,
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub trusted_proxies: Vec<String>,
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             listen: "0.0.0.0:8080".into(),
             metrics_listen: "127.0.0.1:9091".into(),
             backend_url: "http://127.0.0.1:8081".into(),
+            backends: Vec::new(),
             internal_token: None,
             trusted_proxies: Vec::new(),
             threads: 2,
@@ -74,12 +78,24 @@ pub enum StoreKind {
     Redis,
 }
 
+/// What the gateway does while the shared limit store is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Answer `503 limiter_unavailable` (the daily cap stays exact).
+    #[default]
+    Refuse,
+    /// Keep serving on per-gateway counters, each gateway admitting its share of what was left.
+    Local,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub store: StoreKind,
     /// A `Secret` because the URL may carry a password.
     pub redis_url: Option<Secret>,
+    pub on_store_error: OnStoreError,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -334,6 +350,7 @@ const STRING_FIELDS: &[&str] = &[
     "listen",
     "metrics_listen",
     "backend_url",
+    "backends",
     "internal_token",
     "trusted_proxies",
     "limits.redis_url",
@@ -386,11 +403,17 @@ impl Provider for EnvVar {
     }
 }
 
-/// Where forwarded requests and sync calls go.
+/// One backend: where forwarded requests and sync calls go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
+    /// Its position in `backends` (0 for `backend_url`): the `backend` label of its metrics,
+    /// which never carry the URL (it may hold credentials).
+    pub index: usize,
     /// `scheme://host:port` without a trailing slash, for the sync client.
     pub base_url: String,
+    /// The host as written, for the `Host` header of health checks (and SNI once backends can
+    /// speak TLS).
+    pub host: String,
     /// Resolved once at load time, for the proxy's peer.
     pub addr: SocketAddr,
 }
@@ -400,7 +423,8 @@ pub struct Backend {
 pub struct RuntimeConfig {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
-    pub backend: Backend,
+    /// At least one; `backends`, or else `backend_url`.
+    pub backends: Vec<Backend>,
     pub internal_token: Secret,
     pub trusted_proxies: TrustedProxies,
     pub threads: usize,
@@ -408,6 +432,7 @@ pub struct RuntimeConfig {
     pub max_body_bytes: u64,
     pub store: StoreKind,
     pub redis_url: Option<Secret>,
+    pub on_store_error: OnStoreError,
     pub throttle: ThrottleSettings,
     pub long_poll: Duration,
     pub retry_max: Duration,
@@ -429,7 +454,13 @@ impl RuntimeConfig {
         if self.threads != new.threads {
             changed.push("threads");
         }
-        if self.store != new.store || self.redis_url != new.redis_url {
+        if self.backends != new.backends {
+            changed.push("backends");
+        }
+        if self.store != new.store
+            || self.redis_url != new.redis_url
+            || self.on_store_error != new.on_store_error
+        {
             changed.push("limits");
         }
         if self.log != new.log {
@@ -456,13 +487,25 @@ impl GatewayConfig {
         let listen = addr("listen", &self.listen);
         let metrics_listen = addr("metrics_listen", &self.metrics_listen);
 
-        let backend = match parse_backend_url(&self.backend_url) {
-            Ok(b) => Some(b),
-            Err(reason) => {
-                errors.push(ConfigError::field("backend_url", reason));
-                None
+        let mut backends = Vec::new();
+        if self.backends.is_empty() {
+            match parse_backend_url(&self.backend_url, 0) {
+                Ok(b) => backends.push(b),
+                Err(reason) => errors.push(ConfigError::field("backend_url", reason)),
             }
-        };
+        }
+        for (i, raw) in self.backends.iter().enumerate() {
+            match parse_backend_url(raw, i) {
+                Ok(b) if backends.iter().any(|o: &Backend| o.addr == b.addr) => {
+                    errors.push(ConfigError::field(
+                        &format!("backends[{i}]"),
+                        format!("`{}` is listed twice", b.base_url),
+                    ))
+                }
+                Ok(b) => backends.push(b),
+                Err(reason) => errors.push(ConfigError::field(&format!("backends[{i}]"), reason)),
+            }
+        }
 
         let internal_token = match &self.internal_token {
             None => {
@@ -590,14 +633,12 @@ impl GatewayConfig {
             ));
         }
 
-        match (listen, metrics_listen, backend, internal_token) {
-            (Some(listen), Some(metrics_listen), Some(backend), Some(internal_token))
-                if errors.is_empty() =>
-            {
+        match (listen, metrics_listen, internal_token) {
+            (Some(listen), Some(metrics_listen), Some(internal_token)) if errors.is_empty() => {
                 Ok(RuntimeConfig {
                     listen,
                     metrics_listen,
-                    backend,
+                    backends,
                     internal_token,
                     trusted_proxies: TrustedProxies::new(nets),
                     threads: self.threads,
@@ -605,6 +646,7 @@ impl GatewayConfig {
                     max_body_bytes: self.max_body_bytes,
                     store: self.limits.store,
                     redis_url: self.limits.redis_url.clone(),
+                    on_store_error: self.limits.on_store_error,
                     throttle: ThrottleSettings {
                         max_failures: self.auth_throttle.max_failures,
                         window: Duration::from_secs(self.auth_throttle.window_seconds),
@@ -620,7 +662,7 @@ impl GatewayConfig {
     }
 }
 
-fn parse_backend_url(raw: &str) -> Result<Backend, String> {
+fn parse_backend_url(raw: &str, index: usize) -> Result<Backend, String> {
     let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
     if url.scheme() != "http" {
         return Err(format!(
@@ -642,7 +684,9 @@ fn parse_backend_url(raw: &str) -> Result<Backend, String> {
         .next()
         .ok_or_else(|| format!("`{host}` resolves to no address"))?;
     Ok(Backend {
+        index,
         base_url: format!("http://{}:{}", host, port),
+        host: host_for_lookup.to_owned(),
         addr,
     })
 }
@@ -682,8 +726,10 @@ mod tests {
             .unwrap();
         assert_eq!(rt.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(rt.metrics_listen, "127.0.0.1:9091".parse().unwrap());
-        assert_eq!(rt.backend.addr, "127.0.0.1:8081".parse().unwrap());
-        assert_eq!(rt.backend.base_url, "http://127.0.0.1:8081");
+        assert_eq!(rt.backends.len(), 1);
+        assert_eq!(rt.backends[0].addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(rt.backends[0].base_url, "http://127.0.0.1:8081");
+        assert_eq!(rt.on_store_error, OnStoreError::Refuse);
         assert_eq!(rt.threads, 2);
         assert_eq!(rt.store, StoreKind::Memory);
         assert_eq!(rt.throttle.max_failures, 20);
@@ -713,8 +759,8 @@ mod tests {
         let rt = src.load_runtime().unwrap();
         assert_eq!(rt.listen, "127.0.0.1:18080".parse().unwrap());
         assert_eq!(rt.metrics_listen, "127.0.0.1:19091".parse().unwrap());
-        assert_eq!(rt.backend.addr.port(), 18081);
-        assert!(rt.backend.addr.ip().is_loopback());
+        assert_eq!(rt.backends[0].addr.port(), 18081);
+        assert!(rt.backends[0].addr.ip().is_loopback());
         assert_eq!(rt.internal_token.expose(), TOKEN);
         assert_eq!(
             rt.redis_url.as_ref().map(Secret::expose),
@@ -757,6 +803,12 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("listen: nowhere\n", "listen"),
             ("backend_url: ftp://x\n", "backend_url"),
+            ("backends: [http://127.0.0.1:1, ftp://x]\n", "backends[1]"),
+            (
+                "backends: [http://127.0.0.1:1, http://127.0.0.1:1]\n",
+                "backends[1]",
+            ),
+            ("limits:\n  on_store_error: panic\n", "limits.on_store_error"),
             ("internal_token: short\n", "internal_token"),
             (
                 "trusted_proxies: [10.0.0.0/8, bogus]\n",
@@ -795,6 +847,33 @@ mod tests {
                 "{text:?}: expected field {field} in {msg}"
             );
         }
+    }
+
+    #[test]
+    fn backends_list_wins_over_backend_url() {
+        let rt = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+            ("WIZ_GATEWAY__BACKEND_URL", "http://127.0.0.1:1"),
+            (
+                "WIZ_GATEWAY__BACKENDS",
+                "http://127.0.0.1:18081, http://localhost:18082",
+            ),
+            ("WIZ_GATEWAY__LIMITS__ON_STORE_ERROR", "local"),
+        ])
+        .load_runtime()
+        .unwrap();
+        let ports: Vec<(usize, u16)> = rt.backends.iter().map(|b| (b.index, b.addr.port())).collect();
+        assert_eq!(ports, vec![(0, 18081), (1, 18082)]);
+        assert_eq!(rt.backends[1].host, "localhost");
+        assert_eq!(rt.on_store_error, OnStoreError::Local);
+
+        let (_d, src) = yaml("backends:\n  - http://127.0.0.1:18083\n");
+        let rt = src
+            .with_env([("WIZ_GATEWAY__INTERNAL_TOKEN".to_string(), TOKEN.to_string())])
+            .load_runtime()
+            .unwrap();
+        assert_eq!(rt.backends.len(), 1);
+        assert_eq!(rt.backends[0].base_url, "http://127.0.0.1:18083");
     }
 
     #[test]

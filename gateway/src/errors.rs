@@ -22,11 +22,12 @@ pub enum Refusal {
     PayloadTooLarge,
     BackendUnavailable,
     LimiterUnavailable,
+    KeyTableUnavailable,
     Internal,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::MissingCredentials,
         Refusal::MalformedCredentials,
         Refusal::InvalidCredentials,
@@ -42,6 +43,7 @@ impl Refusal {
         Refusal::PayloadTooLarge,
         Refusal::BackendUnavailable,
         Refusal::LimiterUnavailable,
+        Refusal::KeyTableUnavailable,
         Refusal::Internal,
     ];
 
@@ -60,7 +62,7 @@ impl Refusal {
             Refusal::BadRequest => 400,
             Refusal::PayloadTooLarge => 413,
             Refusal::BackendUnavailable => 502,
-            Refusal::LimiterUnavailable => 503,
+            Refusal::LimiterUnavailable | Refusal::KeyTableUnavailable => 503,
             Refusal::Internal => 500,
         }
     }
@@ -92,6 +94,7 @@ impl Refusal {
             Refusal::PayloadTooLarge => "payload_too_large",
             Refusal::BackendUnavailable => "backend_unavailable",
             Refusal::LimiterUnavailable => "limiter_unavailable",
+            Refusal::KeyTableUnavailable => "key_table_unavailable",
             Refusal::Internal => "internal_error",
         }
     }
@@ -128,6 +131,9 @@ impl Refusal {
             Refusal::BackendUnavailable => "The API backend is unavailable; please retry shortly.",
             Refusal::LimiterUnavailable => {
                 "Rate limits cannot be checked right now; please retry shortly."
+            }
+            Refusal::KeyTableUnavailable => {
+                "The gateway has not loaded its API key table yet; please retry shortly."
             }
             Refusal::Internal => "The gateway failed to handle this request.",
         }
@@ -186,5 +192,7 @@ mod tests {
         assert_eq!(Refusal::NotFound.error_type(), "invalid_request_error");
         assert_eq!(Refusal::BackendUnavailable.error_type(), "api_error");
         assert_eq!(Refusal::Internal.status(), 500);
+        assert_eq!(Refusal::KeyTableUnavailable.status(), 503);
+        assert_eq!(Refusal::KeyTableUnavailable.code(), "key_table_unavailable");
     }
 }

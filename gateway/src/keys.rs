@@ -7,7 +7,7 @@
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -282,6 +282,8 @@ pub struct KeyTable {
     version: AtomicU64,
     /// Unix ms of the last successful answer from the backend; 0 = never.
     last_sync_ms: AtomicI64,
+    /// A whole table has been installed at least once: until then an unknown key proves nothing.
+    loaded: AtomicBool,
 }
 
 impl Default for KeyTable {
@@ -296,6 +298,7 @@ impl KeyTable {
             tables: ArcSwap::from_pointee(Tables::with_capacity(0)),
             version: AtomicU64::new(0),
             last_sync_ms: AtomicI64::new(0),
+            loaded: AtomicBool::new(false),
         }
     }
 
@@ -319,6 +322,12 @@ impl KeyTable {
         }
         self.tables.store(Arc::new(tables));
         self.version.store(version, Ordering::Release);
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Whether a full table has ever been installed.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// Upserts changed records by id (an incremental sync answer).

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod state;
 pub mod sync;
 pub mod throttle;
+pub mod upstream;
 pub mod usage;
 
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,7 @@ pub fn build_server(config: RuntimeConfig, reload_from: Option<ConfigSource>) ->
     // ready after the snapshot, or after a short wait if the backend is down.
     proxy_handle.add_dependency(&sync_handle);
     server.add_service(metrics);
+    server.add_service(state.upstreams.health_service());
     server.add_service(usage);
     server.add_service(housekeeping);
     if let Some(source) = reload_from {

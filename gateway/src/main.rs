@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     tracing::info!(
         listen = %runtime.listen,
         metrics_listen = %runtime.metrics_listen,
-        backend = %runtime.backend.base_url,
+        backends = runtime.backends.len(),
         "starting wiz-gateway"
     );
     wiz_gateway::build_server(runtime, Some(source))

@@ -4,8 +4,8 @@
 //! secret, a phone number or a raw path.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::errors::Refusal;
@@ -25,6 +25,14 @@ pub struct Metrics {
     pub config_reload_errors: IntCounter,
     pub config_reloads: IntCounter,
     pub usage_flush_errors: IntCounter,
+    /// Per backend, labelled by its index in `backends` (never its URL).
+    pub backend_requests: IntCounterVec,
+    pub backend_errors: IntCounterVec,
+    pub backend_healthy: IntGaugeVec,
+    /// 0 available, 1 refusing (`on_store_error: refuse`), 2 serving on local shares, 3 re-seeding.
+    pub limiter_state: IntGauge,
+    pub limiter_local_admits: IntCounter,
+    pub limiter_reseeds: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -106,6 +114,48 @@ impl Metrics {
             "Failed usage reports to the backend (kept and retried).",
         )
         .expect("valid metric");
+        let backend_requests = IntCounterVec::new(
+            Opts::new(
+                "wiz_gateway_backend_requests_total",
+                "Attempts to send a request to a backend, by backend index (retries included).",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let backend_errors = IntCounterVec::new(
+            Opts::new(
+                "wiz_gateway_backend_errors_total",
+                "Attempts that failed to connect to a backend or broke before its answer, by \
+                 backend index.",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "wiz_gateway_backend_healthy",
+                "1 if the backend passed its last /healthz check, else 0, by backend index.",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let limiter_state = IntGauge::new(
+            "wiz_gateway_limiter_state",
+            "Shared limit store: 0 available, 1 unreachable and refusing, 2 unreachable and \
+             serving local shares, 3 re-seeding after it lost its data.",
+        )
+        .expect("valid metric");
+        let limiter_local_admits = IntCounter::new(
+            "wiz_gateway_limiter_local_admits_total",
+            "Requests admitted on this gateway's local share while the shared store was \
+             unreachable.",
+        )
+        .expect("valid metric");
+        let limiter_reseeds = IntCounter::new(
+            "wiz_gateway_limiter_reseeds_total",
+            "Times this gateway re-seeded the shared store's daily counters from the backend.",
+        )
+        .expect("valid metric");
 
         let m = Metrics {
             registry,
@@ -121,6 +171,12 @@ impl Metrics {
             config_reload_errors,
             config_reloads,
             usage_flush_errors,
+            backend_requests,
+            backend_errors,
+            backend_healthy,
+            limiter_state,
+            limiter_local_admits,
+            limiter_reseeds,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -135,6 +191,12 @@ impl Metrics {
             Box::new(m.config_reload_errors.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.usage_flush_errors.clone()),
+            Box::new(m.backend_requests.clone()),
+            Box::new(m.backend_errors.clone()),
+            Box::new(m.backend_healthy.clone()),
+            Box::new(m.limiter_state.clone()),
+            Box::new(m.limiter_local_admits.clone()),
+            Box::new(m.limiter_reseeds.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
@@ -203,6 +265,9 @@ mod tests {
             "wiz_gateway_limiter_store_errors_total",
             "wiz_gateway_config_reload_errors_total",
             "wiz_gateway_usage_flush_errors_total",
+            "wiz_gateway_limiter_state",
+            "wiz_gateway_limiter_local_admits_total",
+            "wiz_gateway_limiter_reseeds_total",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

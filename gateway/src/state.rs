@@ -12,6 +12,7 @@ use crate::keys::KeyTable;
 use crate::limits::LimitStore;
 use crate::metrics::Metrics;
 use crate::throttle::AuthThrottle;
+use crate::upstream::Upstreams;
 use crate::usage::UsageRecorder;
 
 pub struct GatewayState {
@@ -21,6 +22,7 @@ pub struct GatewayState {
     pub throttle: AuthThrottle,
     pub metrics: Metrics,
     pub usage: UsageRecorder,
+    pub upstreams: Arc<Upstreams>,
     /// `hostname:pid`, sent with usage reports.
     pub gateway_id: String,
 }
@@ -36,13 +38,16 @@ impl GatewayState {
     }
 
     pub fn with_store(config: RuntimeConfig, limits: Arc<dyn LimitStore>) -> Arc<GatewayState> {
+        let metrics = Metrics::new();
+        let upstreams = Upstreams::new(&config.backends, &metrics);
         Arc::new(GatewayState {
             throttle: AuthThrottle::new(config.throttle),
             config: ArcSwap::from_pointee(config),
             keys: KeyTable::new(),
             limits,
-            metrics: Metrics::new(),
+            metrics,
             usage: UsageRecorder::new(),
+            upstreams,
             gateway_id: gateway_id(),
         })
     }

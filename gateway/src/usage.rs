@@ -149,17 +149,28 @@ impl UsageReporter {
             gateway_id: self.state.gateway_id.clone(),
             entries,
         };
-        let result = self
-            .client
-            .post(format!("{}{}", config.backend.base_url, USAGE_PATH))
-            .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
-            .json(&report)
-            .send()
-            .await;
+        // Each report goes to one backend; the next one is tried only when nothing reached the
+        // first (a report that may have arrived is never sent twice: it would count twice).
+        let mut result = None;
+        for backend in self.state.upstreams.control_order() {
+            let sent = self
+                .client
+                .post(format!("{}{}", backend.base_url, USAGE_PATH))
+                .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
+                .json(&report)
+                .send()
+                .await;
+            let unreached = matches!(&sent, Err(e) if e.is_connect());
+            result = Some(sent);
+            if !unreached {
+                break;
+            }
+        }
         let failure = match result {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("backend answered {}", r.status().as_u16())),
-            Err(e) => Some(e.to_string()),
+            Some(Ok(r)) if r.status().is_success() => None,
+            Some(Ok(r)) => Some(format!("backend answered {}", r.status().as_u16())),
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("no backend configured".to_owned()),
         };
         match failure {
             None => true,

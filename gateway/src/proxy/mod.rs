@@ -24,6 +24,7 @@ use crate::keys::KeyRecord;
 use crate::limits::LimitState;
 use crate::metrics::status_class;
 use crate::state::{unix_ms, GatewayState};
+use crate::upstream;
 pub use routes::RouteClass;
 
 /// Per-request state. It holds the one config snapshot every phase of the request uses.
@@ -39,6 +40,8 @@ pub struct RequestCtx {
     limits: Option<LimitState>,
     refusal: Option<Refusal>,
     upstream_started: Option<Instant>,
+    /// Indexes of the backends this request was sent to, in order; the last one is current.
+    tried: Vec<usize>,
 }
 
 pub struct Gateway {
@@ -102,7 +105,7 @@ impl Gateway {
                 }
             }
         }
-        if status == 429 {
+        if status == 429 || status == 503 {
             header.insert_header(
                 http::header::RETRY_AFTER,
                 retry_after.unwrap_or(1).max(1).to_string(),
@@ -184,6 +187,7 @@ impl ProxyHttp for Gateway {
             limits: None,
             refusal: None,
             upstream_started: None,
+            tried: Vec::new(),
         }
     }
 
@@ -243,7 +247,26 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(ctx.config.backend.addr, false, String::new());
+        let upstreams = &self.state.upstreams;
+        // After every backend was tried, one more attempt is allowed: Pingora retries a request
+        // whose pooled connection turned out stale, and with one backend that is the same one.
+        let backend = upstreams.pick(&ctx.tried).or_else(|| {
+            (ctx.tried.len() <= upstreams.len())
+                .then(|| upstreams.pick(&[]))
+                .flatten()
+        });
+        let Some(backend) = backend else {
+            // Every backend was tried: the client gets 502 backend_unavailable.
+            return Err(Error::create(
+                ErrorType::ConnectNoRoute,
+                ErrorSource::Upstream,
+                Some("every backend was tried".into()),
+                None,
+            ));
+        };
+        ctx.tried.push(backend.index);
+        upstreams.record_attempt(backend.index);
+        let mut peer = upstream::peer_for(backend);
         peer.options.connection_timeout = Some(Duration::from_secs(2));
         peer.options.total_connection_timeout = Some(Duration::from_secs(3));
         // Generous enough for a 10,000-recipient bulk request; a hung backend still frees the
@@ -251,6 +274,54 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(Duration::from_secs(60));
         peer.options.write_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
+    }
+
+    /// Nothing reached this backend: the request goes to another one, if any is left.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(&index) = ctx.tried.last() {
+            self.state.upstreams.record_error(index);
+        }
+        e.set_retry(ctx.tried.len() < self.state.upstreams.len());
+        e
+    }
+
+    /// The connection broke after it was established. A retry (on another backend when one is
+    /// left) is safe only if the backend cannot have acted on the request twice: the method is
+    /// idempotent or the client sent an `Idempotency-Key` (the backend answers a repeat with the
+    /// first answer), the whole body is still buffered, and no answer went to the client yet.
+    /// Otherwise Pingora's own rule stays: a stale pooled connection of an idempotent request.
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let backend = ctx.tried.last().copied();
+        let mut e = e.more_context(format!("backend {}", backend.map_or(-1, |b| b as i64)));
+        if let Some(index) = backend {
+            self.state.upstreams.record_error(index);
+        }
+        let req = session.req_header();
+        let repeatable = req.method.is_idempotent() || req.headers.contains_key("idempotency-key");
+        let safe = repeatable
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        if !safe {
+            e.set_retry(false);
+        } else if ctx.tried.len() < self.state.upstreams.len() {
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
     }
 
     async fn upstream_request_filter(

@@ -30,6 +30,8 @@ pub enum SyncError {
     Http(#[from] reqwest::Error),
     #[error("backend answered {status} to the key sync")]
     Status { status: u16 },
+    #[error("no backend configured")]
+    NoBackend,
 }
 
 pub struct KeySync {
@@ -47,7 +49,8 @@ impl KeySync {
         KeySync { state, client }
     }
 
-    /// One call to `GET /internal/keys`.
+    /// One call to `GET /internal/keys`, to the first healthy backend that accepts a connection
+    /// (they all share one database, so any of them answers for all).
     pub async fn fetch(&self, since: u64, wait: Duration) -> Result<KeysResponse, SyncError> {
         let config = self.state.config.load_full();
         let wait_ms = if since == 0 {
@@ -55,22 +58,35 @@ impl KeySync {
         } else {
             wait.as_millis() as u64
         };
-        let url = format!("{}{}", config.backend.base_url, KEYS_PATH);
-        let response = self
-            .client
-            .get(url)
-            .query(&[("since", since), ("wait_ms", wait_ms)])
-            .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
-            .timeout(Duration::from_millis(wait_ms) + Duration::from_secs(10))
-            .send()
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(SyncError::Status {
-                status: status.as_u16(),
-            });
+        let mut last_error = None;
+        for backend in self.state.upstreams.control_order() {
+            let url = format!("{}{}", backend.base_url, KEYS_PATH);
+            let sent = self
+                .client
+                .get(url)
+                .query(&[("since", since), ("wait_ms", wait_ms)])
+                .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
+                .timeout(Duration::from_millis(wait_ms) + Duration::from_secs(10))
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                // Nothing reached this backend: ask the next one now.
+                Err(e) if e.is_connect() => {
+                    last_error = Some(SyncError::Http(e));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let status = response.status();
+            if !status.is_success() {
+                return Err(SyncError::Status {
+                    status: status.as_u16(),
+                });
+            }
+            return Ok(response.json::<KeysResponse>().await?);
         }
-        Ok(response.json::<KeysResponse>().await?)
+        Err(last_error.unwrap_or(SyncError::NoBackend))
     }
 
     /// Applies one answer to the table (and, for a full snapshot, seeds today's counters).
