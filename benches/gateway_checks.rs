@@ -204,7 +204,7 @@ fn breakdown(state: &GatewayState, requests: &[(Vec<u8>, Vec<u8>)], ip: IpAddr, 
     let limiter = median_ns(|n| {
         let id = &records[n % HOT_KEYS].id;
         black_box(poll_now(wiz_gateway::limits::decide(
-            state.limits.as_ref(),
+            state.limits.store().as_ref(),
             id,
             quota,
             now_ms,

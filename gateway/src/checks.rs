@@ -10,7 +10,7 @@ use crate::config::RuntimeConfig;
 use crate::credentials::{self, CredentialError};
 use crate::errors::Refusal;
 use crate::keys::KeyRecord;
-use crate::limits::{self, Decision, LimitState, Quota};
+use crate::limits::{Admission, Decision, LimitState, Quota};
 use crate::playground;
 use crate::state::GatewayState;
 
@@ -24,6 +24,15 @@ pub struct CheckOutcome {
     pub limits: Option<LimitState>,
     /// The 12-character prefix of presented but non-matching credentials, for the log.
     pub presented_prefix: Option<Box<str>>,
+    /// Set when the request was admitted and counted: when, and whether on the local share. A
+    /// request the gateway then answers itself with 502/503/504 is refunded with this.
+    pub admitted: Option<Admitted>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub at_ms: i64,
+    pub local: bool,
 }
 
 impl CheckOutcome {
@@ -33,6 +42,7 @@ impl CheckOutcome {
             key: None,
             limits: None,
             presented_prefix: None,
+            admitted: None,
         }
     }
 }
@@ -109,26 +119,28 @@ pub async fn check_v1(
         }
         AuthOutcome::Denied(key, refusal) => {
             state.usage.record_refused(&key.id, refusal, now_ms);
-            let limits = match state.limits.peek(&key.id, quota_of(&key), now_ms).await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    state.metrics.limiter_store_errors.inc();
-                    tracing::warn!(error = %e, "limit store peek failed");
-                    None
-                }
-            };
+            let limits = state.limits.peek(&key.id, quota_of(&key), now_ms).await;
             return CheckOutcome {
                 refusal: Some((refusal, None)),
                 key: Some(key),
                 limits,
                 presented_prefix: None,
+                admitted: None,
             };
         }
     };
-    let decision = limits::decide(state.limits.as_ref(), &key.id, quota_of(&key), now_ms).await;
+    let (decision, local) = match state.limits.decide(&key.id, quota_of(&key), now_ms).await {
+        Admission::Decided { decision, local } => (Ok(decision), local),
+        Admission::Unavailable => (Err(()), false),
+    };
+    let mut admitted = None;
     let (refusal, limits) = match decision {
         Ok(Decision::Allowed(s)) => {
             state.usage.record_accepted(&key.id, now_ms);
+            admitted = Some(Admitted {
+                at_ms: now_ms,
+                local,
+            });
             (None, Some(s))
         }
         Ok(Decision::RateLimited {
@@ -155,17 +167,14 @@ pub async fn check_v1(
                 Some(s),
             )
         }
-        Err(e) => {
-            // Failing closed keeps the daily cap a hard cap even when the store is down.
-            state.metrics.limiter_store_errors.inc();
-            tracing::error!(error = %e, "limit store failed; refusing the request");
-            (Some((Refusal::LimiterUnavailable, Some(1))), None)
-        }
+        // Failing closed keeps the daily cap a hard cap while the store is down or re-seeded.
+        Err(()) => (Some((Refusal::LimiterUnavailable, Some(1))), None),
     };
     CheckOutcome {
         refusal,
         key: Some(key),
         limits,
         presented_prefix: None,
+        admitted,
     }
 }

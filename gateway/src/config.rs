@@ -808,7 +808,10 @@ mod tests {
                 "backends: [http://127.0.0.1:1, http://127.0.0.1:1]\n",
                 "backends[1]",
             ),
-            ("limits:\n  on_store_error: panic\n", "limits.on_store_error"),
+            (
+                "limits:\n  on_store_error: panic\n",
+                "limits.on_store_error",
+            ),
             ("internal_token: short\n", "internal_token"),
             (
                 "trusted_proxies: [10.0.0.0/8, bogus]\n",
@@ -862,7 +865,11 @@ mod tests {
         ])
         .load_runtime()
         .unwrap();
-        let ports: Vec<(usize, u16)> = rt.backends.iter().map(|b| (b.index, b.addr.port())).collect();
+        let ports: Vec<(usize, u16)> = rt
+            .backends
+            .iter()
+            .map(|b| (b.index, b.addr.port()))
+            .collect();
         assert_eq!(ports, vec![(0, 18081), (1, 18082)]);
         assert_eq!(rt.backends[1].host, "localhost");
         assert_eq!(rt.on_store_error, OnStoreError::Local);

@@ -83,11 +83,20 @@ pub fn build_server(config: RuntimeConfig, reload_from: Option<ConfigSource>) ->
         limits::LimitsMaintenance::new(state.limits.clone()),
     );
 
+    let guardian = background_service(
+        "limit store guardian",
+        limits::guardian::Guardian::new(state.clone()),
+    );
+
     let sync_handle = server.add_service(key_sync);
+    let guardian_handle = server.add_service(guardian);
     let proxy_handle = server.add_service(proxy);
     // Serving before the first key snapshot would refuse every key; the sync service reports
-    // ready after the snapshot, or after a short wait if the backend is down.
+    // ready after the snapshot, or after a short wait if the backend is down. Likewise a shared
+    // limit store that must be re-seeded first: the guardian reports ready once it is usable
+    // (or known to be down), again with a bounded wait.
     proxy_handle.add_dependency(&sync_handle);
+    proxy_handle.add_dependency(&guardian_handle);
     server.add_service(metrics);
     server.add_service(state.upstreams.health_service());
     server.add_service(usage);

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::RuntimeConfig;
 use crate::keys::KeyTable;
-use crate::limits::LimitStore;
+use crate::limits::{Limiter, LimiterMetrics};
 use crate::metrics::Metrics;
 use crate::throttle::AuthThrottle;
 use crate::upstream::Upstreams;
@@ -18,7 +18,7 @@ use crate::usage::UsageRecorder;
 pub struct GatewayState {
     pub config: ArcSwap<RuntimeConfig>,
     pub keys: KeyTable,
-    pub limits: Arc<dyn LimitStore>,
+    pub limits: Arc<Limiter>,
     pub throttle: AuthThrottle,
     pub metrics: Metrics,
     pub usage: UsageRecorder,
@@ -32,19 +32,20 @@ impl GatewayState {
     /// Panics on a Redis URL that does not parse, which `validate` already rules out; the
     /// message never contains the URL (it may hold a password).
     pub fn new(config: RuntimeConfig) -> Arc<GatewayState> {
-        let limits =
-            crate::limits::store_for(&config).unwrap_or_else(|e| panic!("limits.redis_url: {e}"));
-        GatewayState::with_store(config, limits)
-    }
-
-    pub fn with_store(config: RuntimeConfig, limits: Arc<dyn LimitStore>) -> Arc<GatewayState> {
         let metrics = Metrics::new();
+        let limiter_metrics = LimiterMetrics {
+            errors: metrics.limiter_store_errors.clone(),
+            local_admits: metrics.limiter_local_admits.clone(),
+            state: metrics.limiter_state.clone(),
+        };
+        let limits = crate::limits::limiter_for(&config, limiter_metrics)
+            .unwrap_or_else(|e| panic!("limits.redis_url: {e}"));
         let upstreams = Upstreams::new(&config.backends, &metrics);
         Arc::new(GatewayState {
             throttle: AuthThrottle::new(config.throttle),
             config: ArcSwap::from_pointee(config),
             keys: KeyTable::new(),
-            limits,
+            limits: Arc::new(limits),
             metrics,
             usage: UsageRecorder::new(),
             upstreams,

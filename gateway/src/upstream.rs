@@ -158,9 +158,7 @@ impl Upstreams {
     }
 
     pub fn record_attempt(&self, index: usize) {
-        self.requests
-            .with_label_values(&[&index.to_string()])
-            .inc();
+        self.requests.with_label_values(&[&index.to_string()]).inc();
     }
 
     pub fn record_error(&self, index: usize) {

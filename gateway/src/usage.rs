@@ -65,6 +65,19 @@ impl UsageRecorder {
         self.update(key_id, now_ms, |p| p.accepted += 1);
     }
 
+    /// Takes back an accepted request that the gateway then answered itself with 502/503/504,
+    /// if it has not been reported yet (a report already sent stays: the backend then counts one
+    /// request too many, which errs on the side of the cap).
+    pub fn unrecord_accepted(&self, key_id: &str, counted_at_ms: i64) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map
+            .get_mut(&minute_of(counted_at_ms))
+            .and_then(|per_key| per_key.get_mut(key_id))
+        {
+            entry.accepted = entry.accepted.saturating_sub(1);
+        }
+    }
+
     /// Only refusals attributable to a known key are reported; others are ignored.
     pub fn record_refused(&self, key_id: &Arc<str>, refusal: Refusal, now_ms: i64) {
         self.update(key_id, now_ms, |p| {
@@ -244,5 +257,19 @@ mod tests {
         assert_eq!(merged[0].accepted, 3);
         assert_eq!(merged[0].last_used_at_ms, t + 4_000);
         assert_eq!(merged[1].accepted, 1);
+    }
+
+    #[test]
+    fn an_unreported_acceptance_can_be_taken_back() {
+        let r = UsageRecorder::new();
+        let k: Arc<str> = Arc::from("key_1");
+        let t = 1_764_028_800_000;
+        r.record_accepted(&k, t + 1_000);
+        r.record_accepted(&k, t + 2_000);
+        r.unrecord_accepted("key_1", t + 2_000);
+        r.unrecord_accepted("key_2", t + 2_000);
+        assert_eq!(r.take()[0].accepted, 1);
+        r.unrecord_accepted("key_1", t + 2_000);
+        assert!(r.take().is_empty(), "nothing pending, nothing to take back");
     }
 }

@@ -164,6 +164,31 @@ impl MemoryStore {
         self.with_counters(key_id, now_ms, |c| c.check_and_count(quota, now_ms))
     }
 
+    /// Takes back one request counted at `counted_at_ms`, if its second is still in the window
+    /// and its day is still today (never below zero).
+    pub fn refund_now(&self, key_id: &str, counted_at_ms: i64) {
+        let Some(entry) = self.entries.get(key_id) else {
+            return;
+        };
+        let mut c = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let sec = counted_at_ms.max(0) as u64 / 1000;
+        if sec + WINDOW_SECS > c.last_sec && sec <= c.last_sec {
+            let b = &mut c.buckets[(sec % WINDOW_SECS) as usize];
+            if *b > 0 {
+                *b -= 1;
+                c.window_total -= 1;
+            }
+        }
+        if c.day == utc_day(counted_at_ms) {
+            c.day_count = c.day_count.saturating_sub(1);
+        }
+    }
+
+    /// Forgets every counter (a fresh start of local counting).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// Forgets keys with nothing in their window and no usage today, to bound memory.
     pub fn sweep_idle(&self, now_ms: i64) {
         let now_sec = now_ms.max(0) as u64 / 1000;
@@ -235,6 +260,11 @@ impl LimitStore for MemoryStore {
         Ok(())
     }
 
+    async fn refund(&self, key_id: &str, counted_at_ms: i64) -> Result<(), StoreError> {
+        self.refund_now(key_id, counted_at_ms);
+        Ok(())
+    }
+
     fn sweep(&self, now_ms: i64) {
         self.sweep_idle(now_ms);
     }
@@ -268,6 +298,40 @@ mod tests {
         now(decide(store, "key_1", quota, t_ms))
             .unwrap()
             .is_allowed()
+    }
+
+    #[test]
+    fn a_refund_takes_back_one_request_of_the_window_and_the_day() {
+        let s = MemoryStore::new();
+        let q = Quota {
+            per_minute: 2,
+            per_day: 3,
+        };
+        assert!(allowed(&s, q, T0));
+        assert!(allowed(&s, q, T0 + 1_000));
+        assert!(!allowed(&s, q, T0 + 2_000));
+        s.refund_now("key_1", T0 + 1_000);
+        assert!(
+            allowed(&s, q, T0 + 2_000),
+            "the refunded request frees its slot"
+        );
+        // A second out of the window: only the day gives one back.
+        s.refund_now("key_1", T0 - 120_000);
+        assert!(
+            !allowed(&s, q, T0 + 3_000),
+            "the minute window is still full"
+        );
+        assert!(allowed(&s, q, T0 + 70_000));
+        assert!(allowed(&s, q, T0 + 70_000));
+        assert!(!allowed(&s, q, T0 + 71_000), "3 a day");
+        // Never below zero.
+        for _ in 0..10 {
+            s.refund_now("key_1", T0 + 70_000);
+        }
+        assert_eq!(
+            now(s.peek("key_1", q, T0 + 71_000)).unwrap().day_remaining,
+            3
+        );
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! count. The store is a trait because the Redis store (shared counters across gateways) needs
 //! I/O; the in-process `memory` store answers without awaiting anything.
 
+pub mod guardian;
+pub mod limiter;
 pub mod memory;
 pub mod redis;
+pub mod shares;
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use async_trait::async_trait;
 
 pub use self::redis::RedisStore;
 use crate::config::{RuntimeConfig, StoreKind};
+pub use limiter::{Admission, Limiter, LimiterMetrics};
 pub use memory::MemoryStore;
 
 pub const WINDOW_SECS: u64 = 60;
@@ -65,9 +69,16 @@ impl Decision {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("limit store error: {0}")]
-pub struct StoreError(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer (or answered nonsense).
+    #[error("limit store error: {0}")]
+    Unreachable(String),
+    /// The store answers but lost its counters (a Redis restarted without persistence): it
+    /// must be re-seeded before it admits anything.
+    #[error("limit store has no counters (not seeded)")]
+    Unseeded,
+}
 
 /// Where the counters live. Implementations must make `check_and_count` atomic per key:
 /// concurrent calls for one key never admit more than the quota.
@@ -106,33 +117,47 @@ pub trait LimitStore: Send + Sync {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
+    /// Takes back one request accepted at `counted_at_ms`: the gateway answered it itself with
+    /// 502/503/504, which counts against no limit (SPEC §10).
+    async fn refund(&self, key_id: &str, counted_at_ms: i64) -> Result<(), StoreError>;
+
     /// Forgets idle counters to bound memory; stores that expire entries themselves ignore it.
     fn sweep(&self, _now_ms: i64) {}
 }
 
-/// The store `limits.store` asks for. Restart-only: a reload keeps the store it started with.
-pub fn store_for(config: &RuntimeConfig) -> Result<Arc<dyn LimitStore>, StoreError> {
+/// The limiter `limits.store` asks for. Restart-only: a reload keeps the store it started with.
+pub fn limiter_for(config: &RuntimeConfig, metrics: LimiterMetrics) -> Result<Limiter, StoreError> {
     match (config.store, &config.redis_url) {
-        (StoreKind::Memory, _) => Ok(Arc::new(MemoryStore::new())),
+        (StoreKind::Memory, _) => Ok(Limiter::local_only(Arc::new(MemoryStore::new()), metrics)),
         (StoreKind::Redis, Some(url)) => {
             let store = RedisStore::open(url.expose())?;
-            tracing::info!(url = %self::redis::redact_url(url.expose()), "limit store: redis");
-            Ok(Arc::new(store))
+            tracing::info!(
+                url = %self::redis::redact_url(url.expose()),
+                on_store_error = ?config.on_store_error,
+                "limit store: redis"
+            );
+            Ok(Limiter::shared(
+                Arc::new(store),
+                config.on_store_error,
+                metrics,
+            ))
         }
-        (StoreKind::Redis, None) => Err(StoreError("limits.redis_url is not set".into())),
+        (StoreKind::Redis, None) => Err(StoreError::Unreachable(
+            "limits.redis_url is not set".into(),
+        )),
     }
 }
 
 /// Periodic housekeeping of the limit store.
 pub struct LimitsMaintenance {
-    store: std::sync::Arc<dyn LimitStore>,
+    limiter: Arc<Limiter>,
 }
 
 impl LimitsMaintenance {
     pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-    pub fn new(store: std::sync::Arc<dyn LimitStore>) -> LimitsMaintenance {
-        LimitsMaintenance { store }
+    pub fn new(limiter: Arc<Limiter>) -> LimitsMaintenance {
+        LimitsMaintenance { limiter }
     }
 }
 
@@ -141,7 +166,7 @@ impl pingora::services::background::BackgroundService for LimitsMaintenance {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Self::INTERVAL) => self.store.sweep(crate::state::unix_ms()),
+                _ = tokio::time::sleep(Self::INTERVAL) => self.limiter.sweep(crate::state::unix_ms()),
                 _ = shutdown.changed() => return,
             }
         }

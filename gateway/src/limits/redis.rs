@@ -11,8 +11,15 @@
 //!   keys leave nothing behind.
 //! - `wiz:{key_id}:d:YYYY-MM-DD`: requests accepted on that UTC day; it expires after 2 days.
 //!
-//! The `{key_id}` hash tag puts both keys of one API key in one Redis Cluster slot, which a
-//! multi-key script needs. Key ids are not secrets; API keys and secrets never reach Redis.
+//! - `wiz:limits:epoch`: the marker of a seeded store (a random id). Redis without persistence
+//!   loses it with the counters; a decision that finds it missing answers "unseeded" instead of
+//!   counting from zero, and the gateways re-seed before admitting again (`guard`).
+//! - `wiz:limits:gateways`: a sorted set of live gateways (score = last heartbeat, Unix ms), so
+//!   that each knows N, the number its local share divides by.
+//!
+//! One Redis (or a primary with replicas), not Redis Cluster: every decision reads the marker,
+//! which lives outside the key's slot. Key ids are not secrets; API keys and secrets never reach
+//! Redis.
 //!
 //! Time comes from the gateway's clock (`now_ms`, as for the memory store), not from Redis
 //! `TIME`: it keeps the decision a pure function of its inputs, so tests can drive the window
@@ -39,16 +46,20 @@ const WINDOW_TTL_SECS: u64 = 2 * WINDOW_SECS;
 /// How long a day counter outlives its day's start: the day itself plus a day for gateways whose
 /// clocks are still on the previous day, and for restarts around midnight.
 const DAY_TTL_SECS: u64 = 2 * DAY_SECS;
-/// A request waits at most this long for Redis before the gateway answers 503; a limiter that
-/// hangs would hold every request of every key.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A request waits at most this long for Redis; the first one that times out opens the breaker
+/// (`guard`), after which no request waits for Redis at all until a probe finds it back.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub const EPOCH_KEY: &str = "wiz:limits:epoch";
+const GATEWAYS_KEY: &str = "wiz:limits:gateways";
+const RESEED_LOCK_KEY: &str = "wiz:limits:reseed-lock";
 
-/// KEYS: window hash, day counter. ARGV: now (Unix s), per-minute, per-day, mode (`count` or
-/// `peek`), window TTL, day TTL, window length.
-/// Returns {outcome (0 allowed, 1 rate limited, 2 daily limit), window total, day count,
-/// minute reset secs, retry-after secs}, all after counting.
+/// KEYS: window hash, day counter, epoch marker. ARGV: now (Unix s), per-minute, per-day, mode
+/// (`count` or `peek`), window TTL, day TTL, window length.
+/// Returns {outcome (0 allowed, 1 rate limited, 2 daily limit, 3 store not seeded), window total,
+/// day count, minute reset secs, retry-after secs}, all after counting.
 const DECIDE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[3]) == 0 then return {3, 0, 0, 0, 0} end
 local now = tonumber(ARGV[1])
 local per_minute = tonumber(ARGV[2])
 local per_day = tonumber(ARGV[3])
@@ -125,6 +136,31 @@ day = day + 1
 return {0, total, day, reset(), 0}
 "#;
 
+/// KEYS: window hash, day counter. ARGV: the second the request was counted in. Takes back one
+/// accepted request (the gateway answered it 502/503/504 itself), never below zero.
+const REFUND_LUA: &str = r#"
+local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if c > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
+local d = tonumber(redis.call('GET', KEYS[2]) or '0')
+if d > 0 then redis.call('DECR', KEYS[2]) end
+return 0
+"#;
+
+/// KEYS: gateways set, epoch marker. ARGV: now (Unix ms), gateway id, liveness (ms).
+/// Registers this gateway, forgets silent ones; returns {live gateways, epoch or false}.
+const PROBE_LUA: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[3]))
+return {redis.call('ZCARD', KEYS[1]), redis.call('GET', KEYS[2])}
+"#;
+
+/// KEYS: day counter. ARGV: count, TTL. Adds requests admitted while the store was unreachable.
+const ADD_LUA: &str = r#"
+redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 0
+"#;
+
 /// KEYS: day counter. ARGV: count, TTL. Raises the counter to at least `count`, atomically, so a
 /// request counted by another gateway between a read and a write is never lost.
 const SEED_LUA: &str = r#"
@@ -144,18 +180,33 @@ pub struct RedisStore {
     connection: OnceCell<ConnectionManager>,
     decide: Script,
     seed: Script,
+    refund: Script,
+    probe: Script,
+    add: Script,
+}
+
+/// What a probe of the store found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Gateways that sent a heartbeat recently, this one included.
+    pub gateways: u32,
+    /// The seeded store's marker; `None`: the store lost (or never had) its counters.
+    pub epoch: Option<String>,
 }
 
 impl RedisStore {
     /// Parses the URL; connects lazily. The error never contains the URL (it may hold a password).
     pub fn open(url: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)
-            .map_err(|e| StoreError(format!("invalid Redis URL ({:?})", e.kind())))?;
+            .map_err(|e| StoreError::Unreachable(format!("invalid Redis URL ({:?})", e.kind())))?;
         Ok(RedisStore {
             client,
             connection: OnceCell::new(),
             decide: Script::new(DECIDE_LUA),
             seed: Script::new(SEED_LUA),
+            refund: Script::new(REFUND_LUA),
+            probe: Script::new(PROBE_LUA),
+            add: Script::new(ADD_LUA),
         })
     }
 
@@ -166,7 +217,8 @@ impl RedisStore {
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
             // Requests wait on the first connect; retrying for long would hold them all.
-            .set_number_of_retries(1);
+            .set_number_of_retries(1)
+            .set_max_delay(200);
         self.connection
             .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
             .await
@@ -187,6 +239,7 @@ impl RedisStore {
             .decide
             .key(window_key(key_id))
             .key(day_key(key_id, utc_day(now_ms)))
+            .key(EPOCH_KEY)
             .arg(now_sec)
             .arg(quota.per_minute)
             .arg(quota.per_day)
@@ -205,7 +258,120 @@ impl RedisStore {
             day_remaining: quota.per_day.saturating_sub(clamp_u32(day)),
             day_reset_secs: secs_until_utc_midnight(now_ms),
         };
+        if outcome == 3 {
+            return Err(StoreError::Unseeded);
+        }
         Ok((outcome, state, retry))
+    }
+
+    /// Registers this gateway's heartbeat and reads the marker.
+    pub async fn probe(
+        &self,
+        gateway_id: &str,
+        now_ms: i64,
+        liveness_ms: u64,
+    ) -> Result<Probe, StoreError> {
+        let mut conn = self.connection().await?;
+        let (gateways, epoch): (u32, Option<String>) = self
+            .probe
+            .key(GATEWAYS_KEY)
+            .key(EPOCH_KEY)
+            .arg(now_ms)
+            .arg(gateway_id)
+            .arg(liveness_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(Probe { gateways, epoch })
+    }
+
+    /// Leaves the set of live gateways (a graceful stop), so the others' shares grow at once.
+    pub async fn deregister(&self, gateway_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("ZREM")
+            .arg(GATEWAYS_KEY)
+            .arg(gateway_id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Takes the re-seed lock for `ttl`; `false` if another gateway holds it.
+    pub async fn lock_reseed(&self, gateway_id: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.connection().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(RESEED_LOCK_KEY)
+            .arg(gateway_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(set.is_some())
+    }
+
+    /// Raises today's counters to the given counts (pipelined, in chunks), then sets the marker
+    /// and releases the lock: from then on the store admits again.
+    pub async fn reseed(
+        &self,
+        seeds: &[(String, u32)],
+        epoch: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let day = utc_day(now_ms);
+        for chunk in seeds.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (key_id, count) in chunk.iter().filter(|(_, c)| *c > 0) {
+                pipe.cmd("EVAL")
+                    .arg(SEED_LUA)
+                    .arg(1)
+                    .arg(day_key(key_id, day))
+                    .arg(*count)
+                    .arg(DAY_TTL_SECS)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(store_error)?;
+        }
+        redis::pipe()
+            .cmd("SET")
+            .arg(EPOCH_KEY)
+            .arg(epoch)
+            .ignore()
+            .cmd("DEL")
+            .arg(RESEED_LOCK_KEY)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Marks an empty store as seeded without seeding anything (tests, and a first start).
+    pub async fn mark_seeded(&self, epoch: &str) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("SET")
+            .arg(EPOCH_KEY)
+            .arg(epoch)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Adds what a gateway admitted on its own while the store was unreachable.
+    pub async fn add_daily(&self, key_id: &str, day: u32, count: u32) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let _: i64 = self
+            .add
+            .key(day_key(key_id, day))
+            .arg(count)
+            .arg(DAY_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 }
 
@@ -228,7 +394,11 @@ impl LimitStore for RedisStore {
                 state,
                 retry_after_secs: secs_until_utc_midnight(now_ms),
             },
-            other => return Err(StoreError(format!("unexpected script outcome {other}"))),
+            other => {
+                return Err(StoreError::Unreachable(format!(
+                    "unexpected script outcome {other}"
+                )))
+            }
         })
     }
 
@@ -263,6 +433,19 @@ impl LimitStore for RedisStore {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn refund(&self, key_id: &str, counted_at_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let _: i64 = self
+            .refund
+            .key(window_key(key_id))
+            .key(day_key(key_id, utc_day(counted_at_ms)))
+            .arg(counted_at_ms.max(0) / 1000)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
 }
 
 fn window_key(key_id: &str) -> String {
@@ -279,7 +462,7 @@ fn clamp_u32(v: u64) -> u32 {
 
 /// Redis errors name the failure (refused, timeout, auth failed, script error), not the URL.
 fn store_error(e: redis::RedisError) -> StoreError {
-    StoreError(format!("redis: {e}"))
+    StoreError::Unreachable(format!("redis: {e}"))
 }
 
 /// The URL with any password replaced, for logs and config errors.

@@ -39,6 +39,7 @@ pub struct RequestCtx {
     presented_prefix: Option<Box<str>>,
     limits: Option<LimitState>,
     refusal: Option<Refusal>,
+    admitted: Option<checks::Admitted>,
     upstream_started: Option<Instant>,
     /// Indexes of the backends this request was sent to, in order; the last one is current.
     tried: Vec<usize>,
@@ -78,6 +79,7 @@ impl Gateway {
         ctx.key = outcome.key;
         ctx.limits = outcome.limits;
         ctx.presented_prefix = outcome.presented_prefix;
+        ctx.admitted = outcome.admitted;
         match outcome.refusal {
             None => Ok(()),
             Some(r) => Err(r),
@@ -186,6 +188,7 @@ impl ProxyHttp for Gateway {
             presented_prefix: None,
             limits: None,
             refusal: None,
+            admitted: None,
             upstream_started: None,
             tried: Vec::new(),
         }
@@ -448,6 +451,17 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A request the gateway answered itself with a 5xx (no backend reachable, or the
+        // connection broke before an answer) is a refusal: it counts against no limit.
+        if let (Some(admitted), Some(key), Some(refusal)) = (ctx.admitted, &ctx.key, ctx.refusal) {
+            if refusal.status() >= 500 {
+                self.state
+                    .limits
+                    .refund(&key.id, admitted.at_ms, admitted.local)
+                    .await;
+                self.state.usage.unrecord_accepted(&key.id, admitted.at_ms);
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -46,6 +46,8 @@ impl RedisServer {
                     .await
                     .is_ok()
                 {
+                    // A seeded store, as the guardian leaves it; `unseeded_*` tests remove it.
+                    server.store().mark_seeded("test").await.unwrap();
                     return server;
                 }
             }
@@ -298,6 +300,102 @@ async fn an_unreachable_redis_is_an_error_then_recovers() {
     // A failed first connect is not remembered: once Redis is up the same store works.
     let _redis = RedisServer::start_on(port).await;
     assert!(decide(&s, "key_1", q, T0).await.unwrap().is_allowed());
+}
+
+#[tokio::test]
+async fn an_unseeded_store_admits_nothing_until_reseeded() {
+    let redis = RedisServer::start().await;
+    let s = redis.store();
+    let q = Quota {
+        per_minute: 1000,
+        per_day: 10,
+    };
+    assert!(allowed(&s, q, T0).await);
+    // What a Redis restarted without persistence looks like: no marker, no counters.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        decide(&s, "key_1", q, T0).await.unwrap_err(),
+        StoreError::Unseeded
+    );
+    assert_eq!(
+        s.peek("key_1", q, T0).await.unwrap_err(),
+        StoreError::Unseeded
+    );
+
+    // One gateway takes the lock; a second cannot.
+    let probe = s.probe("gw-a", T0, 5_000).await.unwrap();
+    assert_eq!(
+        probe,
+        Probe {
+            gateways: 1,
+            epoch: None
+        }
+    );
+    assert!(s
+        .lock_reseed("gw-a", Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert!(!s
+        .lock_reseed("gw-b", Duration::from_secs(10))
+        .await
+        .unwrap());
+    s.reseed(
+        &[("key_1".to_owned(), 7), ("key_2".to_owned(), 0)],
+        "epoch-2",
+        T0,
+    )
+    .await
+    .unwrap();
+    let probe = s.probe("gw-b", T0 + 1, 5_000).await.unwrap();
+    assert_eq!(probe.gateways, 2);
+    assert_eq!(probe.epoch.as_deref(), Some("epoch-2"));
+    assert_eq!(s.peek("key_1", q, T0).await.unwrap().day_remaining, 3);
+    let admitted = {
+        let mut n = 0;
+        for _ in 0..10 {
+            n += u32::from(allowed(&s, q, T0 + 2_000).await);
+        }
+        n
+    };
+    assert_eq!(admitted, 3, "exactly what the backend's usage left");
+    // The lock was released with the marker: the next re-seed can take it.
+    assert!(s
+        .lock_reseed("gw-b", Duration::from_secs(10))
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn heartbeats_age_out_and_refunds_and_handovers_adjust_the_day() {
+    let redis = RedisServer::start().await;
+    let s = redis.store();
+    assert_eq!(s.probe("gw-a", T0, 5_000).await.unwrap().gateways, 1);
+    assert_eq!(
+        s.probe("gw-b", T0 + 1_000, 5_000).await.unwrap().gateways,
+        2
+    );
+    assert_eq!(
+        s.probe("gw-c", T0 + 5_500, 5_000).await.unwrap().gateways,
+        2,
+        "gw-a is silent"
+    );
+    let q = Quota {
+        per_minute: 2,
+        per_day: 10,
+    };
+    assert!(allowed(&s, q, T0).await);
+    assert!(allowed(&s, q, T0).await);
+    assert!(!allowed(&s, q, T0).await);
+    s.refund("key_1", T0).await.unwrap();
+    let state = s.peek("key_1", q, T0).await.unwrap();
+    assert_eq!((state.minute_remaining, state.day_remaining), (1, 9));
+    s.add_daily("key_1", utc_day(T0), 5).await.unwrap();
+    assert_eq!(s.peek("key_1", q, T0).await.unwrap().day_remaining, 4);
 }
 
 #[test]
