@@ -33,6 +33,8 @@ pub struct Metrics {
     pub limiter_state: IntGauge,
     pub limiter_local_admits: IntCounter,
     pub limiter_reseeds: IntCounter,
+    /// Live gateways on the shared store as of this gateway's last heartbeat (N of the shares).
+    pub limiter_gateways: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -156,6 +158,12 @@ impl Metrics {
             "Times this gateway re-seeded the shared store's daily counters from the backend.",
         )
         .expect("valid metric");
+        let limiter_gateways = IntGauge::new(
+            "wiz_gateway_limiter_gateways",
+            "Gateways sharing the limit store as of the last heartbeat (0: unknown); each one's \
+             local share is what was left divided by this.",
+        )
+        .expect("valid metric");
 
         let m = Metrics {
             registry,
@@ -177,6 +185,7 @@ impl Metrics {
             limiter_state,
             limiter_local_admits,
             limiter_reseeds,
+            limiter_gateways,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -197,6 +206,7 @@ impl Metrics {
             Box::new(m.limiter_state.clone()),
             Box::new(m.limiter_local_admits.clone()),
             Box::new(m.limiter_reseeds.clone()),
+            Box::new(m.limiter_gateways.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

@@ -526,13 +526,28 @@ impl Drop for ExtraGateway {
 /// A throwaway `redis-server` (no persistence) on a free loopback port; killed on drop.
 /// Fails, never skips, when `redis-server` is not installed: `scripts/test` installs it.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
+    port: u16,
     pub url: String,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            url: String::new(),
+        };
+        server.url = format!("redis://127.0.0.1:{}/0", server.port);
+        server.restart().await;
+        server
+    }
+
+    /// Starts the server (again) on its port, empty: what a Redis without persistence is after a
+    /// crash and restart.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let port = self.port;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -546,10 +561,7 @@ impl RedisServer {
                      scripts/test installs it): {e}"
                 )
             });
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-        };
+        self.child = Some(child);
         // Redis answers a raw inline `PING` with `+PONG` once it is ready.
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         eventually(
@@ -565,14 +577,44 @@ impl RedisServer {
             },
         )
         .await;
-        server
+    }
+
+    /// SIGKILL: every counter is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the server holds its connections and data but answers nothing (a hung store).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
     }
 }
 

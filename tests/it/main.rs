@@ -8,6 +8,7 @@ mod messaging;
 mod playground;
 mod postgres;
 mod scale_out;
+mod scale_out_faults;
 mod shared_work;
 mod smoke;
 mod webhooks;

@@ -30,6 +30,10 @@ use crate::sync::KeySync;
 const PROBE_AVAILABLE: Duration = Duration::from_secs(1);
 /// Probe interval while the breaker is open: how soon requests are admitted again.
 const PROBE_OPEN: Duration = Duration::from_millis(200);
+/// After handing its local admissions over, a gateway keeps to its share this long before it
+/// decides on the store again: every other gateway's probe (every `PROBE_OPEN`) has found the
+/// store back and handed its own over by then.
+const HAND_OVER_SETTLE: Duration = Duration::from_secs(1);
 /// A gateway whose heartbeat is older than this no longer counts in N.
 const LIVENESS_MS: u64 = 5_000;
 /// How long the proxy waits at start for the store to be usable before it opens anyway.
@@ -85,15 +89,16 @@ impl Guardian {
             }
         };
         shared.gateways.store(probe.gateways, Ordering::Release);
+        self.state
+            .metrics
+            .limiter_gateways
+            .set(i64::from(probe.gateways));
         match probe.epoch {
             Some(epoch) => {
-                if shared.breaker.state() != StoreState::Available {
-                    if !self.hand_over(shared, &epoch).await {
-                        return;
-                    }
-                    shared.breaker.close();
-                    shared.set_state_gauge();
-                    tracing::info!(gateways = probe.gateways, "limit store available again");
+                if shared.breaker.state() != StoreState::Available
+                    && !self.recover(shared, &epoch, probe.gateways).await
+                {
+                    return;
                 }
                 self.set_known_epoch(epoch);
             }
@@ -107,14 +112,42 @@ impl Guardian {
         }
     }
 
-    /// Adds what this gateway admitted on its share to a store that kept its counters. A store
-    /// re-seeded meanwhile already holds it (re-seeding reads the backend's usage, which these
-    /// requests were reported to), so then it is dropped. `false`: not done, keep the breaker open.
-    async fn hand_over(&self, shared: &Shared, epoch: &str) -> bool {
-        let admitted = shared.shares.end_outage();
-        if self.known_epoch().as_deref() != Some(epoch) {
-            return true;
+    /// Closes the breaker on a store that answers with its counters. What this gateway admitted
+    /// on its share is added to a store that kept its counters; a store re-seeded meanwhile
+    /// already holds it (re-seeding reads the backend's usage, which these requests were
+    /// reported to), so then it is dropped. The local shares stay in force until the breaker is
+    /// closed, so the hand-over window cannot open a fresh share. `false`: the hand-over failed,
+    /// the breaker stays open.
+    async fn recover(&self, shared: &Shared, epoch: &str, gateways: u32) -> bool {
+        let same_store = self.known_epoch().as_deref() == Some(epoch);
+        if same_store {
+            if !self.hand_over(shared, shared.shares.take_pending()).await {
+                return false;
+            }
+            if shared.breaker.state() == StoreState::Local {
+                // The other gateways see the store back within a probe or two and hand theirs
+                // over too; deciding on the store before they have would admit again what
+                // their shares already admitted.
+                tokio::time::sleep(HAND_OVER_SETTLE).await;
+                if !self.hand_over(shared, shared.shares.take_pending()).await {
+                    return false;
+                }
+            }
         }
+        shared.breaker.close();
+        shared.set_state_gauge();
+        // Admitted between the hand-over and the close.
+        let late = shared.shares.end_outage();
+        if same_store && !late.is_empty() && !self.hand_over(shared, late).await {
+            tracing::warn!("local admissions of the last moment were not handed over");
+            shared.shares.end_outage();
+        }
+        tracing::info!(gateways, "limit store available again");
+        true
+    }
+
+    /// Adds local admissions to the store's day counters; on failure puts back what is left.
+    async fn hand_over(&self, shared: &Shared, admitted: Vec<(String, u32, u32)>) -> bool {
         for (i, (key_id, day, count)) in admitted.iter().enumerate() {
             if let Err(e) = shared.redis.add_daily(key_id, *day, *count).await {
                 tracing::warn!(error = %e, "could not hand over local admissions; retrying");

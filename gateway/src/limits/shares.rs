@@ -114,11 +114,16 @@ impl LocalShares {
         }
     }
 
-    /// Ends an outage: returns what was admitted locally, (key, day, count), and starts the next
-    /// outage (if any) from fresh counters and fresh shares.
+    /// Ends an outage: returns what was admitted locally and not taken yet, (key, day, count),
+    /// and starts the next outage (if any) from fresh counters and fresh shares.
     pub fn end_outage(&self) -> Vec<(String, u32, u32)> {
         self.counters.clear();
         self.quotas.clear();
+        self.take_pending()
+    }
+
+    /// What was admitted locally so far, (key, day, count); the shares stay as they are.
+    pub fn take_pending(&self) -> Vec<(String, u32, u32)> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         pending
             .into_iter()
