@@ -31,6 +31,9 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// 415: a body that is not declared `application/json` (or none where one is required).
+    #[error("expected a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("{message}")]
     TooManyRequests {
         code: &'static str,
@@ -96,6 +99,7 @@ impl ApiError {
             Self::NotFound { .. } | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,6 +115,7 @@ impl ApiError {
             | Self::TooManyRequests { code, .. } => code,
             Self::NotFound { .. } | Self::NoRoute(_) => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Database(_) | Self::Internal(_) => "internal_error",
         }
     }
@@ -169,10 +174,7 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest {
-                code: "unsupported_media_type",
-                message: "expected a JSON body with Content-Type: application/json".into(),
-            },
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
             JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
                 "invalid_json",
                 format!("request body is not valid JSON: {}", e.body_text()),

@@ -6,7 +6,11 @@
 //! To plug a module in, add one `.merge_from(...)` line there. A test below checks that every
 //! documented route exists and that the routes SPEC names are documented.
 
-use axum::{routing::get, Json, Router};
+mod constraints;
+mod shared;
+
+use axum::{routing::get, Router};
+use serde_json::Value;
 use utoipa::{
     openapi::{
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -62,6 +66,19 @@ impl Modify for SecuritySchemes {
             ),
         );
         components.add_security_scheme(
+            "playground_credential",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wpg_<key_id>.<expires>.<mac>")
+                    .description(Some(
+                        "Bearer <Playground credential> alone (no X-Api-Secret): a short-lived \
+                         stand-in for one key, from POST /admin/keys/{id}/playground-credential",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "api_secret",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Secret"))),
         );
@@ -91,6 +108,19 @@ impl Modify for SecuritySchemes {
 )]
 struct BaseDoc;
 
+/// The whole document as served: the modules' operations (from [`document`]) plus what every
+/// operation shares, added here in one place rather than repeated on 48 handlers: the gateway's
+/// refusals (401/403/429/503) and the limit headers on `/v1`, the session and CSRF refusals on
+/// `/admin`, 400/413/415/422 for bodies, 404 for ids, `Idempotency-Key` on every `/v1` POST,
+/// `X-CSRF-Token` on every state-changing admin call, `X-Request-Id` on every answer, and the
+/// security requirements of each side.
+pub fn document_json() -> Value {
+    let mut doc = serde_json::to_value(document()).expect("the document serializes");
+    constraints::apply(&mut doc);
+    shared::apply(&mut doc);
+    doc
+}
+
 /// The whole document: the base plus every module's `ApiDoc` (one line each).
 pub fn document() -> Document {
     use crate::routes::{admin, v1};
@@ -109,12 +139,15 @@ pub fn document() -> Document {
 
 /// `GET /v1/openapi.json`, outside the `/v1` router so it needs no gateway proof.
 pub fn router() -> Router<AppState> {
-    let json = std::sync::Arc::new(document());
+    // Rendered once; every answer is a cheap clone of the bytes.
+    let json = axum::body::Bytes::from(
+        serde_json::to_vec(&document_json()).expect("the document serializes"),
+    );
     Router::new().route(
         "/v1/openapi.json",
         get(move || {
             let json = json.clone();
-            async move { Json(json.as_ref().clone()) }
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
         }),
     )
 }
@@ -179,7 +212,7 @@ mod tests {
 
     /// (method, path) of every operation in the document.
     fn documented() -> Vec<(String, String)> {
-        let doc = serde_json::to_value(document()).unwrap();
+        let doc = document_json();
         let mut out = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in [
@@ -239,6 +272,189 @@ mod tests {
             undocumented.is_empty(),
             "not in the OpenAPI document: {undocumented:?}"
         );
+    }
+
+    /// Code generators name methods after operation ids: each must be there, unique, camelCase.
+    #[test]
+    fn operation_ids_are_unique_and_meaningful() {
+        let doc = document_json();
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                assert!(
+                    id.len() > 4
+                        && id.chars().next().unwrap().is_ascii_lowercase()
+                        && id.chars().all(|c| c.is_ascii_alphanumeric())
+                        && id.chars().any(|c| c.is_ascii_uppercase()),
+                    "{method} {path}: {id:?} is not a camelCase verb + noun"
+                );
+                if let Some(other) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                    panic!("operationId {id} used by {other} and {method} {path}");
+                }
+            }
+        }
+    }
+
+    /// utoipa merges schemas by name: two modules registering different shapes under one name
+    /// would silently describe one body with the other's schema.
+    #[test]
+    fn no_two_schemas_share_a_name() {
+        use crate::routes::{admin, v1};
+        let docs = [
+            ("v1::contacts", v1::contacts::ApiDoc::openapi()),
+            ("v1::messages", v1::messages::ApiDoc::openapi()),
+            ("v1::batches", v1::batches::ApiDoc::openapi()),
+            ("v1::templates", v1::templates::ApiDoc::openapi()),
+            ("v1::chatbot", v1::chatbot::ApiDoc::openapi()),
+            ("admin::session", admin::session::ApiDoc::openapi()),
+            ("admin::keys", admin::keys::ApiDoc::openapi()),
+            ("admin::templates", admin::templates::ApiDoc::openapi()),
+            ("admin::flows", admin::flows::ApiDoc::openapi()),
+            ("admin::webhooks", admin::webhooks::ApiDoc::openapi()),
+        ];
+        let mut seen: std::collections::BTreeMap<String, (&str, Value)> = Default::default();
+        for (module, doc) in docs {
+            let Some(components) = doc.components else {
+                continue;
+            };
+            for (name, schema) in components.schemas {
+                let schema = serde_json::to_value(schema).unwrap();
+                if let Some((other, earlier)) = seen.get(&name) {
+                    assert_eq!(
+                        earlier, &schema,
+                        "schema {name} differs between {other} and {module}"
+                    );
+                } else {
+                    seen.insert(name, (module, schema));
+                }
+            }
+        }
+        let doc = document_json();
+        let keys = &doc["components"]["schemas"];
+        assert!(keys["ApiKeyCreate"]["properties"]["name"].is_object());
+        assert!(keys["ApiKeyCreate"]["properties"]["phone"].is_null());
+        assert!(keys["ContactCreate"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("phone")));
+    }
+
+    /// What every operation shares: the refusals of the gateway, of the session and of the body
+    /// parser, the headers, and the constraints the validators enforce.
+    #[test]
+    fn statuses_headers_and_constraints_are_documented() {
+        let doc = document_json();
+        let op = |m: &str, p: &str| doc["paths"][p][m].clone();
+        let send = op("post", "/v1/messages");
+        for status in [
+            "202", "400", "401", "403", "409", "413", "415", "422", "429", "503",
+        ] {
+            assert!(
+                send["responses"][status].is_object(),
+                "POST /v1/messages lacks {status}"
+            );
+        }
+        assert!(send["responses"]["429"]["headers"]["Retry-After"].is_object());
+        assert!(send["responses"]["202"]["headers"]["X-RateLimit-Remaining"].is_object());
+        assert!(send["responses"]["202"]["headers"]["X-Request-Id"].is_object());
+        let params: Vec<&str> = send["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(params, ["Idempotency-Key"]);
+        for (method, path) in [
+            ("post", "/v1/contacts"),
+            ("post", "/v1/chatbot/flows/{id}/trigger"),
+            ("post", "/v1/batches/{id}/cancel"),
+        ] {
+            let names = op(method, path)["parameters"].to_string();
+            assert!(names.contains("Idempotency-Key"), "{method} {path}");
+        }
+        let create_key = op("post", "/admin/keys");
+        assert!(create_key["parameters"]
+            .to_string()
+            .contains("X-CSRF-Token"));
+        assert_eq!(create_key["security"], serde_json::json!([{"session": []}]));
+        assert!(
+            create_key["responses"]["401"].is_object()
+                && create_key["responses"]["415"].is_object()
+        );
+        assert_eq!(
+            op("post", "/admin/session")["security"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            op("get", "/v1/contacts")["security"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3,
+            "Basic, Bearer + X-Api-Secret, Playground credential"
+        );
+        let limit = op("get", "/v1/contacts")["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()["schema"]
+            .clone();
+        assert_eq!(
+            (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
+            (Some(1), Some(200))
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["ContactCreate"]["properties"]["phone"]["pattern"],
+            constraints::E164
+        );
+        assert_eq!(
+            schemas["ContactCreate"]["properties"]["tags"]["items"]["minLength"],
+            1
+        );
+        assert_eq!(
+            schemas["TemplateInput"]["properties"]["language"]["pattern"]
+                .as_str()
+                .map(|p| !p.is_empty()),
+            Some(true)
+        );
+        assert_eq!(schemas["SendMessage"]["oneOf"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            schemas["BulkRequest"]["oneOf"][0]["properties"]["recipients"]["maxItems"],
+            10_000
+        );
+        assert_eq!(
+            schemas["TriggerRequest"]["properties"]["variables"]["additionalProperties"]["type"],
+            serde_json::json!(["string", "number", "boolean"])
+        );
+        // The rotate body may be absent, never `null`.
+        let rotate = &op("post", "/admin/keys/{id}/rotate")["requestBody"]["content"]
+            ["application/json"]["schema"];
+        assert_eq!(rotate["$ref"], "#/components/schemas/RotateBody");
+    }
+
+    /// A body that is not declared JSON is 415, not 400 (SPEC §7, issue 13).
+    #[tokio::test]
+    async fn a_body_without_json_content_type_is_415() {
+        let app = TestApp::new().await;
+        let console = app.demo_console().await;
+        for content_type in [None, Some("text/plain")] {
+            let mut request = Request::post("/admin/templates")
+                .header("cookie", &console.cookie)
+                .header("x-csrf-token", &console.csrf);
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            let answer = app
+                .send(request.body(Body::from(r#"{"name":"x"}"#)).unwrap())
+                .await;
+            assert_eq!(answer.status, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            assert_eq!(answer.code(), "unsupported_media_type");
+        }
     }
 
     #[tokio::test]

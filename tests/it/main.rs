@@ -1,6 +1,7 @@
 mod accounts;
 mod config;
 mod console;
+mod contract;
 mod dashboards;
 mod gateway;
 mod harness;

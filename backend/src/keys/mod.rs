@@ -121,13 +121,24 @@ pub fn validate_name(name: &str) -> Result<String, ApiError> {
 /// A positive integer up to `max`. Taken as a JSON value so that `0`, `-1`, `1.5` and `"60"`
 /// all get the same precise answer naming the field.
 pub fn validate_limit(field: &'static str, value: &Value, max: i64) -> Result<i64, ApiError> {
-    match value.as_i64() {
+    match integral(value) {
         Some(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::unprocessable(
             "invalid_limit",
             format!("{field}: must be an integer from 1 to {max}"),
         )),
     }
+}
+
+/// An integer as JSON Schema counts them: `60` and `60.0` are the same integer (clients that
+/// only have floating-point numbers send the latter); `60.5` and `"60"` are not integers.
+pub fn integral(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
 }
 
 /// Addresses and CIDRs, IPv4 or IPv6. A CIDR is stored as its network (`10.1.2.3/8` →
@@ -198,6 +209,7 @@ mod tests {
     #[test]
     fn limits() {
         assert_eq!(validate_limit("daily_limit", &json!(5), 10).unwrap(), 5);
+        assert_eq!(validate_limit("daily_limit", &json!(5.0), 10).unwrap(), 5);
         for bad in [
             json!(0),
             json!(-1),

@@ -42,7 +42,7 @@ pub struct ApiDoc;
 
 /// List flows
 #[utoipa::path(
-    get, path = "/admin/flows", tag = "admin: flows",
+    get, path = "/admin/flows", operation_id = "listFlows", tag = "admin: flows",
     params(PageQuery),
     security(("session" = [])),
     responses((status = 200, body = FlowList), (status = 401, body = ErrorBody))
@@ -61,7 +61,7 @@ pub async fn list(
 /// 422 `invalid_flow` naming the problem: unknown start step, a transition or fallback to a
 /// step that does not exist, too many buttons, a step with no way out, ...
 #[utoipa::path(
-    post, path = "/admin/flows", tag = "admin: flows",
+    post, path = "/admin/flows", operation_id = "createFlow", tag = "admin: flows",
     request_body = FlowInput,
     security(("session" = [])),
     responses((status = 201, body = FlowView), (status = 422, body = ErrorBody))
@@ -93,7 +93,7 @@ pub async fn create(
 
 /// Get a flow
 #[utoipa::path(
-    get, path = "/admin/flows/{id}", tag = "admin: flows",
+    get, path = "/admin/flows/{id}", operation_id = "getFlow", tag = "admin: flows",
     params(("id" = String, Path, description = "`flw_...`")),
     security(("session" = [])),
     responses((status = 200, body = FlowView), (status = 404, body = ErrorBody))
@@ -116,7 +116,7 @@ pub async fn fetch(
 /// Contacts in the flow continue from their current step; if it no longer exists, their next
 /// reply ends the flow for them.
 #[utoipa::path(
-    patch, path = "/admin/flows/{id}", tag = "admin: flows",
+    patch, path = "/admin/flows/{id}", operation_id = "updateFlow", tag = "admin: flows",
     params(("id" = String, Path, description = "`flw_...`")),
     request_body = FlowPatch,
     security(("session" = [])),
@@ -162,7 +162,7 @@ pub async fn patch(
 ///
 /// Contacts in it leave it (their `chatbot` becomes `null`).
 #[utoipa::path(
-    delete, path = "/admin/flows/{id}", tag = "admin: flows",
+    delete, path = "/admin/flows/{id}", operation_id = "deleteFlow", tag = "admin: flows",
     params(("id" = String, Path, description = "`flw_...`")),
     security(("session" = [])),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody))

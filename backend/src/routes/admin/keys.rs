@@ -123,7 +123,7 @@ async fn load(
 
 /// List the account's keys
 #[utoipa::path(
-    get, path = "/admin/keys", tag = "admin: keys",
+    get, path = "/admin/keys", operation_id = "listApiKeys", tag = "admin: keys",
     security(("session" = [])),
     responses((status = 200, body = KeyList), (status = 401, body = ErrorBody))
 )]
@@ -143,7 +143,7 @@ async fn list(State(state): State<AppState>, session: AdminSession) -> ApiResult
 
 /// Get a key
 #[utoipa::path(
-    get, path = "/admin/keys/{id}", tag = "admin: keys",
+    get, path = "/admin/keys/{id}", operation_id = "getApiKey", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     security(("session" = [])),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody))
@@ -162,6 +162,7 @@ async fn fetch(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ApiKeyCreate)]
 pub struct CreateBody {
     /// 1 to 100 characters.
     name: String,
@@ -191,7 +192,7 @@ fn with_credentials(view: KeyView, credentials: &Credentials) -> Value {
 
 /// Create a key (answers `key` and `secret`, this once)
 #[utoipa::path(
-    post, path = "/admin/keys", tag = "admin: keys",
+    post, path = "/admin/keys", operation_id = "createApiKey", tag = "admin: keys",
     request_body = CreateBody,
     security(("session" = [])),
     responses(
@@ -265,6 +266,7 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ApiKeyPatch)]
 pub struct PatchBody {
     #[serde(default)]
     name: Option<String>,
@@ -288,7 +290,7 @@ fn key_revoked() -> ApiError {
 
 /// Change a key's name, limits, whitelist or expiry
 #[utoipa::path(
-    patch, path = "/admin/keys/{id}", tag = "admin: keys",
+    patch, path = "/admin/keys/{id}", operation_id = "updateApiKey", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     request_body = PatchBody,
     security(("session" = [])),
@@ -350,7 +352,7 @@ async fn patch(
 
 /// Revoke a key (for good)
 #[utoipa::path(
-    post, path = "/admin/keys/{id}/revoke", tag = "admin: keys",
+    post, path = "/admin/keys/{id}/revoke", operation_id = "revokeApiKey", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     security(("session" = [])),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody))
@@ -407,7 +409,7 @@ fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
 
 /// Rotate a key's credentials (answers the new `key` and `secret`, this once)
 #[utoipa::path(
-    post, path = "/admin/keys/{id}/rotate", tag = "admin: keys",
+    post, path = "/admin/keys/{id}/rotate", operation_id = "rotateApiKey", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     request_body(content = Option<RotateBody>, description = "Optional"),
     security(("session" = [])),
@@ -428,7 +430,7 @@ async fn rotate(
     let body: RotateBody = optional_json(&body)?;
     let grace_seconds = match &body.grace_seconds {
         None | Some(Value::Null) => 0,
-        Some(v) => match v.as_i64() {
+        Some(v) => match keys::integral(v) {
             Some(n) if (0..=keys::MAX_GRACE_SECONDS).contains(&n) => n,
             _ => {
                 return Err(ApiError::unprocessable(
@@ -485,7 +487,7 @@ pub struct PlaygroundCredential {
 /// Acts as the key at the gateway, with every check and limit of that key, until it expires or
 /// the key is revoked or rotated. Nothing is stored.
 #[utoipa::path(
-    post, path = "/admin/keys/{id}/playground-credential", tag = "admin: keys",
+    post, path = "/admin/keys/{id}/playground-credential", operation_id = "createPlaygroundCredential", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     security(("session" = [])),
     responses(
@@ -543,7 +545,7 @@ const DAY_MS: i64 = 86_400_000;
 /// so a chart can draw them as they come) and today's refusals by code.
 /// A key's usage for the console's charts
 #[utoipa::path(
-    get, path = "/admin/keys/{id}/usage", tag = "admin: keys",
+    get, path = "/admin/keys/{id}/usage", operation_id = "getApiKeyUsage", tag = "admin: keys",
     params(("id" = String, Path, description = "`key_...`")),
     security(("session" = [])),
     responses((status = 200, body = KeyUsage), (status = 404, body = ErrorBody))

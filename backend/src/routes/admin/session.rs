@@ -96,7 +96,7 @@ fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
 
 /// Log in: sets the `wiz_session` cookie (HttpOnly, SameSite=Strict)
 #[utoipa::path(
-    post, path = "/admin/session", tag = "admin: session",
+    post, path = "/admin/session", operation_id = "createSession", tag = "admin: session",
     request_body = LoginBody,
     security(()),
     responses(
@@ -225,7 +225,7 @@ async fn session_body(
 
 /// The current session
 #[utoipa::path(
-    get, path = "/admin/session", tag = "admin: session",
+    get, path = "/admin/session", operation_id = "getSession", tag = "admin: session",
     security(("session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = ErrorBody))
 )]
@@ -247,7 +247,7 @@ async fn current(State(state): State<AppState>, session: AdminSession) -> ApiRes
 
 /// Log out
 #[utoipa::path(
-    delete, path = "/admin/session", tag = "admin: session",
+    delete, path = "/admin/session", operation_id = "deleteSession", tag = "admin: session",
     security(("session" = [])),
     responses((status = 204, description = "Logged out"), (status = 403, description = "`csrf_failed`", body = ErrorBody))
 )]

@@ -64,7 +64,7 @@ pub struct TemplatePatch {
 
 /// List templates
 #[utoipa::path(
-    get, path = "/admin/templates", tag = "admin: templates",
+    get, path = "/admin/templates", operation_id = "listManagedTemplates", tag = "admin: templates",
     params(PageQuery),
     security(("session" = [])),
     responses((status = 200, body = TemplateList), (status = 401, body = ErrorBody))
@@ -82,7 +82,7 @@ pub async fn list(
 ///
 /// 409 `template_exists` if the account has one with this name and language.
 #[utoipa::path(
-    post, path = "/admin/templates", tag = "admin: templates",
+    post, path = "/admin/templates", operation_id = "createTemplate", tag = "admin: templates",
     request_body = TemplateInput,
     security(("session" = [])),
     responses(
@@ -117,7 +117,7 @@ pub async fn create(
 
 /// Get a template
 #[utoipa::path(
-    get, path = "/admin/templates/{id}", tag = "admin: templates",
+    get, path = "/admin/templates/{id}", operation_id = "getTemplate", tag = "admin: templates",
     params(("id" = String, Path, description = "`tpl_...`")),
     security(("session" = [])),
     responses((status = 200, body = TemplateView), (status = 404, body = ErrorBody))
@@ -139,7 +139,7 @@ pub async fn fetch(
 ///
 /// Messages already accepted keep the text they were rendered with.
 #[utoipa::path(
-    patch, path = "/admin/templates/{id}", tag = "admin: templates",
+    patch, path = "/admin/templates/{id}", operation_id = "updateTemplate", tag = "admin: templates",
     params(("id" = String, Path, description = "`tpl_...`")),
     request_body = TemplatePatch,
     security(("session" = [])),
@@ -182,7 +182,7 @@ pub async fn patch(
 
 /// Delete a template
 #[utoipa::path(
-    delete, path = "/admin/templates/{id}", tag = "admin: templates",
+    delete, path = "/admin/templates/{id}", operation_id = "deleteTemplate", tag = "admin: templates",
     params(("id" = String, Path, description = "`tpl_...`")),
     security(("session" = [])),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody))

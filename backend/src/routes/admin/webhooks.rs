@@ -185,7 +185,7 @@ pub struct DeliveryParams {
 }
 
 #[utoipa::path(
-    get, path = "/admin/webhooks", tag = "webhooks",
+    get, path = "/admin/webhooks", operation_id = "listWebhooks", tag = "webhooks",
     params(PageParams),
     responses((status = 200, body = WebhookList)),
     security(("session" = []))
@@ -204,7 +204,7 @@ async fn list(
 }
 
 #[utoipa::path(
-    post, path = "/admin/webhooks", tag = "webhooks",
+    post, path = "/admin/webhooks", operation_id = "createWebhook", tag = "webhooks",
     request_body = CreateWebhook,
     responses(
         (status = 201, body = CreatedWebhook),
@@ -242,7 +242,7 @@ async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/admin/webhooks/{id}", tag = "webhooks",
+    get, path = "/admin/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     responses((status = 200, body = WebhookDetail), (status = 404, body = ErrorBody)),
     security(("session" = []))
@@ -261,7 +261,7 @@ async fn fetch(
 }
 
 #[utoipa::path(
-    patch, path = "/admin/webhooks/{id}", tag = "webhooks",
+    patch, path = "/admin/webhooks/{id}", operation_id = "updateWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     request_body = UpdateWebhook,
     responses((status = 200, body = Endpoint), (status = 404, body = ErrorBody)),
@@ -302,7 +302,7 @@ async fn update(
 }
 
 #[utoipa::path(
-    delete, path = "/admin/webhooks/{id}", tag = "webhooks",
+    delete, path = "/admin/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     responses((status = 204, description = "deleted with its delivery log"), (status = 404, body = ErrorBody)),
     security(("session" = []))
@@ -321,7 +321,7 @@ async fn remove(
 }
 
 #[utoipa::path(
-    post, path = "/admin/webhooks/{id}/rotate-secret", tag = "webhooks",
+    post, path = "/admin/webhooks/{id}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     responses((status = 200, body = RotatedSecret), (status = 404, body = ErrorBody)),
     security(("session" = []))
@@ -344,7 +344,7 @@ async fn rotate_secret(
 }
 
 #[utoipa::path(
-    post, path = "/admin/webhooks/{id}/test", tag = "webhooks",
+    post, path = "/admin/webhooks/{id}/test", operation_id = "sendWebhookTestEvent", tag = "webhooks",
     params(("id" = String, Path, description = "whk_...")),
     responses(
         (status = 200, description = "the attempt was made (see `success`)", body = TestOutcome),
@@ -385,7 +385,7 @@ async fn test(
 }
 
 #[utoipa::path(
-    get, path = "/admin/webhooks/{id}/deliveries", tag = "webhooks",
+    get, path = "/admin/webhooks/{id}/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks",
     params(("id" = String, Path, description = "whk_..."), DeliveryParams),
     responses((status = 200, body = DeliveryList), (status = 404, body = ErrorBody)),
     security(("session" = []))
@@ -421,7 +421,7 @@ async fn deliveries(
 }
 
 #[utoipa::path(
-    post, path = "/admin/deliveries/{id}/retry", tag = "webhooks",
+    post, path = "/admin/deliveries/{id}/retry", operation_id = "retryWebhookDelivery", tag = "webhooks",
     params(("id" = String, Path, description = "dlv_...")),
     responses(
         (status = 202, description = "a new attempt is due now", body = DeliveryView),

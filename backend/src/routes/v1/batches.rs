@@ -52,7 +52,7 @@ pub struct ApiDoc;
 /// `dry_run` nothing is stored (answer 200, `batch_id` null). If every recipient is rejected the
 /// answer is 422 `no_valid_recipients`.
 #[utoipa::path(
-    post, path = "/v1/messages/bulk", tag = "bulk",
+    post, path = "/v1/messages/bulk", operation_id = "sendBulkMessages", tag = "bulk",
     request_body = BulkRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer (24 h)")),
     responses(
@@ -91,7 +91,7 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> Result<BatchView,
 /// Status, total and counts by message status (they always add up to `total`; cancelled
 /// messages count as `failed`), progress and times.
 #[utoipa::path(
-    get, path = "/v1/batches/{id}", tag = "bulk",
+    get, path = "/v1/batches/{id}", operation_id = "getBatch", tag = "bulk",
     params(("id" = String, Path, description = "`bat_...`")),
     responses((status = 200, body = BatchView), (status = 404, body = ErrorBody))
 )]
@@ -119,7 +119,7 @@ pub struct BatchMessagesQuery {
 ///
 /// In recipient order, each with its `index` in the request and your `reference`.
 #[utoipa::path(
-    get, path = "/v1/batches/{id}/messages", tag = "bulk",
+    get, path = "/v1/batches/{id}/messages", operation_id = "listBatchMessages", tag = "bulk",
     params(("id" = String, Path, description = "`bat_...`"), BatchMessagesQuery),
     responses(
         (status = 200, body = MessageList),
@@ -164,7 +164,7 @@ pub async fn batch_messages(
 /// normally. The batch becomes `cancelled` and `batch.completed` is emitted with that status.
 /// Cancelling a cancelled batch changes nothing; a completed one is 409 `batch_completed`.
 #[utoipa::path(
-    post, path = "/v1/batches/{id}/cancel", tag = "bulk",
+    post, path = "/v1/batches/{id}/cancel", operation_id = "cancelBatch", tag = "bulk",
     params(("id" = String, Path, description = "`bat_...`")),
     responses(
         (status = 200, body = BatchView),

@@ -84,7 +84,7 @@ pub async fn list_for(
 
 /// List chatbot flows
 #[utoipa::path(
-    get, path = "/v1/chatbot/flows", tag = "chatbot",
+    get, path = "/v1/chatbot/flows", operation_id = "listChatbotFlows", tag = "chatbot",
     params(PageQuery),
     responses((status = 200, body = FlowList), (status = 400, body = ErrorBody))
 )]
@@ -137,7 +137,7 @@ fn record(state: &AppState, outcome: &Outcome) {
 /// The contact enters the flow's start step (replacing any flow it was in) and gets its first
 /// message. 409 `chatbot_paused` while a human has the conversation.
 #[utoipa::path(
-    post, path = "/v1/chatbot/flows/{id}/trigger", tag = "chatbot",
+    post, path = "/v1/chatbot/flows/{id}/trigger", operation_id = "triggerChatbotFlow", tag = "chatbot",
     params(("id" = String, Path, description = "`flw_...`")),
     request_body = TriggerRequest,
     responses(
@@ -227,7 +227,7 @@ async fn pause_or_resume(
 /// While paused the bot stays silent; emits `chatbot.handover`. Answers the contact.
 /// 409 `chatbot_not_active` if the contact is in no flow.
 #[utoipa::path(
-    post, path = "/v1/contacts/{id}/chatbot/pause", tag = "chatbot",
+    post, path = "/v1/contacts/{id}/chatbot/pause", operation_id = "pauseContactChatbot", tag = "chatbot",
     params(("id" = String, Path, description = "`con_...`")),
     responses(
         (status = 200, description = "The contact, with its `chatbot` state", body = Object),
@@ -249,7 +249,7 @@ pub async fn pause(
 /// The bot continues at the step it was on, waiting for the contact's reply; after a flow's
 /// handover step the flow ends instead. Answers the contact.
 #[utoipa::path(
-    post, path = "/v1/contacts/{id}/chatbot/resume", tag = "chatbot",
+    post, path = "/v1/contacts/{id}/chatbot/resume", operation_id = "resumeContactChatbot", tag = "chatbot",
     params(("id" = String, Path, description = "`con_...`")),
     responses(
         (status = 200, description = "The contact, with its `chatbot` state", body = Object),

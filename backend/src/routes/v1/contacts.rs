@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::routes::pagination::{page_cursor, page_limit};
+use crate::routes::v1::chatbot::ChatbotStateSchema;
 use crate::{
     auth::gateway::Caller,
     contacts::{
@@ -35,7 +36,7 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     paths(list, create, fetch, patch, remove),
-    components(schemas(ContactView, ChatbotView, ContactList, CreateBody, PatchBody)),
+    components(schemas(ContactView, ChatbotStateSchema, ContactList, CreateBody, PatchBody)),
     tags((name = "contacts", description = "The account's contacts, one per E.164 number"))
 )]
 pub struct ApiDoc;
@@ -57,20 +58,10 @@ pub struct ContactView {
     attributes: Map<String, Value>,
     opted_in: bool,
     /// Where the contact stands in a chatbot flow, `null` outside one.
-    chatbot: Option<ChatbotView>,
+    chatbot: Option<ChatbotStateSchema>,
     /// RFC 3339
     created_at: String,
     updated_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[schema(as = ChatbotState)]
-#[allow(dead_code)]
-pub struct ChatbotView {
-    flow_id: String,
-    step: String,
-    /// A human took over; the bot stays silent.
-    paused: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,7 +87,7 @@ pub struct ListQuery {
 
 /// List contacts (creation order)
 #[utoipa::path(
-    get, path = "/v1/contacts", tag = "contacts",
+    get, path = "/v1/contacts", operation_id = "listContacts", tag = "contacts",
     params(ListQuery),
     responses((status = 200, body = ContactList), (status = 400, body = ErrorBody))
 )]
@@ -120,6 +111,7 @@ async fn list(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactCreate)]
 pub struct CreateBody {
     /// E.164: `+` then 8 to 15 digits.
     #[schema(example = "+14155550101")]
@@ -141,7 +133,7 @@ pub struct CreateBody {
 
 /// Create a contact
 #[utoipa::path(
-    post, path = "/v1/contacts", tag = "contacts",
+    post, path = "/v1/contacts", operation_id = "createContact", tag = "contacts",
     request_body = CreateBody,
     responses(
         (status = 201, body = ContactView),
@@ -174,7 +166,7 @@ async fn create(
 
 /// Get a contact
 #[utoipa::path(
-    get, path = "/v1/contacts/{id}", tag = "contacts",
+    get, path = "/v1/contacts/{id}", operation_id = "getContact", tag = "contacts",
     params(("id" = String, Path, description = "`con_...`")),
     responses((status = 200, body = ContactView), (status = 404, body = ErrorBody))
 )]
@@ -200,6 +192,7 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactPatch)]
 pub struct PatchBody {
     #[serde(default)]
     phone: Option<String>,
@@ -220,7 +213,7 @@ pub struct PatchBody {
 
 /// Update a contact (absent fields stay as they are)
 #[utoipa::path(
-    patch, path = "/v1/contacts/{id}", tag = "contacts",
+    patch, path = "/v1/contacts/{id}", operation_id = "updateContact", tag = "contacts",
     params(("id" = String, Path, description = "`con_...`")),
     request_body = PatchBody,
     responses(
@@ -254,7 +247,7 @@ async fn patch(
 
 /// Delete a contact
 #[utoipa::path(
-    delete, path = "/v1/contacts/{id}", tag = "contacts",
+    delete, path = "/v1/contacts/{id}", operation_id = "deleteContact", tag = "contacts",
     params(("id" = String, Path, description = "`con_...`")),
     responses(
         (status = 204, description = "Deleted"),

@@ -159,7 +159,7 @@ fn check_body_matches_type(req: &SendMessage) -> Result<(), ApiError> {
 /// Validates, renders and queues the message; the channel then moves it through
 /// `sent → delivered → read` (or `failed`), each step a `message.*` event.
 #[utoipa::path(
-    post, path = "/v1/messages", tag = "messages",
+    post, path = "/v1/messages", operation_id = "sendMessage", tag = "messages",
     request_body = SendMessage,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body get the first answer (24 h)")),
     responses(
@@ -257,7 +257,7 @@ pub async fn send(
 ///
 /// With its status `history` and, once failed, its `error`.
 #[utoipa::path(
-    get, path = "/v1/messages/{id}", tag = "messages",
+    get, path = "/v1/messages/{id}", operation_id = "getMessage", tag = "messages",
     params(("id" = String, Path, description = "`msg_...`")),
     responses(
         (status = 200, body = MessageView),
@@ -318,7 +318,7 @@ pub fn parse_status(status: Option<&str>) -> Result<Option<Status>, ApiError> {
 ///
 /// Newest first.
 #[utoipa::path(
-    get, path = "/v1/messages", tag = "messages",
+    get, path = "/v1/messages", operation_id = "listMessages", tag = "messages",
     params(ListQuery),
     responses(
         (status = 200, body = MessageList),
@@ -373,7 +373,7 @@ pub struct InboundRequest {
 /// Stores the message (`received`), emits `message.received` and feeds the chatbot: a reply
 /// moves the contact along its flow, a flow keyword starts one.
 #[utoipa::path(
-    post, path = "/v1/sandbox/inbound", tag = "messages",
+    post, path = "/v1/sandbox/inbound", operation_id = "simulateInboundMessage", tag = "messages",
     request_body = InboundRequest,
     responses(
         (status = 202, description = "Stored", body = MessageView),
@@ -397,7 +397,7 @@ pub async fn inbound(
             let id_ok = button
                 .id
                 .as_deref()
-                .is_some_and(|s| !s.is_empty() && s.len() <= 256);
+                .is_some_and(|s| !s.is_empty() && s.chars().count() <= 256);
             let text_ok = button
                 .text
                 .as_deref()

@@ -66,7 +66,7 @@ pub async fn list_for(
 
 /// List templates
 #[utoipa::path(
-    get, path = "/v1/templates", tag = "templates",
+    get, path = "/v1/templates", operation_id = "listTemplates", tag = "templates",
     params(PageQuery),
     responses((status = 200, body = TemplateList), (status = 400, body = ErrorBody))
 )]
