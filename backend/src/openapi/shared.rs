@@ -216,7 +216,7 @@ fn operation(path: &str, method: &str, op: &mut Value) {
     shared.push((
         "503",
         error(
-            "Refused by the gateway: `backend_unavailable`, `limiter_unavailable`.",
+            "Refused by the gateway: `backend_unavailable`, `limiter_unavailable`, `key_table_unavailable`.",
             "backend_unavailable",
             "api_error",
         ),
