@@ -272,3 +272,6 @@ impl BackgroundService for Guardian {
         self.run(shutdown, Some(ready_notifier)).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

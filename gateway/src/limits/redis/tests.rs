@@ -9,13 +9,13 @@ use super::*;
 use crate::limits::{decide, MemoryStore, DAY_SECS};
 
 /// A throwaway `redis-server` without persistence; killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl RedisServer {
-    async fn start() -> RedisServer {
+    pub(crate) async fn start() -> RedisServer {
         RedisServer::start_on(free_port()).await
     }
 
