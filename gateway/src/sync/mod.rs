@@ -305,4 +305,4 @@ pub fn compile_key(key: WireKey) -> Option<KeyRecord> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,7 @@
 //! last table while the backend is down.
 
 #[path = "../../tests/support/fake_backend.rs"]
-mod fake_backend;
+pub(crate) mod fake_backend;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,9 +1,6 @@
 //! The guardian against a real `redis-server` and a fake backend: a store that lost its counters
 //! is re-seeded from the backend's usage before it admits anything.
 
-#[path = "../../../tests/support/fake_backend.rs"]
-mod fake_backend;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,7 +10,7 @@ use crate::config::{GatewayConfig, LimitsConfig, Secret, StoreKind, UsageConfig}
 use crate::limits::limiter::StoreState;
 use crate::limits::redis::tests::RedisServer;
 use crate::limits::{Admission, Quota};
-use fake_backend::{key_json, FakeBackend, TOKEN};
+use crate::sync::tests::fake_backend::{key_json, FakeBackend, TOKEN};
 
 const K1: &str = "pk_live_111111111111111111111111111111aa";
 const S: &str = "sk_live_ssssssssssssssssssssssssssssssssssssssss";
