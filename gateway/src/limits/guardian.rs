@@ -93,7 +93,20 @@ impl Guardian {
             .metrics
             .limiter_gateways
             .set(i64::from(probe.gateways));
-        match probe.epoch {
+        let mut epoch = probe.epoch;
+        if let Some(stale) = epoch.as_deref().filter(|e| *e != probe.run_id) {
+            // Seeded on another server: this data may miss what the seeded one had counted.
+            tracing::warn!(
+                "limit store is not the server that was seeded (failover or restart from a \
+                 snapshot); re-seeding"
+            );
+            if let Err(e) = shared.redis.forget_marker(stale).await {
+                tracing::warn!(error = %e, "could not clear the stale marker");
+                return;
+            }
+            epoch = None;
+        }
+        match epoch {
             Some(epoch) => {
                 if shared.breaker.state() != StoreState::Available
                     && !self.recover(shared, &epoch, probe.gateways).await
@@ -204,8 +217,7 @@ impl Guardian {
                 (parse_day(&usage.day)? == today).then_some((k.id, usage.count))
             })
             .collect();
-        let epoch = ulid::Ulid::new().to_string();
-        match shared.redis.reseed(&seeds, &epoch, now_ms).await {
+        match shared.redis.reseed(&seeds, now_ms).await {
             Ok(()) => {
                 for (key_id, count) in &seeds {
                     shared.shares.observe_count(key_id, today, *count);

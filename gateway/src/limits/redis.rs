@@ -11,9 +11,12 @@
 //!   keys leave nothing behind.
 //! - `wiz:{key_id}:d:YYYY-MM-DD`: requests accepted on that UTC day; it expires after 2 days.
 //!
-//! - `wiz:limits:epoch`: the marker of a seeded store (a random id). Redis without persistence
-//!   loses it with the counters; a decision that finds it missing answers "unseeded" instead of
-//!   counting from zero, and the gateways re-seed before admitting again (`guard`).
+//! - `wiz:limits:epoch`: the marker of a seeded store: the `run_id` of the Redis server that was
+//!   seeded. Redis without persistence loses it with the counters; a decision that finds it
+//!   missing answers "unseeded" instead of counting from zero, and the gateways re-seed before
+//!   admitting again (`guardian`). A marker naming another server's `run_id` means the data came
+//!   from elsewhere (a replica promoted by a failover, which may lag behind the lost primary, or a
+//!   restart from a snapshot): the guardian removes it, which re-seeds the same way.
 //! - `wiz:limits:gateways`: a sorted set of live gateways (score = last heartbeat, Unix ms), so
 //!   that each knows N, the number its local share divides by.
 //!
@@ -192,6 +195,8 @@ pub struct Probe {
     pub gateways: u32,
     /// The seeded store's marker; `None`: the store lost (or never had) its counters.
     pub epoch: Option<String>,
+    /// The answering server's `run_id`; a marker naming another one is stale.
+    pub run_id: String,
 }
 
 impl RedisStore {
@@ -282,7 +287,26 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
-        Ok(Probe { gateways, epoch })
+        let run_id = run_id(&mut conn).await?;
+        Ok(Probe {
+            gateways,
+            epoch,
+            run_id,
+        })
+    }
+
+    /// Removes the marker if it still says `stale`, so that every gateway re-seeds.
+    pub async fn forget_marker(&self, stale: &str) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let _: i64 = Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .key(EPOCH_KEY)
+        .arg(stale)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     /// Leaves the set of live gateways (a graceful stop), so the others' shares grow at once.
@@ -313,13 +337,9 @@ impl RedisStore {
 
     /// Raises today's counters to the given counts (pipelined, in chunks), then sets the marker
     /// and releases the lock: from then on the store admits again.
-    pub async fn reseed(
-        &self,
-        seeds: &[(String, u32)],
-        epoch: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn reseed(&self, seeds: &[(String, u32)], now_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
+        let epoch = run_id(&mut conn).await?;
         let day = utc_day(now_ms);
         for chunk in seeds.chunks(500) {
             let mut pipe = redis::pipe();
@@ -349,9 +369,10 @@ impl RedisStore {
             .map_err(store_error)
     }
 
-    /// Marks an empty store as seeded without seeding anything (tests, and a first start).
-    pub async fn mark_seeded(&self, epoch: &str) -> Result<(), StoreError> {
+    /// Marks the store as seeded without seeding anything (tests).
+    pub async fn mark_seeded(&self) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
+        let epoch = run_id(&mut conn).await?;
         redis::cmd("SET")
             .arg(EPOCH_KEY)
             .arg(epoch)
@@ -446,6 +467,20 @@ impl LimitStore for RedisStore {
             .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// The server's `run_id` (`INFO server`): it changes with every restart and differs between a
+/// primary and its replicas.
+async fn run_id(conn: &mut ConnectionManager) -> Result<String, StoreError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(store_error)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| StoreError::Unreachable("redis: INFO has no run_id".into()))
 }
 
 fn window_key(key_id: &str) -> String {

@@ -87,4 +87,21 @@ async fn a_store_that_lost_its_counters_is_reseeded_from_the_backend_before_admi
         }
     }
     assert_eq!(admitted, 3, "10 a day, 7 used according to the backend");
+
+    // A failover: the data is now a replica's, whose marker names the server it came from.
+    redis::cmd("SET")
+        .arg(crate::limits::redis::EPOCH_KEY)
+        .arg("run-id-of-the-lost-primary")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    guardian.tick(shared).await;
+    assert_eq!(state.metrics.limiter_reseeds.get(), 2, "re-seeded again");
+    guardian.tick(shared).await;
+    assert_eq!(shared.breaker.state(), StoreState::Available);
+    // Re-seeding only raises counters: the 10 counted here stay.
+    match state.limits.decide("key_1", q, unix_ms()).await {
+        Admission::Decided { decision, .. } => assert!(!decision.is_allowed()),
+        Admission::Unavailable => panic!("the store is usable again"),
+    }
 }

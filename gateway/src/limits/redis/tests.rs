@@ -47,7 +47,7 @@ impl RedisServer {
                     .is_ok()
                 {
                     // A seeded store, as the guardian leaves it; `unseeded_*` tests remove it.
-                    server.store().mark_seeded("test").await.unwrap();
+                    server.store().mark_seeded().await.unwrap();
                     return server;
                 }
             }
@@ -329,13 +329,8 @@ async fn an_unseeded_store_admits_nothing_until_reseeded() {
 
     // One gateway takes the lock; a second cannot.
     let probe = s.probe("gw-a", T0, 5_000).await.unwrap();
-    assert_eq!(
-        probe,
-        Probe {
-            gateways: 1,
-            epoch: None
-        }
-    );
+    assert_eq!((probe.gateways, probe.epoch), (1, None));
+    assert!(!probe.run_id.is_empty());
     assert!(s
         .lock_reseed("gw-a", Duration::from_secs(10))
         .await
@@ -344,16 +339,12 @@ async fn an_unseeded_store_admits_nothing_until_reseeded() {
         .lock_reseed("gw-b", Duration::from_secs(10))
         .await
         .unwrap());
-    s.reseed(
-        &[("key_1".to_owned(), 7), ("key_2".to_owned(), 0)],
-        "epoch-2",
-        T0,
-    )
-    .await
-    .unwrap();
+    s.reseed(&[("key_1".to_owned(), 7), ("key_2".to_owned(), 0)], T0)
+        .await
+        .unwrap();
     let probe = s.probe("gw-b", T0 + 1, 5_000).await.unwrap();
     assert_eq!(probe.gateways, 2);
-    assert_eq!(probe.epoch.as_deref(), Some("epoch-2"));
+    assert_eq!(probe.epoch.as_deref(), Some(probe.run_id.as_str()));
     assert_eq!(s.peek("key_1", q, T0).await.unwrap().day_remaining, 3);
     let admitted = {
         let mut n = 0;
@@ -368,6 +359,21 @@ async fn an_unseeded_store_admits_nothing_until_reseeded() {
         .lock_reseed("gw-b", Duration::from_secs(10))
         .await
         .unwrap());
+    // A marker of another server (data from a promoted replica or a snapshot) is removed only
+    // if it still says what was seen.
+    redis::cmd("SET")
+        .arg(EPOCH_KEY)
+        .arg("another-server")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    s.forget_marker("something-else").await.unwrap();
+    assert!(decide(&s, "key_1", q, T0 + 3_000).await.is_ok());
+    s.forget_marker("another-server").await.unwrap();
+    assert_eq!(
+        decide(&s, "key_1", q, T0 + 3_000).await.unwrap_err(),
+        StoreError::Unseeded
+    );
 }
 
 #[tokio::test]
