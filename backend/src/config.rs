@@ -15,6 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct Config {
     /// Private listener; only the gateway talks to it.
     pub listen: SocketAddr,
+    /// With `cert` and `key` set, `listen` serves HTTPS (for gateways on other hosts).
+    pub listen_tls: ListenTlsConfig,
     /// `sqlite://data/wiz.db` (default) or `postgres://...`.
     pub database_url: String,
     /// Shared secret with the gateway (docs/internal-api.md); at least 32 characters.
@@ -35,6 +37,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".parse().expect("static address"),
+            listen_tls: ListenTlsConfig::default(),
             database_url: "sqlite://data/wiz.db".into(),
             internal_token: String::new(),
             max_body_bytes: 4 * 1024 * 1024,
@@ -47,6 +50,15 @@ impl Default for Config {
             admin: AdminConfig::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -316,6 +328,23 @@ impl Config {
         }
         if !self.admin.email.is_empty() && !self.admin.email.contains('@') {
             return invalid("admin.email", "not an email address");
+        }
+        match (&self.listen_tls.cert, &self.listen_tls.key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                if let Err(reason) = crate::tls::server_config(Path::new(cert), Path::new(key)) {
+                    return Err(ConfigError::Invalid {
+                        field: "listen_tls",
+                        reason,
+                    });
+                }
+            }
+            (None, Some(_)) => {
+                return invalid("listen_tls.cert", "must be set with listen_tls.key")
+            }
+            (Some(_), None) => {
+                return invalid("listen_tls.key", "must be set with listen_tls.cert")
+            }
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ pub mod telemetry;
 pub mod templates;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod webhooks;
 
 use std::{future::Future, path::PathBuf};
@@ -74,12 +75,25 @@ pub async fn serve(
         shutdown.await;
         stopping.send_replace(true);
     };
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let make_service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match (&state.config.listen_tls.cert, &state.config.listen_tls.key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert.as_ref(), key.as_ref())
+                .map_err(|reason| anyhow::anyhow!("listen_tls: {reason}"))?;
+            tracing::info!("serving HTTPS");
+            // `tap_io` gives the listener axum's ConnectInfo<SocketAddr> support.
+            use axum::serve::ListenerExt;
+            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        _ => {
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
     .context("serving HTTP");
     webhook_sender.stop().await;
     served

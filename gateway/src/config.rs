@@ -36,12 +36,18 @@ pub struct GatewayConfig {
     /// Several backends, load-balanced; when set, `backend_url` is ignored.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub backends: Vec<String>,
+    /// PEM file of the CA that signs `https://` backends; `None` = the system roots.
+    pub backend_ca: Option<String>,
     pub internal_token: Option<Secret>,
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub trusted_proxies: Vec<String>,
     pub threads: usize,
     pub shutdown_grace_seconds: u64,
     pub max_body_bytes: u64,
+    /// Unix socket over which a new process started with `--upgrade` takes over the listeners.
+    pub upgrade_sock: String,
+    pub tls: TlsConfig,
+    pub clients: ClientsConfig,
     pub limits: LimitsConfig,
     pub auth_throttle: AuthThrottleConfig,
     pub sync: SyncConfig,
@@ -56,16 +62,77 @@ impl Default for GatewayConfig {
             metrics_listen: "127.0.0.1:9091".into(),
             backend_url: "http://127.0.0.1:8081".into(),
             backends: Vec::new(),
+            backend_ca: None,
             internal_token: None,
             trusted_proxies: Vec::new(),
             threads: 2,
             shutdown_grace_seconds: 5,
             max_body_bytes: 4 * 1024 * 1024,
+            upgrade_sock: "/tmp/wiz-gateway-upgrade.sock".into(),
+            tls: TlsConfig::default(),
+            clients: ClientsConfig::default(),
             limits: LimitsConfig::default(),
             auth_throttle: AuthThrottleConfig::default(),
             sync: SyncConfig::default(),
             usage: UsageConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// The HTTPS listener; opened only when both `cert` and `key` are set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: String,
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+    /// `max-age` of `Strict-Transport-Security` on TLS responses; 0 leaves the header out.
+    pub hsts_max_age_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: "0.0.0.0:8443".into(),
+            cert: None,
+            key: None,
+            hsts_max_age_seconds: 31_536_000,
+        }
+    }
+}
+
+/// Bounds on what one downstream connection may hold, so that slow or greedy clients cannot
+/// starve the others.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// Open client connections (both listeners together); more are closed on accept.
+    pub max_connections: usize,
+    /// A TLS handshake must finish within this.
+    pub handshake_timeout_seconds: u64,
+    /// A request header must arrive complete within this of its first byte (or of the
+    /// connection opening), however it is trickled.
+    pub header_timeout_seconds: u64,
+    /// Longest pause between two reads of a request body.
+    pub body_timeout_seconds: u64,
+    /// Request line + headers; larger is answered 431.
+    pub max_header_bytes: usize,
+    /// How long an idle keep-alive connection waits for its next request.
+    pub keepalive_timeout_seconds: u64,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        ClientsConfig {
+            max_connections: 10_000,
+            handshake_timeout_seconds: 10,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            max_header_bytes: 32 * 1024,
+            keepalive_timeout_seconds: 60,
         }
     }
 }
@@ -351,6 +418,11 @@ const STRING_FIELDS: &[&str] = &[
     "metrics_listen",
     "backend_url",
     "backends",
+    "backend_ca",
+    "upgrade_sock",
+    "tls.listen",
+    "tls.cert",
+    "tls.key",
     "internal_token",
     "trusted_proxies",
     "limits.redis_url",
@@ -411,11 +483,34 @@ pub struct Backend {
     pub index: usize,
     /// `scheme://host:port` without a trailing slash, for the sync client.
     pub base_url: String,
-    /// The host as written, for the `Host` header of health checks (and SNI once backends can
-    /// speak TLS).
+    /// The host as written, for the `Host` header of health checks, SNI and the name its
+    /// certificate is verified against.
     pub host: String,
     /// Resolved once at load time, for the proxy's peer.
     pub addr: SocketAddr,
+    /// `https://`: the hop is TLS, verified against `backend_ca` (or the system roots).
+    pub tls: bool,
+}
+
+/// The compiled `tls` section: present only when the HTTPS listener is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The whole `Strict-Transport-Security` value, if any.
+    pub hsts: Option<String>,
+}
+
+/// The compiled `clients` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub keepalive_timeout: Duration,
 }
 
 /// The validated, compiled configuration. Only this form is shared with the running gateway.
@@ -425,11 +520,15 @@ pub struct RuntimeConfig {
     pub metrics_listen: SocketAddr,
     /// At least one; `backends`, or else `backend_url`.
     pub backends: Vec<Backend>,
+    pub backend_ca: Option<PathBuf>,
     pub internal_token: Secret,
     pub trusted_proxies: TrustedProxies,
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub max_body_bytes: u64,
+    pub upgrade_sock: PathBuf,
+    pub tls: Option<TlsListener>,
+    pub clients: ClientLimits,
     pub store: StoreKind,
     pub redis_url: Option<Secret>,
     pub on_store_error: OnStoreError,
@@ -456,6 +555,20 @@ impl RuntimeConfig {
         }
         if self.backends != new.backends {
             changed.push("backends");
+        }
+        if self.tls.as_ref().map(|t| (t.listen, &t.cert, &t.key))
+            != new.tls.as_ref().map(|t| (t.listen, &t.cert, &t.key))
+        {
+            changed.push("tls");
+        }
+        if self.backend_ca != new.backend_ca {
+            changed.push("backend_ca");
+        }
+        if self.upgrade_sock != new.upgrade_sock {
+            changed.push("upgrade_sock");
+        }
+        if self.clients.max_connections != new.clients.max_connections {
+            changed.push("clients.max_connections");
         }
         if self.store != new.store
             || self.redis_url != new.redis_url
@@ -486,6 +599,7 @@ impl GatewayConfig {
         };
         let listen = addr("listen", &self.listen);
         let metrics_listen = addr("metrics_listen", &self.metrics_listen);
+        let tls_listen = addr("tls.listen", &self.tls.listen);
 
         let mut backends = Vec::new();
         if self.backends.is_empty() {
@@ -505,6 +619,74 @@ impl GatewayConfig {
                 Ok(b) => backends.push(b),
                 Err(reason) => errors.push(ConfigError::field(&format!("backends[{i}]"), reason)),
             }
+        }
+
+        if let Some(ca) = &self.backend_ca {
+            if let Err(reason) = crate::tls::read_ca_file(Path::new(ca)) {
+                errors.push(ConfigError::field("backend_ca", reason));
+            }
+        }
+
+        // An empty value is the same as none (handy to switch an inherited variable off).
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let tls = match (set(&self.tls.cert), set(&self.tls.key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => tls_listen.map(|listen| TlsListener {
+                listen,
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                hsts: (self.tls.hsts_max_age_seconds > 0)
+                    .then(|| format!("max-age={}", self.tls.hsts_max_age_seconds)),
+            }),
+            (cert, _) => {
+                errors.push(ConfigError::field(
+                    if cert.is_none() {
+                        "tls.cert"
+                    } else {
+                        "tls.key"
+                    },
+                    "tls.cert and tls.key must be set together (PEM files) to open the HTTPS \
+                     listener",
+                ));
+                None
+            }
+        };
+        if self.upgrade_sock.trim().is_empty() {
+            errors.push(ConfigError::field(
+                "upgrade_sock",
+                "must be a path for a Unix socket",
+            ));
+        }
+        let c = &self.clients;
+        if !(1..=1_000_000).contains(&c.max_connections) {
+            errors.push(ConfigError::field(
+                "clients.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        for (field, value) in [
+            (
+                "clients.handshake_timeout_seconds",
+                c.handshake_timeout_seconds,
+            ),
+            ("clients.header_timeout_seconds", c.header_timeout_seconds),
+            ("clients.body_timeout_seconds", c.body_timeout_seconds),
+            (
+                "clients.keepalive_timeout_seconds",
+                c.keepalive_timeout_seconds,
+            ),
+        ] {
+            if !(1..=3600).contains(&value) {
+                errors.push(ConfigError::field(field, "must be between 1 and 3600"));
+            }
+        }
+        if !(1024..=1024 * 1024).contains(&c.max_header_bytes) {
+            errors.push(ConfigError::field(
+                "clients.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
         }
 
         let internal_token = match &self.internal_token {
@@ -639,11 +821,22 @@ impl GatewayConfig {
                     listen,
                     metrics_listen,
                     backends,
+                    backend_ca: self.backend_ca.as_deref().map(|p| PathBuf::from(p.trim())),
                     internal_token,
                     trusted_proxies: TrustedProxies::new(nets),
                     threads: self.threads,
                     shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
                     max_body_bytes: self.max_body_bytes,
+                    upgrade_sock: PathBuf::from(self.upgrade_sock.trim()),
+                    tls,
+                    clients: ClientLimits {
+                        max_connections: c.max_connections,
+                        handshake_timeout: Duration::from_secs(c.handshake_timeout_seconds),
+                        header_timeout: Duration::from_secs(c.header_timeout_seconds),
+                        body_timeout: Duration::from_secs(c.body_timeout_seconds),
+                        max_header_bytes: c.max_header_bytes,
+                        keepalive_timeout: Duration::from_secs(c.keepalive_timeout_seconds),
+                    },
                     store: self.limits.store,
                     redis_url: self.limits.redis_url.clone(),
                     on_store_error: self.limits.on_store_error,
@@ -664,19 +857,20 @@ impl GatewayConfig {
 
 fn parse_backend_url(raw: &str, index: usize) -> Result<Backend, String> {
     let url = reqwest::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!(
-            "`{raw}`: only http:// is supported (the backend is a private service next to the \
-             gateway)"
-        ));
-    }
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return Err(format!("`{raw}` must start with http:// or https://")),
+    };
     if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
         return Err(format!("`{raw}` must not have a path or query"));
     }
     let host = url
         .host_str()
         .ok_or_else(|| format!("`{raw}` has no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']');
     let addr = (host_for_lookup, port)
         .to_socket_addrs()
@@ -685,9 +879,10 @@ fn parse_backend_url(raw: &str, index: usize) -> Result<Backend, String> {
         .ok_or_else(|| format!("`{host}` resolves to no address"))?;
     Ok(Backend {
         index,
-        base_url: format!("http://{}:{}", host, port),
-        host: host_for_lookup.to_owned(),
+        base_url: format!("{}://{}:{}", url.scheme(), host, port),
         addr,
+        tls,
+        host: host_for_lookup.to_owned(),
     })
 }
 

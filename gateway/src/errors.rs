@@ -20,6 +20,8 @@ pub enum Refusal {
     NotFound,
     BadRequest,
     PayloadTooLarge,
+    RequestTimeout,
+    HeadersTooLarge,
     BackendUnavailable,
     LimiterUnavailable,
     KeyTableUnavailable,
@@ -27,7 +29,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 19] = [
         Refusal::MissingCredentials,
         Refusal::MalformedCredentials,
         Refusal::InvalidCredentials,
@@ -41,6 +43,8 @@ impl Refusal {
         Refusal::NotFound,
         Refusal::BadRequest,
         Refusal::PayloadTooLarge,
+        Refusal::RequestTimeout,
+        Refusal::HeadersTooLarge,
         Refusal::BackendUnavailable,
         Refusal::LimiterUnavailable,
         Refusal::KeyTableUnavailable,
@@ -61,6 +65,8 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::BadRequest => 400,
             Refusal::PayloadTooLarge => 413,
+            Refusal::RequestTimeout => 408,
+            Refusal::HeadersTooLarge => 431,
             Refusal::BackendUnavailable => 502,
             Refusal::LimiterUnavailable | Refusal::KeyTableUnavailable => 503,
             Refusal::Internal => 500,
@@ -92,6 +98,8 @@ impl Refusal {
             Refusal::NotFound => "not_found",
             Refusal::BadRequest => "bad_request",
             Refusal::PayloadTooLarge => "payload_too_large",
+            Refusal::RequestTimeout => "request_timeout",
+            Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::BackendUnavailable => "backend_unavailable",
             Refusal::LimiterUnavailable => "limiter_unavailable",
             Refusal::KeyTableUnavailable => "key_table_unavailable",
@@ -128,6 +136,10 @@ impl Refusal {
             Refusal::NotFound => "No such route.",
             Refusal::BadRequest => "The request could not be read.",
             Refusal::PayloadTooLarge => "The request body is too large.",
+            Refusal::RequestTimeout => {
+                "The request was not received in time; send it again without pausing."
+            }
+            Refusal::HeadersTooLarge => "The request line and headers are too large.",
             Refusal::BackendUnavailable => "The API backend is unavailable; please retry shortly.",
             Refusal::LimiterUnavailable => {
                 "Rate limits cannot be checked right now; please retry shortly."

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod checks;
 pub mod client_ip;
 pub mod config;
+pub mod connections;
 pub mod credentials;
 pub mod errors;
 pub mod keys;
@@ -22,6 +23,7 @@ pub mod reload;
 pub mod state;
 pub mod sync;
 pub mod throttle;
+pub mod tls;
 pub mod upstream;
 pub mod usage;
 
@@ -29,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use pingora::server::configuration::ServerConf;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -45,29 +48,88 @@ pub struct BuiltGateway {
     pub state: Arc<GatewayState>,
 }
 
-/// Builds the Pingora server with all gateway services: the public proxy on `listen`, the
-/// metrics listener on `metrics_listen`, the key sync, the usage reporter, the limit store
-/// housekeeping and, if `reload_from` is given, the config hot reloader.
+/// How the process starts, beyond its configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Take over the listening sockets of a running gateway through `upgrade_sock` (Pingora's
+    /// graceful upgrade) instead of binding them.
+    pub upgrade: bool,
+}
+
+/// Builds the Pingora server with all gateway services: the public proxy on `listen` (and on
+/// `tls.listen` when a certificate is configured), the metrics listener on `metrics_listen`,
+/// the key sync, the usage reporter, the limit store housekeeping, the certificate reloader and,
+/// if `reload_from` is given, the config hot reloader.
 ///
-/// The server is bootstrapped; call `run_forever()` (or `run`) on it.
-pub fn build_server(config: RuntimeConfig, reload_from: Option<ConfigSource>) -> BuiltGateway {
+/// The server is bootstrapped (with `upgrade`, that is when the old process's sockets arrive);
+/// call `run_forever()` (or `run`) on it. Panics if the TLS pair cannot be loaded: `main`
+/// checks it first with [`tls::load_pair`] to report the problem cleanly.
+pub fn build_server(
+    config: RuntimeConfig,
+    reload_from: Option<ConfigSource>,
+    start: StartOptions,
+) -> BuiltGateway {
     let server_conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: config.upgrade_sock.display().to_string(),
+        // Upstream TLS: `https://` backends are verified against this bundle, else the system
+        // roots.
+        ca_file: config.backend_ca.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    let opt = Opt {
+        upgrade: start.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
 
     let state = GatewayState::new(config.clone());
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(state.clone()),
-        "wiz-gateway proxy",
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.clients.keepalive_timeout);
+    proxy.server_options = Some(options);
+    let proxy = Arc::new(proxy);
+    let budget = connections::ConnectionBudget::new(config.clients.max_connections);
+
+    let mut public = Service::new(
+        "wiz-gateway proxy".to_string(),
+        connections::PublicListener::new(proxy.clone(), None, budget.clone(), state.clone()),
     );
-    proxy.add_tcp(&config.listen.to_string());
+    public.add_tcp(&config.listen.to_string());
+
+    let mut https = None;
+    if let Some(tls) = &config.tls {
+        let pair = tls::load_pair(&tls.cert, &tls.key)
+            .unwrap_or_else(|e| panic!("tls.cert / tls.key: {e}"));
+        tracing::info!(listen = %tls.listen, certificate = %pair.summary, "HTTPS listener");
+        let resolver = tls::CertResolver::new(pair.key.clone());
+        let mut service = Service::new(
+            "wiz-gateway proxy (TLS)".to_string(),
+            connections::PublicListener::new(
+                proxy.clone(),
+                Some(tls::acceptor(resolver.clone())),
+                budget.clone(),
+                state.clone(),
+            ),
+        );
+        // A plain TCP listener: the TLS handshake runs inside the app (see `connections`).
+        service.add_tcp(&tls.listen.to_string());
+        let reloader = tls::CertReloader::new(
+            tls.cert.clone(),
+            tls.key.clone(),
+            &pair,
+            resolver,
+            state.clone(),
+        );
+        https = Some((
+            service,
+            background_service("TLS certificate reload", reloader),
+        ));
+    }
 
     let mut metrics = Service::new(
         "wiz-gateway metrics".to_string(),
@@ -90,13 +152,19 @@ pub fn build_server(config: RuntimeConfig, reload_from: Option<ConfigSource>) ->
 
     let sync_handle = server.add_service(key_sync);
     let guardian_handle = server.add_service(guardian);
-    let proxy_handle = server.add_service(proxy);
+    let proxy_handle = server.add_service(public);
     // Serving before the first key snapshot would refuse every key; the sync service reports
     // ready after the snapshot, or after a short wait if the backend is down. Likewise a shared
     // limit store that must be re-seeded first: the guardian reports ready once it is usable
     // (or known to be down), again with a bounded wait.
     proxy_handle.add_dependency(&sync_handle);
     proxy_handle.add_dependency(&guardian_handle);
+    if let Some((service, reloader)) = https {
+        let https_handle = server.add_service(service);
+        https_handle.add_dependency(&sync_handle);
+        https_handle.add_dependency(&guardian_handle);
+        server.add_service(reloader);
+    }
     server.add_service(metrics);
     server.add_service(state.upstreams.health_service());
     server.add_service(usage);
@@ -156,7 +224,7 @@ impl Drop for RunningGateway {
 /// Starts a whole gateway in a background thread. Listeners are bound by Pingora on
 /// `config.listen` / `config.metrics_listen`; poll `/healthz` for readiness.
 pub fn spawn(config: RuntimeConfig) -> RunningGateway {
-    let BuiltGateway { server, state } = build_server(config, None);
+    let BuiltGateway { server, state } = build_server(config, None, StartOptions::default());
     let (tx, rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("wiz-gateway".into())

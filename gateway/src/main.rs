@@ -19,6 +19,10 @@ struct Cli {
     /// Validate the configuration (file + WIZ_GATEWAY__* variables) and exit.
     #[arg(long)]
     check: bool,
+    /// Zero-downtime upgrade: take over the listening sockets of the running gateway (through
+    /// `upgrade_sock`), then send it SIGQUIT; it stops accepting and drains.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(tls) = &runtime.tls {
+        if let Err(e) = wiz_gateway::tls::load_pair(&tls.cert, &tls.key) {
+            eprintln!("wiz-gateway: invalid gateway configuration: `tls.cert` / `tls.key`: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if cli.check {
         println!("wiz-gateway: configuration OK");
         return ExitCode::SUCCESS;
@@ -55,7 +65,10 @@ fn main() -> ExitCode {
         backends = runtime.backends.len(),
         "starting wiz-gateway"
     );
-    wiz_gateway::build_server(runtime, Some(source))
+    let start = wiz_gateway::StartOptions {
+        upgrade: cli.upgrade,
+    };
+    wiz_gateway::build_server(runtime, Some(source), start)
         .server
         .run_forever()
 }

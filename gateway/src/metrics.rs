@@ -35,6 +35,11 @@ pub struct Metrics {
     pub limiter_reseeds: IntCounter,
     /// Live gateways on the shared store as of this gateway's last heartbeat (N of the shares).
     pub limiter_gateways: IntGauge,
+    pub tls_cert_reloads: IntCounter,
+    pub tls_cert_reload_errors: IntCounter,
+    pub tls_handshake_failures: IntCounter,
+    pub client_connections: IntGauge,
+    pub client_limit_hits: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -165,6 +170,47 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let tls_cert_reloads = IntCounter::new(
+            "wiz_gateway_tls_cert_reloads_total",
+            "TLS certificate/key pairs re-read from disk and installed.",
+        )
+        .expect("valid metric");
+        let tls_cert_reload_errors = IntCounter::new(
+            "wiz_gateway_tls_cert_reload_errors_total",
+            "Changed TLS certificate/key files refused (unreadable, mismatched, expired); the running pair stays.",
+        )
+        .expect("valid metric");
+        let tls_handshake_failures = IntCounter::new(
+            "wiz_gateway_tls_handshake_failures_total",
+            "Client TLS handshakes that failed (old protocol version, no common cipher, garbage).",
+        )
+        .expect("valid metric");
+        let client_connections = IntGauge::new(
+            "wiz_gateway_client_connections",
+            "Client connections open on the public listeners (plain and TLS).",
+        )
+        .expect("valid metric");
+        let client_limit_hits = IntCounterVec::new(
+            Opts::new(
+                "wiz_gateway_client_limit_hits_total",
+                "Client connections closed by a slow/greedy-client bound, by limit \
+                 (max_connections, handshake_timeout, header_timeout, max_header_bytes, body_timeout).",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+
+        // Every series exists from the start, so a dashboard shows 0 rather than nothing.
+        for limit in [
+            "max_connections",
+            "handshake_timeout",
+            "header_timeout",
+            "max_header_bytes",
+            "body_timeout",
+        ] {
+            client_limit_hits.with_label_values(&[limit]);
+        }
+
         let m = Metrics {
             registry,
             requests,
@@ -186,6 +232,11 @@ impl Metrics {
             limiter_local_admits,
             limiter_reseeds,
             limiter_gateways,
+            tls_cert_reloads,
+            tls_cert_reload_errors,
+            tls_handshake_failures,
+            client_connections,
+            client_limit_hits,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -207,6 +258,11 @@ impl Metrics {
             Box::new(m.limiter_local_admits.clone()),
             Box::new(m.limiter_reseeds.clone()),
             Box::new(m.limiter_gateways.clone()),
+            Box::new(m.tls_cert_reloads.clone()),
+            Box::new(m.tls_cert_reload_errors.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.client_connections.clone()),
+            Box::new(m.client_limit_hits.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

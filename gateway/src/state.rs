@@ -40,7 +40,7 @@ impl GatewayState {
         };
         let limits = crate::limits::limiter_for(&config, limiter_metrics)
             .unwrap_or_else(|e| panic!("limits.redis_url: {e}"));
-        let upstreams = Upstreams::new(&config.backends, &metrics);
+        let upstreams = Upstreams::new(&config.backends, config.backend_ca.as_deref(), &metrics);
         Arc::new(GatewayState {
             throttle: AuthThrottle::new(config.throttle),
             config: ArcSwap::from_pointee(config),

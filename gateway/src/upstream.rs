@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::connectors::http::Connector as HttpConnector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::lb::discovery::Static;
 use pingora::lb::health_check::HealthCheck;
@@ -34,10 +35,24 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The peer for one backend: address, and the transport settings every connection to it uses.
-/// The one place where a backend's connection settings (TLS and its CA, once `https://`
-/// backends exist) are decided; callers only adjust timeouts.
+/// The one place where a backend's connection settings are decided; callers only adjust
+/// timeouts. `https://` backends: TLS with SNI, the chain verified against `backend_ca` (the
+/// connector's CA file, see [`connector_options`]) or the system roots, and the name against
+/// the URL's host.
 pub fn peer_for(backend: &Backend) -> HttpPeer {
-    HttpPeer::new(backend.addr, false, String::new())
+    if backend.tls {
+        HttpPeer::new(backend.addr, true, backend.host.clone())
+    } else {
+        HttpPeer::new(backend.addr, false, String::new())
+    }
+}
+
+/// Connector settings for talking to backends outside the proxy (health checks): the same CA
+/// as the proxy's connector, which Pingora builds from `ServerConf::ca_file`.
+pub fn connector_options(backend_ca: Option<&std::path::Path>) -> ConnectorOptions {
+    let mut options = ConnectorOptions::new(1);
+    options.ca_file = backend_ca.map(|p| p.display().to_string());
+    options
 }
 
 /// The backend's position in the pool, carried in the load balancer's `Backend::ext`.
@@ -54,7 +69,11 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(backends: &[Backend], metrics: &Metrics) -> Arc<Upstreams> {
+    pub fn new(
+        backends: &[Backend],
+        backend_ca: Option<&std::path::Path>,
+        metrics: &Metrics,
+    ) -> Arc<Upstreams> {
         let backends: Arc<[Backend]> = backends.into();
         let set: BTreeSet<LbBackend> = backends
             .iter()
@@ -71,7 +90,7 @@ impl Upstreams {
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Static::new(set)));
         lb.set_health_check(Box::new(HealthzCheck {
             backends: backends.clone(),
-            connector: HttpConnector::new(None),
+            connector: HttpConnector::new(Some(connector_options(backend_ca))),
             healthy: metrics.backend_healthy.clone(),
         }));
         lb.health_check_frequency = Some(HEALTH_CHECK_INTERVAL);

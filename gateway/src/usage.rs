@@ -143,7 +143,7 @@ pub struct UsageReporter {
 
 impl UsageReporter {
     pub fn new(state: Arc<GatewayState>) -> UsageReporter {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::backend_client(&state.config.load())
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .build()

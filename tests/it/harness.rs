@@ -103,6 +103,9 @@ where
 pub struct Options {
     pub backend_env: Vec<(String, String)>,
     pub gateway_env: Vec<(String, String)>,
+    /// The backend serves HTTPS with a certificate for `localhost` signed by this CA (PEM);
+    /// the gateway gets `https://localhost:<port>` and this CA as `backend_ca`.
+    pub backend_ca: Option<PathBuf>,
 }
 
 impl Options {
@@ -113,6 +116,16 @@ impl Options {
 
     pub fn gateway(mut self, name: &str, value: &str) -> Self {
         self.gateway_env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The backend on HTTPS with `cert`/`key` (for `localhost`), signed by `ca`.
+    pub fn backend_https(mut self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        self = self
+            .backend("WIZ_BACKEND__LISTEN_TLS__CERT", &cert.display().to_string())
+            .backend("WIZ_BACKEND__LISTEN_TLS__KEY", &key.display().to_string())
+            .gateway("WIZ_GATEWAY__BACKEND_CA", &ca.display().to_string());
+        self.backend_ca = Some(ca.to_path_buf());
         self
     }
 }
@@ -147,10 +160,19 @@ impl Stack {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir,
             token,
-            options,
+            options: options.clone(),
             backend: None,
             gateway: None,
-            http: reqwest::Client::new(),
+            http: match &options.backend_ca {
+                None => reqwest::Client::new(),
+                Some(ca) => {
+                    let pem = std::fs::read(ca).expect("backend CA file");
+                    reqwest::Client::builder()
+                        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+                        .build()
+                        .expect("client")
+                }
+            },
         };
         stack.start_backend().await;
         stack.start_gateway().await;
@@ -162,7 +184,11 @@ impl Stack {
     }
 
     pub fn backend_url(&self) -> String {
-        format!("http://{}", self.backend_addr)
+        match self.options.backend_ca {
+            // The certificate names `localhost`.
+            Some(_) => format!("https://localhost:{}", self.backend_addr.port()),
+            None => format!("http://{}", self.backend_addr),
+        }
     }
 
     pub fn metrics_url(&self) -> String {
@@ -194,7 +220,7 @@ impl Stack {
         env
     }
 
-    fn gateway_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn gateway_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("WIZ_GATEWAY__LISTEN".into(), self.gateway_addr.to_string()),
             (
@@ -298,6 +324,12 @@ impl Stack {
         if let Some(child) = self.gateway.take() {
             terminate(child).await;
         }
+    }
+
+    /// Puts `child` in the running gateway's place (an upgrade's new process) and hands back the
+    /// one it replaces.
+    pub(crate) fn replace_gateway(&mut self, child: Child) -> Option<Child> {
+        self.gateway.replace(child)
     }
 
     /// Sends a signal (e.g. `HUP`) to the running gateway.

@@ -3,6 +3,7 @@ mod config;
 mod console;
 mod contract;
 mod dashboards;
+mod edge;
 mod gateway;
 mod harness;
 mod messaging;

@@ -100,6 +100,9 @@ impl Gateway {
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         header.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(hsts) = hsts(session, &ctx.config) {
+            header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
         if ctx.route == RouteClass::V1 {
             if let Some(state) = &ctx.limits {
                 for (name, value) in headers::limit_headers(state) {
@@ -161,6 +164,16 @@ async fn linger(session: &mut Session) {
         session.as_downstream_mut().drain_request_body(),
     )
     .await;
+}
+
+/// `Strict-Transport-Security` for a response on a TLS connection (never on plain HTTP, where
+/// the header means nothing and RFC 6797 says not to send it).
+fn hsts<'c>(session: &Session, config: &'c RuntimeConfig) -> Option<&'c str> {
+    let over_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    if !over_tls {
+        return None;
+    }
+    config.tls.as_ref()?.hsts.as_deref()
 }
 
 /// The request's `Content-Length`, when it has a valid one.
@@ -382,11 +395,14 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(hsts) = hsts(session, &ctx.config) {
+            response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
         if ctx.route == RouteClass::V1 {
             if let Some(state) = &ctx.limits {
                 for (name, value) in headers::limit_headers(state) {
@@ -412,8 +428,39 @@ impl ProxyHttp for Gateway {
             ErrorType::HTTPStatus(code) if *code >= 500 => Some(Refusal::Internal),
             ErrorType::HTTPStatus(_) => Some(Refusal::BadRequest),
             _ => match e.esource() {
-                ErrorSource::Upstream => Some(Refusal::BackendUnavailable),
+                ErrorSource::Upstream => {
+                    if matches!(
+                        e.etype(),
+                        ErrorType::TLSHandshakeFailure
+                            | ErrorType::InvalidCert
+                            | ErrorType::HandshakeError
+                            | ErrorType::TLSHandshakeTimedout
+                    ) {
+                        // Not a routine outage: a wrong CA, an expired or misnamed backend
+                        // certificate. Said once per request, with the TLS error.
+                        let backend = ctx
+                            .tried
+                            .last()
+                            .and_then(|&i| ctx.config.backends.iter().find(|b| b.index == i));
+                        tracing::error!(
+                            backend = backend.map_or("-", |b| b.base_url.as_str()),
+                            error = %e,
+                            "backend TLS handshake refused: its certificate does not verify \
+                             against backend_ca (or the system roots) for this host"
+                        );
+                    }
+                    Some(Refusal::BackendUnavailable)
+                }
                 ErrorSource::Downstream => match e.etype() {
+                    // A body paused longer than clients.body_timeout.
+                    ErrorType::ReadTimedout => {
+                        self.state
+                            .metrics
+                            .client_limit_hits
+                            .with_label_values(&["body_timeout"])
+                            .inc();
+                        Some(Refusal::RequestTimeout)
+                    }
                     // The client is gone; nobody to answer.
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         None

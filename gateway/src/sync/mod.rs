@@ -41,7 +41,7 @@ pub struct KeySync {
 
 impl KeySync {
     pub fn new(state: Arc<GatewayState>) -> KeySync {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::backend_client(&state.config.load())
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
