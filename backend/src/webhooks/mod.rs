@@ -9,6 +9,7 @@
 //! loses nothing: an expired lease makes a delivery due again (at least once).
 
 pub mod endpoints;
+pub mod in_flight;
 pub mod metrics;
 pub mod outbox;
 pub mod sign;
@@ -42,6 +43,8 @@ pub struct Webhooks {
     /// Rung when deliveries become due (fan-out, manual retry) so the worker claims at once
     /// instead of at its next poll.
     pub wake: Arc<Notify>,
+    /// Attempts in flight, shared by the worker and the test-event route.
+    pub in_flight: Arc<in_flight::InFlight>,
 }
 
 impl Webhooks {
@@ -50,6 +53,7 @@ impl Webhooks {
             client: client(config),
             metrics: WebhookMetrics::new(registry),
             wake: Arc::new(Notify::new()),
+            in_flight: Arc::default(),
         }
     }
 }

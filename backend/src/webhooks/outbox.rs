@@ -395,7 +395,7 @@ pub fn event_body(
     )
 }
 
-fn exclusion(busy: &[String], first: usize) -> String {
+fn exclusion(column: &str, busy: &[String], first: usize) -> String {
     if busy.is_empty() {
         return String::new();
     }
@@ -403,73 +403,108 @@ fn exclusion(busy: &[String], first: usize) -> String {
         .map(|i| format!("${}", i + first))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("AND d.endpoint_id NOT IN ({list})")
+    format!("AND {column} NOT IN ({list})")
 }
 
-/// Due, unleased deliveries of enabled endpoints not in `busy`, oldest due first: what the worker
-/// may claim. The worker picks among them within its per-endpoint caps, then `claim`s those.
-pub async fn candidates(
+/// An endpoint with deliveries the worker may claim now, and what its circuit says.
+#[derive(Debug, Clone)]
+pub struct Claimable {
+    pub id: String,
+    /// Its last attempt failed: only a probe (one delivery) may go out, and only once the
+    /// circuit's backoff has passed.
+    pub failing: bool,
+    /// It answered successfully at least once; until then it gets one delivery at a time.
+    pub proven: bool,
+}
+
+/// Enabled endpoints not in `busy` whose circuit is closed (or half open: backoff over) and that
+/// have due, unleased deliveries. Healthy ones that answered before first, then those that never
+/// answered yet, then failing ones; each group by id.
+/// Claims go per endpoint from here, never in one global queue order: a pile of due deliveries
+/// for dead endpoints cannot push a healthy endpoint's delivery back.
+pub async fn claimable_endpoints(
     db: &Db,
     busy: &[String],
-    window: usize,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+    now: i64,
+) -> Result<Vec<Claimable>, sqlx::Error> {
     let sql = format!(
-        "SELECT d.id, d.endpoint_id FROM webhook_deliveries d \
-         JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-           AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.enabled = 1 {} \
-         ORDER BY d.next_attempt_at, d.id LIMIT $2",
-        exclusion(busy, 3)
+        "SELECT w.id, w.consecutive_failures, w.last_success_at FROM webhook_endpoints w \
+         WHERE w.enabled = 1 AND (w.circuit_until IS NULL OR w.circuit_until <= $1) {} \
+           AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
+             AND d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.locked_until IS NULL OR d.locked_until <= $1)) \
+         ORDER BY CASE WHEN w.consecutive_failures > 0 THEN 2 \
+                       WHEN w.last_success_at IS NULL THEN 1 ELSE 0 END, w.id",
+        exclusion("w.id", busy, 2)
     );
-    let mut query = sqlx::query_as::<_, (String, String)>(&sql)
-        .bind(now_ms())
-        .bind(window as i64);
+    let mut query = sqlx::query_as::<_, (String, i64, Option<i64>)>(&sql).bind(now);
     for id in busy {
         query = query.bind(id);
     }
-    query.fetch_all(db).await
-}
-
-/// Leases the given deliveries to `worker` until `lease_until` and loads them. Only those still
-/// due and unleased are taken: the UPDATE re-checks, so two backends that saw the same
-/// candidates never both get one (under PostgreSQL the second waits for the first's row lock,
-/// re-evaluates, and skips).
-pub async fn claim(
-    db: &Db,
-    worker: &str,
-    lease_until: i64,
-    ids: &[String],
-) -> Result<Vec<Job>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = (0..ids.len())
-        .map(|i| format!("${}", i + 4))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $2 \
-         WHERE id IN ({list}) AND status = 'pending' AND next_attempt_at <= $3 \
-           AND (locked_until IS NULL OR locked_until <= $3) \
-         RETURNING id"
-    );
-    let mut query = sqlx::query_as::<_, (String,)>(&sql)
-        .bind(lease_until)
-        .bind(worker)
-        .bind(now_ms());
-    for id in ids {
-        query = query.bind(id);
-    }
-    let claimed: Vec<String> = query
+    Ok(query
         .fetch_all(db)
         .await?
         .into_iter()
-        .map(|(id,)| id)
-        .collect();
-    if claimed.is_empty() {
-        return Ok(Vec::new());
-    }
-    load_jobs(db, &claimed).await
+        .map(|(id, failures, success)| Claimable {
+            id,
+            failing: failures > 0,
+            proven: success.is_some(),
+        })
+        .collect())
+}
+
+/// Takes a failing endpoint's probe: holds its circuit until `lease_until`, so no other worker
+/// (of any backend) probes it meanwhile; the attempt's result sets the circuit anew. `false`
+/// if someone else took it first.
+pub async fn take_probe(
+    db: &Db,
+    endpoint_id: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE webhook_endpoints SET circuit_until = $1 WHERE id = $2 \
+         AND consecutive_failures > 0 AND (circuit_until IS NULL OR circuit_until <= $3)",
+    )
+    .bind(lease_until)
+    .bind(endpoint_id)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Leases up to `limit` of one endpoint's due deliveries, oldest due first, to `worker` until
+/// `lease_until`. Rows another backend is claiming are skipped, not waited for; the UPDATE
+/// re-checks, so two backends never both get one.
+pub async fn claim_endpoint(
+    db: &Db,
+    worker: &str,
+    endpoint_id: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    let sql = format!(
+        "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $3 \
+             AND status = 'pending' AND next_attempt_at <= $4 \
+             AND (locked_until IS NULL OR locked_until <= $4) \
+             ORDER BY next_attempt_at, id LIMIT {limit}{lock}) \
+           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= $4) \
+         RETURNING id",
+        lock = crate::db::skip_locked(&conn),
+    );
+    let rows = sqlx::query_as::<_, (String,)>(&sql)
+        .bind(lease_until)
+        .bind(worker)
+        .bind(endpoint_id)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// Loads deliveries (claimed ones, or the one a test sends) with their endpoint and event.
@@ -558,20 +593,41 @@ pub async fn release(db: &Db, worker: &str, ids: Option<&[String]>) -> Result<()
     Ok(())
 }
 
-/// The earliest time a delivery not in `busy` becomes claimable, for the worker's sleep.
+/// The earliest time a delivery of an endpoint not in `busy` becomes due (its endpoint's circuit
+/// permitting), for the worker's sleep. Read per endpoint from the `(endpoint_id,
+/// next_attempt_at)` index: one lookup per endpoint, however many deliveries are pending (a
+/// scan of every pending delivery, done after each claim round, was what a backlog of hundreds
+/// of thousands made slow). Leases are not looked at: the worker's poll covers their expiry.
 pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Error> {
-    let exclude = exclusion(busy, 1);
+    let exclude = exclusion("w.id", busy, 1);
     let sql = format!(
-        "SELECT MIN(CASE WHEN d.locked_until IS NOT NULL AND d.locked_until > d.next_attempt_at \
-                    THEN d.locked_until ELSE d.next_attempt_at END) \
-         FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-         WHERE d.status = 'pending' AND w.enabled = 1 {exclude}"
+        "SELECT MIN(CASE WHEN circuit_until IS NOT NULL AND circuit_until > due \
+                    THEN circuit_until ELSE due END) \
+         FROM (SELECT w.circuit_until, \
+                 (SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d \
+                  WHERE d.endpoint_id = w.id AND d.status = 'pending') AS due \
+               FROM webhook_endpoints w WHERE w.enabled = 1 {exclude}) due_by_endpoint \
+         WHERE due IS NOT NULL"
     );
     let mut query = sqlx::query_as::<_, (Option<i64>,)>(&sql);
     for id in busy {
         query = query.bind(id);
     }
     Ok(query.fetch_one(db).await?.0)
+}
+
+/// How long a failing endpoint's circuit stays open after its `failures`-th consecutive failed
+/// attempt: the retry schedule's first delay, doubling, at most 5 minutes and never longer than
+/// the schedule's longest delay (the circuit must not hold a delivery back beyond its own
+/// retry plan).
+pub fn circuit_backoff(failures: i64, schedule: &[Duration]) -> Duration {
+    let first = schedule.first().copied().unwrap_or(Duration::from_secs(1));
+    let longest = schedule.iter().max().copied().unwrap_or(first);
+    let exp = (failures.clamp(1, 20) - 1) as u32;
+    first
+        .saturating_mul(1u32 << exp)
+        .min(Duration::from_secs(300))
+        .min(longest)
 }
 
 /// One attempt's result, as the worker (or the test route) hands it to `record`.
@@ -744,9 +800,10 @@ pub async fn record(
         let reason = match r.outcome {
             Outcome::Success => {
                 sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = NULL \
-                     WHERE id = $1 AND failing_since IS NOT NULL",
+                    "UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0, \
+                     circuit_until = NULL, last_success_at = $1 WHERE id = $2",
                 )
+                .bind(r.at)
                 .bind(&r.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
@@ -754,28 +811,36 @@ pub async fn record(
             }
             Outcome::Gone => "the endpoint answered 410 Gone".to_string(),
             _ => {
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = $1 \
-                     WHERE id = $2 AND failing_since IS NULL",
+                // Open the circuit: nothing more goes to this endpoint until the backoff has
+                // passed, then one probe at a time (`claimable_endpoints`, `take_probe`).
+                let (failing_since, failures): (Option<i64>, i64) = sqlx::query_as(
+                    "SELECT failing_since, consecutive_failures FROM webhook_endpoints \
+                     WHERE id = $1",
                 )
-                .bind(r.at)
+                .bind(&r.endpoint_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or((None, 0));
+                let failures = failures + 1;
+                let failing_since = failing_since.unwrap_or(r.at);
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET failing_since = $1, consecutive_failures = $2, \
+                     circuit_until = $3 WHERE id = $4",
+                )
+                .bind(failing_since)
+                .bind(failures)
+                .bind(now + circuit_backoff(failures, &config.retry_schedule).as_millis() as i64)
                 .bind(&r.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
-                let (failing_since,): (Option<i64>,) =
-                    sqlx::query_as("SELECT failing_since FROM webhook_endpoints WHERE id = $1")
-                        .bind(&r.endpoint_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .unwrap_or((None,));
-                match failing_since {
-                    Some(since) if since <= disable_before => format!(
-                        "every attempt failed for {} (since {})",
-                        humantime::format_duration(config.disable_after),
-                        rfc3339(since)
-                    ),
-                    _ => continue,
+                if failing_since > disable_before {
+                    continue;
                 }
+                format!(
+                    "every attempt failed for {} (since {})",
+                    humantime::format_duration(config.disable_after),
+                    rfc3339(failing_since)
+                )
             }
         };
         let disabled = sqlx::query(
@@ -1107,6 +1172,19 @@ mod tests {
         assert_eq!(v["created_at"], rfc3339(0));
         assert_eq!(v["account_id"], "acc_1");
         assert_eq!(v["data"]["message_id"], "msg_1");
+    }
+
+    #[test]
+    fn the_circuit_backs_off_doubling_within_the_retry_schedule() {
+        let schedule: Vec<Duration> = [5, 300, 1800, 7200]
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect();
+        let secs = |n| circuit_backoff(n, &schedule).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(7)], [5, 10, 20, 300]);
+        assert_eq!(secs(1000), 300);
+        let short = [Duration::from_millis(10), Duration::from_millis(40)];
+        assert_eq!(circuit_backoff(9, &short), Duration::from_millis(40));
     }
 
     #[test]

@@ -938,6 +938,12 @@ async fn a_crash_with_deliveries_pending_and_in_flight_loses_nothing() {
     })
     .await;
     let (endpoint_id, _) = create_endpoint(&app, &console, &rx.url, &["*"]).await;
+    // An endpoint that answered before gets its whole cap at once (a new one starts at one).
+    sqlx::query("UPDATE webhook_endpoints SET last_success_at = 0 WHERE id = $1")
+        .bind(&endpoint_id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
     let sender = super::start(&app.state);
     let mut events = HashSet::new();
     for i in 0..10 {
@@ -1327,8 +1333,10 @@ async fn history_past_retention_is_pruned_but_pending_work_is_kept() {
     for _ in 0..2 {
         ok.next().await;
     }
-    eventually("both first attempts on the failing endpoint", || async {
-        failing.calls() == 2
+    // One attempt: its failure opens the endpoint's circuit, which holds the other delivery
+    // back (pending) instead of failing it too.
+    eventually("the first attempt on the failing endpoint", || async {
+        failing.calls() == 1
     })
     .await;
     sender.stop().await;
@@ -1358,10 +1366,11 @@ async fn history_past_retention_is_pruned_but_pending_work_is_kept() {
     assert_eq!(delivery_state(&app, &ok_id, &old).await, None);
     assert!(delivery_state(&app, &ok_id, &recent).await.is_some());
     let pending = delivery_state(&app, &failing_id, &old).await;
-    assert_eq!(
-        pending,
-        Some(("pending".to_string(), 1)),
-        "work is never pruned"
+    assert!(
+        pending
+            .as_ref()
+            .is_some_and(|(status, _)| status == "pending"),
+        "work is never pruned: {pending:?}"
     );
     let (orphans,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM webhook_attempts a \

@@ -2,9 +2,14 @@
 //! cap (`max_in_flight`) and a per-endpoint cap (`max_in_flight_per_endpoint`), and hands every
 //! attempt to a recorder that writes results in batched transactions.
 //!
-//! Why it cannot be held back by one endpoint: an endpoint at its cap is excluded from claims
-//! (once a round of its deliveries is already queued here), so a hanging endpoint occupies at most
-//! its cap of slots while the others keep flowing. Each attempt is bounded by the client timeout.
+//! Why failing, hanging or unresolvable endpoints cannot hold back healthy ones (SPEC §10):
+//! - claims go endpoint by endpoint (`outbox::claimable_endpoints`), healthy endpoints first and
+//!   in rotation, never in one global queue order that a backlog of dead deliveries would head;
+//! - each endpoint has a circuit breaker in the database, shared by all backends: after a failed
+//!   attempt it gets nothing until a doubling backoff has passed, then one probe at a time;
+//! - an endpoint that never answered yet, or is failing, has one delivery out at a time, and
+//!   probes of failing endpoints use at most half of `max_in_flight`;
+//! - every attempt is bounded by the client timeout, DNS included (`ssrf::GuardedResolver`).
 //!
 //! Nothing here holds a database connection across an HTTP call: claim, send, record are separate
 //! steps, and only claim and record touch the database.
@@ -30,13 +35,19 @@ use crate::{
     state::AppState,
 };
 
-/// Deliveries claimed per statement.
+/// Deliveries claimed per round at most.
 const CLAIM_BATCH: usize = 100;
+/// Endpoints claimed for per round at most: a round is one statement per endpoint, and a short
+/// round means new work for a healthy endpoint waits for little (on SQLite every statement
+/// queues on the one connection).
+const ENDPOINTS_PER_ROUND: usize = 32;
 /// Attempts recorded per transaction, at most.
 const RECORD_BATCH: usize = 200;
 /// The longest the worker sleeps without looking at the outbox (other backends' fan-outs do
 /// not ring our doorbell).
 const POLL: Duration = Duration::from_millis(500);
+/// The shortest sleep before looking again when something seems due already.
+const MIN_WAIT_MS: i64 = 25;
 
 /// Sends one attempt and describes its outcome. Used by the worker and, synchronously, by
 /// `POST /admin/webhooks/{id}/test`.
@@ -186,18 +197,62 @@ struct Queued {
     start_by: i64,
 }
 
-/// One claim round, owning what it needs so it can run as its own task: candidates of
-/// endpoints with room, picked within the per-endpoint hold, leased in one statement. Holdings
-/// only shrink while it runs (only rounds add, one at a time), so picks made against the
-/// snapshot never exceed the caps.
+/// How much of one endpoint this worker takes on: `cap` attempts at once, `hold` claimed here
+/// at most (running or queued for a slot).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Share {
+    cap: usize,
+    hold: usize,
+    /// A failing endpoint's probe: counts against the probe budget.
+    probe: bool,
+}
+
+impl Share {
+    /// A healthy endpoint that has answered before: its full cap, plus two rounds queued so the
+    /// next attempt starts the moment a slot frees up. Anything else (never answered yet, or
+    /// failing) gets one delivery at a time until it succeeds: a dead or hanging endpoint
+    /// occupies one slot, not its whole cap.
+    fn of(endpoint: &outbox::Claimable, cap: usize) -> Share {
+        if endpoint.proven && !endpoint.failing {
+            Share {
+                cap,
+                hold: 3 * cap,
+                probe: false,
+            }
+        } else {
+            Share {
+                cap: 1,
+                hold: 1,
+                probe: endpoint.failing,
+            }
+        }
+    }
+
+    /// Refilled only once it holds this many or fewer: a whole round (its cap) at a time, not
+    /// one delivery per finished attempt (on SQLite per-delivery claims made the claims, not
+    /// the receiver, the limit).
+    fn refill_at(self) -> usize {
+        self.hold - self.cap
+    }
+}
+
+/// One claim round, owning what it needs so it can run as its own task: the claimable
+/// endpoints, healthy ones first and in rotation, each leased its share of due deliveries.
+/// Holdings only shrink while it runs (only rounds add, one at a time), so shares computed
+/// against the snapshot never exceed the caps.
 struct ClaimRound {
     db: crate::db::Db,
     worker: String,
     lease: Duration,
     limit: usize,
-    hold: usize,
-    refill_at: usize,
+    cap: usize,
+    /// Failing endpoints that may still be probed at once (a share of the global cap, so
+    /// probes of dead endpoints can never take every slot).
+    probe_room: usize,
     held: HashMap<String, usize>,
+    shares: HashMap<String, Share>,
+    /// The last healthy endpoint served; the next round starts after it.
+    cursor: Option<String>,
 }
 
 /// What a claim round leased, and when to look again: `next_due` is `None` when another round
@@ -205,52 +260,97 @@ struct ClaimRound {
 struct Claimed {
     jobs: Vec<Job>,
     lease_until: i64,
+    shares: Vec<(String, Share)>,
+    cursor: Option<String>,
     next_due: Option<tokio::time::Instant>,
 }
 
 impl ClaimRound {
     async fn run(mut self) -> Result<Claimed, sqlx::Error> {
-        let window = self.limit * 4;
-        let busy_before = busy(&self.held, self.refill_at);
-        let candidates = outbox::candidates(&self.db, &busy_before, window).await?;
-        let mut picked = Vec::new();
-        let mut skipped = false;
-        for (id, endpoint) in &candidates {
-            if picked.len() == self.limit {
+        let now = now_ms();
+        let lease_until = now + self.lease.as_millis() as i64;
+        let busy_before = busy(&self.held, &self.shares);
+        let endpoints = outbox::claimable_endpoints(&self.db, &busy_before, now).await?;
+        // Proven healthy endpoints in rotation from after the last one served, so with more of
+        // them than one round can take, each gets its turn; then the unproven, then probes.
+        // Those cut off by `ENDPOINTS_PER_ROUND` come first next round: what this round claimed
+        // is busy then and left out of the list.
+        let split = endpoints
+            .iter()
+            .position(|e| e.failing || !e.proven)
+            .unwrap_or(endpoints.len());
+        let start = self
+            .cursor
+            .as_ref()
+            .map_or(0, |c| endpoints[..split].partition_point(|e| &e.id <= c));
+        let order = (start..split).chain(0..start).chain(split..endpoints.len());
+        let mut ids = Vec::new();
+        let mut shares = Vec::new();
+        let mut more = false;
+        let mut visited = 0;
+        for i in order {
+            let endpoint = &endpoints[i];
+            if ids.len() >= self.limit || visited == ENDPOINTS_PER_ROUND {
+                more = true;
                 break;
             }
-            let n = self.held.entry(endpoint.clone()).or_default();
-            if *n >= self.hold {
-                // That endpoint is full now; the next round excludes it in SQL.
-                skipped = true;
+            let share = Share::of(endpoint, self.cap);
+            let held = self.held.get(&endpoint.id).copied().unwrap_or(0);
+            if held >= share.hold {
                 continue;
             }
-            *n += 1;
-            picked.push(id.clone());
+            if share.probe {
+                if self.probe_room == 0
+                    || !outbox::take_probe(&self.db, &endpoint.id, now, lease_until).await?
+                {
+                    continue;
+                }
+                self.probe_room -= 1;
+            }
+            visited += 1;
+            let want = (share.hold - held).min(self.limit - ids.len());
+            let got = outbox::claim_endpoint(
+                &self.db,
+                &self.worker,
+                &endpoint.id,
+                now,
+                lease_until,
+                want,
+            )
+            .await?;
+            if got.is_empty() {
+                continue;
+            }
+            if !share.probe {
+                self.cursor = Some(endpoint.id.clone());
+            }
+            *self.held.entry(endpoint.id.clone()).or_default() += got.len();
+            self.shares.insert(endpoint.id.clone(), share);
+            shares.push((endpoint.id.clone(), share));
+            ids.extend(got);
         }
-        let lease_until = now_ms() + self.lease.as_millis() as i64;
-        let jobs = outbox::claim(&self.db, &self.worker, lease_until, &picked).await?;
-        let more =
-            jobs.len() == self.limit || skipped || (candidates.len() == window && !jobs.is_empty());
+        let jobs = outbox::load_jobs(&self.db, &ids).await?;
         let next_due = if more {
             None
         } else {
-            Some(next_wake(&self.db, &busy(&self.held, self.refill_at)).await)
+            Some(next_wake(&self.db, &busy(&self.held, &self.shares)).await)
         };
         Ok(Claimed {
             jobs,
             lease_until,
+            shares,
+            cursor: self.cursor,
             next_due,
         })
     }
 }
 
-/// Endpoints not to claim for, given what is held of each: those above `refill_at`. Sorted, so
-/// two answers compare equal when they mean the same.
-fn busy(held: &HashMap<String, usize>, refill_at: usize) -> Vec<String> {
+/// Endpoints not to claim for, given what is held of each: those above their refill mark.
+/// Sorted, so two answers compare equal when they mean the same.
+fn busy(held: &HashMap<String, usize>, shares: &HashMap<String, Share>) -> Vec<String> {
     let mut busy: Vec<String> = held
         .iter()
-        .filter(|(_, n)| **n > refill_at)
+        .filter(|(e, n)| shares.get(*e).is_some_and(|s| **n > s.refill_at()))
         .map(|(e, _)| e.clone())
         .collect();
     busy.sort_unstable();
@@ -262,9 +362,9 @@ async fn next_wake(db: &crate::db::Db, busy: &[String]) -> tokio::time::Instant 
     let now = tokio::time::Instant::now();
     match outbox::next_due(db, busy).await {
         Ok(Some(due)) => {
-            // A floor of a millisecond: a row due "now" that the claim just missed (another
-            // backend took it) must not turn this into a busy loop.
-            let wait = Duration::from_millis((due - now_ms()).max(1) as u64);
+            // A floor: a row due "now" that the round could not take (another backend holds
+            // it under a lease) must not turn this into a busy loop.
+            let wait = Duration::from_millis((due - now_ms()).max(MIN_WAIT_MS) as u64);
             now + wait.min(POLL)
         }
         Ok(None) => now + POLL,
@@ -288,6 +388,9 @@ struct Worker {
     expired: Vec<String>,
     /// The last claim round found no room under the global cap.
     globally_full: bool,
+    /// The share of each endpoint held here (see `Share`).
+    shares: HashMap<String, Share>,
+    cursor: Option<String>,
 }
 
 /// The worker loop, until `stop` turns true. Then it stops claiming, waits for the attempts in
@@ -307,6 +410,8 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         queued_total: 0,
         expired: Vec::new(),
         globally_full: false,
+        shares: HashMap::new(),
+        cursor: None,
     };
     worker.main_loop(&mut stop).await;
     worker.drain().await;
@@ -342,13 +447,6 @@ impl Worker {
         &self.state.config.webhooks
     }
 
-    /// How many deliveries of one endpoint this worker holds at most: its in-flight cap plus
-    /// two rounds queued, so the next attempt starts the moment a slot frees up. Bounding the
-    /// queue per endpoint is what keeps a hanging endpoint from filling it for everyone.
-    fn endpoint_hold(&self) -> usize {
-        3 * self.config().max_in_flight_per_endpoint
-    }
-
     /// Deliveries held here per endpoint: running or queued for one of its slots.
     fn holdings(&self) -> HashMap<String, usize> {
         let mut held = self.in_flight.clone();
@@ -358,17 +456,9 @@ impl Worker {
         held
     }
 
-    /// An endpoint is refilled only once it holds this many or fewer: a whole round (its
-    /// in-flight cap) at a time, not one delivery per finished attempt. On SQLite every claim
-    /// queues behind the recorder on the one connection; per-delivery claims made the claims,
-    /// not the receiver, the limit.
-    fn refill_at(&self) -> usize {
-        self.endpoint_hold() - self.config().max_in_flight_per_endpoint
-    }
-
     /// Endpoints not to claim for now.
     fn busy(&self) -> Vec<String> {
-        busy(&self.holdings(), self.refill_at())
+        busy(&self.holdings(), &self.shares)
     }
 
     /// The next claim round, planned from what this worker holds now; `None` when the global
@@ -380,14 +470,22 @@ impl Worker {
         if limit == 0 {
             return None;
         }
+        let held = self.holdings();
+        let probing = self
+            .shares
+            .iter()
+            .filter(|(e, s)| s.probe && held.get(*e).is_some_and(|n| *n > 0))
+            .count();
         Some(ClaimRound {
             db: self.state.db.clone(),
             worker: self.id.clone(),
             lease: self.config().lease,
             limit,
-            hold: self.endpoint_hold(),
-            refill_at: self.refill_at(),
-            held: self.holdings(),
+            cap: self.config().max_in_flight_per_endpoint,
+            probe_room: (max / 2).max(1).saturating_sub(probing),
+            held,
+            shares: self.shares.clone(),
+            cursor: self.cursor.clone(),
         })
     }
 
@@ -439,6 +537,8 @@ impl Worker {
                     round = None;
                     match done {
                         Ok(Ok(claimed)) => {
+                            self.shares.extend(claimed.shares);
+                            self.cursor = claimed.cursor;
                             self.enqueue(claimed.jobs, claimed.lease_until);
                             self.start_queued();
                             match claimed.next_due {
@@ -481,21 +581,24 @@ impl Worker {
         }
     }
 
-    /// Starts queued jobs, round-robin across endpoints, while both caps allow.
+    /// Starts queued jobs, round-robin across endpoints, while both caps allow. The caps are
+    /// counted in the process-wide registry, which test events sent meanwhile are part of.
     fn start_queued(&mut self) {
         let max = self.config().max_in_flight;
-        let cap = self.config().max_in_flight_per_endpoint;
+        let default_cap = self.config().max_in_flight_per_endpoint;
+        let registry = self.state.webhooks.in_flight.clone();
         let endpoints: Vec<String> = self.queued.keys().cloned().collect();
         let now = now_ms();
         loop {
             let mut progressed = false;
             for endpoint in &endpoints {
-                if self.running >= max {
-                    break;
-                }
-                if self.in_flight.get(endpoint).copied().unwrap_or(0) >= cap {
+                let cap = self.shares.get(endpoint).map_or(default_cap, |s| s.cap);
+                if self.queued.get(endpoint).is_none_or(VecDeque::is_empty) {
                     continue;
                 }
+                let Some(slot) = registry.try_take(endpoint, cap, max) else {
+                    continue;
+                };
                 let Some(item) = self.queued.get_mut(endpoint).and_then(VecDeque::pop_front) else {
                     continue;
                 };
@@ -504,23 +607,24 @@ impl Worker {
                 if item.start_by < now {
                     self.expired.push(item.job.delivery_id);
                 } else {
-                    self.spawn(item.job);
+                    self.spawn(item.job, slot);
                 }
             }
-            if !progressed || self.running >= max {
+            if !progressed || registry.total() >= max {
                 break;
             }
         }
         self.queued.retain(|_, q| !q.is_empty());
     }
 
-    fn spawn(&mut self, job: Job) {
+    fn spawn(&mut self, job: Job, slot: super::in_flight::Slot) {
         let webhooks = self.state.webhooks.clone();
         let config = self.state.config.clone();
         let results = self.results.clone();
         let endpoint = job.endpoint_id.clone();
         let handle = self.tasks.spawn(async move {
             let result = send(&webhooks, &config.webhooks, &job).await;
+            drop(slot);
             // Closed only at shutdown after an abort; the lease then makes it due again.
             let _ = results.send(result).await;
         });
@@ -544,6 +648,10 @@ impl Worker {
                 *n -= 1;
                 if *n == 0 {
                     self.in_flight.remove(&endpoint);
+                    // Nothing of it held here any more: its next claim re-reads its circuit.
+                    if !self.queued.contains_key(&endpoint) {
+                        self.shares.remove(&endpoint);
+                    }
                 }
             }
         }

@@ -349,6 +349,8 @@ async fn rotate_secret(
     responses(
         (status = 200, description = "the attempt was made (see `success`)", body = TestOutcome),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "`endpoint_busy`: the endpoint already has \
+            `webhooks.max_in_flight_per_endpoint` attempts in flight", body = ErrorBody),
     ),
     security(("session" = []))
 )]
@@ -362,6 +364,26 @@ async fn test(
         .await?
         .ok_or_else(not_found)?;
     let config = &state.config.webhooks;
+    // The same caps as the worker's attempts, counted together with them: a test is one more
+    // connection to the endpoint, and a hanging endpoint must not collect any number of them.
+    let _slot = state
+        .webhooks
+        .in_flight
+        .try_take(
+            &endpoint.id,
+            config.max_in_flight_per_endpoint,
+            config.max_in_flight,
+        )
+        .ok_or_else(|| ApiError::TooManyRequests {
+            code: "endpoint_busy",
+            message: format!(
+                "{} attempts to this endpoint are already in flight (webhooks.\
+                 max_in_flight_per_endpoint), or the backend's webhooks.max_in_flight is \
+                 reached; try again when they finish",
+                config.max_in_flight_per_endpoint
+            ),
+            retry_after_secs: 1,
+        })?;
     let delivery_id =
         outbox::create_test_delivery(&state.db, &session.account_id, &endpoint.id, config.lease)
             .await?;
