@@ -616,6 +616,15 @@ pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Err
     Ok(query.fetch_one(db).await?.0)
 }
 
+/// `circuit_backoff` plus up to a quarter of it at random: endpoints that failed together (a
+/// burst of timeouts at one moment) are probed again spread out, not as one burst whose results
+/// all land in one recording transaction.
+fn circuit_open_for(failures: i64, schedule: &[Duration]) -> Duration {
+    let base = circuit_backoff(failures, schedule);
+    let spread = (base.as_millis() as u64) / 4;
+    base + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+}
+
 /// How long a failing endpoint's circuit stays open after its `failures`-th consecutive failed
 /// attempt: the retry schedule's first delay, doubling, at most 5 minutes and never longer than
 /// the schedule's longest delay (the circuit must not hold a delivery back beyond its own
@@ -829,7 +838,7 @@ pub async fn record(
                 )
                 .bind(failing_since)
                 .bind(failures)
-                .bind(now + circuit_backoff(failures, &config.retry_schedule).as_millis() as i64)
+                .bind(now + circuit_open_for(failures, &config.retry_schedule).as_millis() as i64)
                 .bind(&r.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
