@@ -248,7 +248,10 @@ impl ProxyHttp for Gateway {
             RouteClass::Internal | RouteClass::Unknown => {
                 self.refuse(session, ctx, Refusal::NotFound, None).await
             }
-            RouteClass::OpenApi | RouteClass::Admin | RouteClass::Console => Ok(false),
+            RouteClass::OpenApi
+            | RouteClass::Admin
+            | RouteClass::Console
+            | RouteClass::ChannelWebhook => Ok(false),
             RouteClass::V1 => match self.check_v1(session, ctx).await {
                 Ok(()) => Ok(false),
                 Err((refusal, retry_after)) => {

@@ -10,6 +10,10 @@ pub enum RouteClass {
     Admin,
     /// `/console`, `/console/*`, and `/` (which the backend redirects to `/console`).
     Console,
+    /// `/channels/whatsapp/webhook/*`: Meta's callbacks (and its verification handshake) for the
+    /// WhatsApp Cloud API channel, forwarded without an API key and counted against no key's
+    /// limits; the backend authenticates each callback by its `X-Hub-Signature-256`.
+    ChannelWebhook,
     /// `/healthz`: answered by the gateway itself.
     Healthz,
     /// `/internal/*`: never reachable through the gateway.
@@ -26,6 +30,7 @@ impl RouteClass {
             RouteClass::OpenApi => "openapi",
             RouteClass::Admin => "admin",
             RouteClass::Console => "console",
+            RouteClass::ChannelWebhook => "channel_webhook",
             RouteClass::Healthz => "healthz",
             RouteClass::Internal => "internal",
             RouteClass::Unknown => "unknown",
@@ -35,10 +40,18 @@ impl RouteClass {
     pub fn is_forwarded(self) -> bool {
         matches!(
             self,
-            RouteClass::V1 | RouteClass::OpenApi | RouteClass::Admin | RouteClass::Console
+            RouteClass::V1
+                | RouteClass::OpenApi
+                | RouteClass::Admin
+                | RouteClass::Console
+                | RouteClass::ChannelWebhook
         )
     }
 }
+
+/// The root of the WhatsApp webhook routes, one per account below it
+/// (`/channels/whatsapp/webhook/{account_id}`).
+const CHANNEL_WEBHOOK: &str = "/channels/whatsapp/webhook";
 
 fn under(path: &str, root: &str) -> bool {
     path == root
@@ -67,6 +80,8 @@ pub fn classify(path: &str) -> RouteClass {
         RouteClass::Admin
     } else if under(path, "/console") {
         RouteClass::Console
+    } else if under(path, CHANNEL_WEBHOOK) && path != CHANNEL_WEBHOOK {
+        RouteClass::ChannelWebhook
     } else if under(path, "/internal") {
         RouteClass::Internal
     } else {
@@ -103,6 +118,16 @@ mod tests {
         assert_eq!(classify("/internal/keys"), RouteClass::Internal);
         assert_eq!(classify("/"), RouteClass::Console);
         assert_eq!(classify("/metrics"), RouteClass::Unknown);
+        assert_eq!(
+            classify("/channels/whatsapp/webhook/acc_01"),
+            RouteClass::ChannelWebhook
+        );
+        assert_eq!(classify("/channels/whatsapp/webhook"), RouteClass::Unknown);
+        assert_eq!(classify("/channels/whatsapp"), RouteClass::Unknown);
+        assert_eq!(
+            classify("/channels/whatsapp/webhookx/acc_01"),
+            RouteClass::Unknown
+        );
     }
 
     #[test]
@@ -117,6 +142,10 @@ mod tests {
             "//internal/keys",
             "/v1\\..\\internal",
             "/admin/..",
+            "/channels/whatsapp/webhook/../../../internal/keys",
+            "/channels/whatsapp/webhook/%2e%2e/%2e%2e/internal/keys",
+            "/channels/whatsapp/webhook/acc_1/..%2f..%2finternal",
+            "/channels/whatsapp/webhook//internal/keys",
         ] {
             assert_eq!(classify(p), RouteClass::Unknown, "{p}");
         }
