@@ -206,6 +206,47 @@ pub struct ChannelConfig {
     pub timeline: Vec<Duration>,
     /// Messages per second per account, like WhatsApp's per-number default.
     pub rate_per_second: u32,
+    /// The WhatsApp Business Cloud API channel (accounts choose it in their channel settings).
+    pub whatsapp: WhatsAppConfig,
+}
+
+/// Where and how the Cloud API channel talks to Meta's Graph API. Tests point `graph_base_url`
+/// at a local fake; nothing else in the code names Meta's host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// Scheme and host of the Graph API, without a trailing slash.
+    pub graph_base_url: String,
+    /// Graph API version in request paths, e.g. `v23.0`.
+    pub api_version: String,
+    /// Whole-request timeout of one send. A send that times out after the request went out is
+    /// failed (`send_outcome_unknown`), never repeated: Meta may have accepted it.
+    #[serde(with = "humantime_duration")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_duration")]
+    pub connect_timeout: Duration,
+    /// First pause of a phone number after Meta answered 429 / `130429`; doubles per repeated
+    /// refusal (up to 5 minutes), or Meta's `Retry-After` when it says more.
+    #[serde(with = "humantime_duration")]
+    pub throttle_backoff: Duration,
+    /// Throughput refusals a message may get before it fails with `throughput_limited`.
+    pub max_throttle_retries: u32,
+    /// Largest webhook callback body accepted from Meta (413 above).
+    pub webhook_max_body_bytes: usize,
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> Self {
+        Self {
+            graph_base_url: "https://graph.facebook.com".into(),
+            api_version: "v23.0".into(),
+            timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            throttle_backoff: Duration::from_secs(1),
+            max_throttle_retries: 8,
+            webhook_max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl Default for ChannelConfig {
@@ -217,6 +258,7 @@ impl Default for ChannelConfig {
                 Duration::from_secs(1),
             ],
             rate_per_second: 80,
+            whatsapp: WhatsAppConfig::default(),
         }
     }
 }
@@ -325,6 +367,30 @@ impl Config {
         }
         if self.channel.rate_per_second == 0 {
             return invalid("channel.rate_per_second", "must be positive");
+        }
+        let wa = &self.channel.whatsapp;
+        let base = wa.graph_base_url.as_str();
+        if !(base.starts_with("https://") || base.starts_with("http://")) || base.ends_with('/') {
+            return invalid(
+                "channel.whatsapp.graph_base_url",
+                "must be an http(s) URL without a trailing slash",
+            );
+        }
+        let version_ok = wa
+            .api_version
+            .strip_prefix('v')
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if !version_ok {
+            return invalid("channel.whatsapp.api_version", "like v23.0");
+        }
+        if wa.timeout.is_zero() || wa.connect_timeout.is_zero() {
+            return invalid("channel.whatsapp.timeout", "must be positive");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&wa.webhook_max_body_bytes) {
+            return invalid(
+                "channel.whatsapp.webhook_max_body_bytes",
+                "between 1024 and 16777216",
+            );
         }
         if !self.admin.email.is_empty() && !self.admin.email.contains('@') {
             return invalid("admin.email", "not an email address");

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod telemetry;
 pub mod templates;
@@ -42,7 +43,8 @@ use crate::{config::Config, state::AppState};
 /// Opens the database (applying migrations) and creates the demo account on first start.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let db = db::connect(&config.database_url).await?;
-    let state = AppState::new(db, config);
+    let secrets = secrets::Secrets::for_database(&config.database_url)?;
+    let state = AppState::new(db, config, secrets);
     accounts::bootstrap(&state).await?;
     Ok(state)
 }

@@ -135,6 +135,7 @@ pub fn document() -> Document {
         .merge_from(admin::templates::ApiDoc::openapi())
         .merge_from(admin::flows::ApiDoc::openapi())
         .merge_from(admin::webhooks::ApiDoc::openapi())
+        .merge_from(admin::channel::ApiDoc::openapi())
 }
 
 /// `GET /v1/openapi.json`, outside the `/v1` router so it needs no gateway proof.
@@ -190,6 +191,9 @@ mod tests {
         ("GET", "/admin/flows/{id}"),
         ("PATCH", "/admin/flows/{id}"),
         ("DELETE", "/admin/flows/{id}"),
+        ("GET", "/admin/channel"),
+        ("PUT", "/admin/channel"),
+        ("POST", "/admin/channel/test"),
         ("GET", "/v1/contacts"),
         ("POST", "/v1/contacts"),
         ("GET", "/v1/contacts/{id}"),

@@ -21,20 +21,29 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// The messaging channel, its workers' doorbells and metrics.
     pub messaging: Arc<crate::channel::Messaging>,
+    /// Seals credentials stored in the database (channel access tokens and app secrets).
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Becomes `true` when a graceful shutdown begins, so long polls answer at once instead of
     /// holding the shutdown up for their whole wait.
     pub shutting_down: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config) -> Self {
+    pub fn new(db: Db, config: Config, secrets: crate::secrets::Secrets) -> Self {
         let (key_version, _) = watch::channel(0);
         let (shutting_down, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
+        let secrets = Arc::new(secrets);
         Self {
-            db,
             webhooks: crate::webhooks::Webhooks::new(&config.webhooks, &metrics),
-            messaging: Arc::new(crate::channel::Messaging::new(&config.channel, &metrics)),
+            messaging: Arc::new(crate::channel::Messaging::new(
+                &config.channel,
+                db.clone(),
+                secrets.clone(),
+                &metrics,
+            )),
+            db,
+            secrets,
             metrics,
             key_version,
             shutting_down,

@@ -14,3 +14,4 @@ mod scale_out_faults;
 mod shared_work;
 mod smoke;
 mod webhooks;
+mod whatsapp;

@@ -476,7 +476,7 @@ pub async fn accept(
         finished_at: None,
     };
     store::insert(&mut tx, &batch, &spec.to_string()).await?;
-    let channel = state.messaging.channel.name();
+    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
     messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
     tx.commit().await?;
     state.messaging.wake_dispatcher();

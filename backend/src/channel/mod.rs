@@ -1,8 +1,10 @@
-//! The channel messages leave through. One implementation today, the simulated WhatsApp channel
-//! (`simulated`), the default; the trait is shaped for a WhatsApp Cloud API channel later:
+//! The channels messages leave through, chosen per account (`settings`): the simulated WhatsApp
+//! channel (`simulated`, the default) or Meta's WhatsApp Business Cloud API (`cloud`). Each
+//! message records the channel it was accepted for, and the workers hand it to that one:
 //!
 //! - `send` hands one rendered message to the provider and answers with the provider's message
-//!   id or a failure (Cloud API: `POST /{phone-number-id}/messages` → `wamid...`);
+//!   id, a failure, or "refused for now, try later" (Cloud API: `POST /{phone-number-id}/messages`
+//!   → `wamid...`, or 429);
 //! - status reports (`sent`, `delivered`, `read`, `failed`) come afterwards. A provider that calls
 //!   back (Cloud API webhooks) feeds them to `messages::store::apply_provider_report`; a channel
 //!   that knows them in advance (the simulation) returns them from `report_plan`, and the report
@@ -10,7 +12,10 @@
 //!
 //! The workers (`worker`) drive everything from the database, so a restart resumes where it was.
 
+pub mod cloud;
+pub mod settings;
 pub mod simulated;
+pub mod window;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};
@@ -22,8 +27,11 @@ use tokio::sync::Notify;
 
 use crate::{
     config::ChannelConfig,
+    db::Db,
+    error::ApiError,
     messages::{ErrorInfo, Status},
     metrics::Metrics,
+    secrets::Secrets,
 };
 
 /// One rendered message, as the channel needs it.
@@ -38,8 +46,18 @@ pub struct Outbound<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
-    Accepted { provider_message_id: String },
+    Accepted {
+        provider_message_id: String,
+    },
     Rejected(ErrorInfo),
+    /// Not handed over (the provider refused it for throughput, or the channel held it back
+    /// because the sender is paused): queue it again for `after`. `refusal` is the provider's
+    /// answer when it refused, which counts towards the message's `max_throttle_retries`;
+    /// `None` when the provider was not asked.
+    Retry {
+        after: Duration,
+        refusal: Option<ErrorInfo>,
+    },
 }
 
 /// A status the provider reports for a message.
@@ -127,9 +145,10 @@ impl MessagingMetrics {
     }
 }
 
-/// The messaging runtime in `AppState`: the channel, the workers' wake-up calls, the metrics.
+/// The messaging runtime in `AppState`: the channels, the workers' wake-up calls, the metrics.
 pub struct Messaging {
-    pub channel: Arc<dyn Channel>,
+    pub simulated: Arc<simulated::SimulatedWhatsApp>,
+    pub cloud: Arc<cloud::CloudChannel>,
     pub config: ChannelConfig,
     /// Wakes the dispatcher: messages were queued.
     pub queued: Notify,
@@ -139,14 +158,38 @@ pub struct Messaging {
 }
 
 impl Messaging {
-    pub fn new(config: &ChannelConfig, metrics: &Metrics) -> Self {
+    pub fn new(config: &ChannelConfig, db: Db, secrets: Arc<Secrets>, metrics: &Metrics) -> Self {
         Self {
-            channel: Arc::new(simulated::SimulatedWhatsApp::new(config.timeline.clone())),
+            simulated: Arc::new(simulated::SimulatedWhatsApp::new(config.timeline.clone())),
+            cloud: Arc::new(cloud::CloudChannel::new(
+                &config.whatsapp,
+                db,
+                secrets,
+                metrics,
+            )),
             config: config.clone(),
             queued: Notify::new(),
             reports: Notify::new(),
             metrics: MessagingMetrics::new(metrics),
         }
+    }
+
+    /// The channel a message records (`messages.channel`) sends through.
+    pub fn channel(&self, name: &str) -> Arc<dyn Channel> {
+        if name == cloud::NAME {
+            self.cloud.clone()
+        } else {
+            self.simulated.clone()
+        }
+    }
+
+    /// The channel an account's new messages go through (its settings), by stored name.
+    pub async fn channel_for(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        account_id: &str,
+    ) -> Result<&'static str, ApiError> {
+        Ok(settings::kind(conn, account_id).await?.message_channel())
     }
 
     /// Call after committing a transaction that queued outbound messages.

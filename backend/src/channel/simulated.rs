@@ -20,6 +20,9 @@ use futures::future::BoxFuture;
 use super::{Channel, Outbound, Report, SendOutcome};
 use crate::messages::{ErrorInfo, Status};
 
+/// Stored on the messages this channel sends.
+pub const NAME: &str = "whatsapp_simulated";
+
 pub const UNREACHABLE: &str = "+15550000001";
 pub const NEVER_READ: &str = "+15550000002";
 pub const NOT_ON_WHATSAPP: &str = "+15550000003";
@@ -65,7 +68,7 @@ fn failure(code: &str, message: &str) -> Report {
 
 impl Channel for SimulatedWhatsApp {
     fn name(&self) -> &'static str {
-        "whatsapp_simulated"
+        NAME
     }
 
     fn send<'a>(&'a self, message: Outbound<'a>) -> BoxFuture<'a, SendOutcome> {

@@ -26,7 +26,7 @@ use std::{
 
 use tokio::task::JoinHandle;
 
-use super::{Outbound, SendOutcome};
+use super::{cloud, simulated, Outbound, SendOutcome};
 use crate::{
     batches, contacts,
     error::ApiError,
@@ -46,6 +46,17 @@ const REPORT_PAGE: i64 = 500;
 /// once it has run out without the provider's answer recorded, any backend's housekeeping
 /// takes the message back (the claimer died). A channel's send timeout must stay below half.
 const CLAIM_LEASE: Duration = Duration::from_secs(10);
+
+/// The claim lease of a message on `channel`: `CLAIM_LEASE` for the simulated channel; for the
+/// Cloud API, whose sends are network calls of up to `whatsapp.timeout`, long enough that a send
+/// started in the first half always ends before the lease does.
+fn claim_lease(state: &AppState, channel: &str) -> Duration {
+    if channel == cloud::NAME {
+        CLAIM_LEASE.max(state.config.channel.whatsapp.timeout * 2 + CLAIM_LEASE)
+    } else {
+        CLAIM_LEASE
+    }
+}
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 
 /// Handles of the running workers; dropping it stops them.
@@ -214,11 +225,10 @@ pub(crate) async fn dispatch_round(
     // Hand over to the channel outside any transaction: a real provider call takes time. Only
     // while the claim is well within its lease; the rest is given back, not sent late (after the
     // lease another backend may already be sending it).
-    let channel = state.messaging.channel.clone();
-    let hand_over_until = claimed_at + CLAIM_LEASE / 2;
     let mut outcomes = Vec::with_capacity(claimed.len());
     for msg in &claimed {
-        if Instant::now() >= hand_over_until {
+        let channel = state.messaging.channel(&msg.channel);
+        if Instant::now() >= claimed_at + claim_lease(state, &msg.channel) / 2 {
             outcomes.push(None);
             continue;
         }
@@ -234,20 +244,25 @@ pub(crate) async fn dispatch_round(
         outcomes.push(Some(outcome));
     }
 
+    let max_throttle_retries = i64::from(state.config.channel.whatsapp.max_throttle_retries);
     let mut tx = state.db.begin().await?;
     let mut work = BatchWork::default();
     let mut given_back = 0usize;
     let mut lost = 0usize;
+    let mut reached: Vec<Status> = Vec::new();
     for (mut msg, outcome) in claimed.into_iter().zip(outcomes) {
-        match outcome {
+        let error = match outcome {
             None => {
                 store::unclaim(&mut tx, &msg.id, now, now_ms()).await?;
                 given_back += 1;
+                continue;
             }
             Some(SendOutcome::Accepted {
                 provider_message_id,
             }) => {
-                let first = channel
+                let first = state
+                    .messaging
+                    .channel(&msg.channel)
                     .report_plan(&msg.phone)
                     .first()
                     .map(|(delay, _)| now + delay.as_millis() as i64);
@@ -255,17 +270,41 @@ pub(crate) async fn dispatch_round(
                     .await?
                 {
                     lost += 1;
+                    continue;
+                }
+                // Cloud API callbacks that arrived before this commit waited for the wamid.
+                reached.extend(
+                    cloud::callbacks::apply_pending(&mut tx, &msg.account_id, &provider_message_id)
+                        .await?,
+                );
+                continue;
+            }
+            Some(SendOutcome::Retry { after, refusal }) => {
+                let counted = refusal.is_some();
+                let retries = store::throttle_retries(&mut tx, &msg.id).await?;
+                match refusal {
+                    Some(error) if retries >= max_throttle_retries => error,
+                    _ => {
+                        let at = now_ms() + after.as_millis() as i64;
+                        store::requeue_throttled(&mut tx, &msg.id, now, at, counted).await?;
+                        continue;
+                    }
                 }
             }
-            Some(SendOutcome::Rejected(error)) => {
-                let at = now_ms();
-                if store::transition(&mut tx, &mut msg, Status::Failed, at, Some(&error), None)
-                    .await?
-                {
-                    work.settled(&msg);
-                    failed.push(msg);
-                }
-            }
+            Some(SendOutcome::Rejected(error)) => error,
+        };
+        if store::transition(
+            &mut tx,
+            &mut msg,
+            Status::Failed,
+            now_ms(),
+            Some(&error),
+            None,
+        )
+        .await?
+        {
+            work.settled(&msg);
+            failed.push(msg);
         }
     }
     completed += work.apply(&mut tx, now_ms()).await?;
@@ -287,6 +326,9 @@ pub(crate) async fn dispatch_round(
     state.events_written();
     let metrics = &state.messaging.metrics;
     metrics.messages_n(Status::Failed, failed.len() as u64);
+    for status in reached {
+        metrics.message(status);
+    }
     metrics
         .batches
         .with_label_values(&["completed"])
@@ -341,7 +383,6 @@ async fn reporter(state: AppState) {
 /// (`store::due_reports`). `true` if the page was full.
 pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
-    let channel = state.messaging.channel.clone();
     let mut tx = state.db.begin().await?;
     let due = store::due_reports(&mut tx, now, REPORT_PAGE).await?;
     let full = due.len() as i64 == REPORT_PAGE;
@@ -353,7 +394,10 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
         due_at,
     } in due
     {
-        let plan = channel.report_plan(&msg.phone);
+        let plan = state
+            .messaging
+            .channel(&msg.channel)
+            .report_plan(&msg.phone);
         let Some(i) = plan
             .iter()
             .position(|(_, r)| r.status.may_follow(msg.status))
@@ -417,15 +461,21 @@ async fn housekeeping(state: AppState) {
 
 pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Result<(), ApiError> {
     let now = now_ms();
-    let channel = state.messaging.channel.clone();
     let mut tx = state.db.begin().await?;
-    let stale = store::stale_claims(&mut tx, now - CLAIM_LEASE.as_millis() as i64).await?;
+    let mut stale = Vec::new();
+    for name in [simulated::NAME, cloud::NAME] {
+        let lease = claim_lease(state, name).as_millis() as i64;
+        stale.extend(store::stale_claims(&mut tx, name, now - lease).await?);
+    }
     let mut failed = 0;
     let mut work = BatchWork::default();
     for id in &stale {
-        if channel.resend_is_safe() {
+        let Some(mut msg) = store::get_any(&mut tx, id).await? else {
+            continue;
+        };
+        if state.messaging.channel(&msg.channel).resend_is_safe() {
             store::requeue(&mut tx, id, now).await?;
-        } else if let Some(mut msg) = store::get_any(&mut tx, id).await? {
+        } else {
             let error = ErrorInfo {
                 code: "send_interrupted".into(),
                 message: "the backend stopped while handing this message to the channel; \
@@ -439,8 +489,17 @@ pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Re
             }
         }
     }
+    // Cloud API callbacks whose wamid became known since they arrived (a race with the send's
+    // commit on another connection or backend), and ones that never will (older than a day).
+    let reached = cloud::callbacks::sweep_pending(&mut tx, now).await?;
     let completed = work.apply(&mut tx, now).await?;
     tx.commit().await?;
+    if !reached.is_empty() {
+        state.events_written();
+        for status in reached {
+            state.messaging.metrics.message(status);
+        }
+    }
     // Outside the claim transaction: the sweep's row locks have nothing to do with the messages'.
     let mut conn = state.db.acquire().await?;
     if sweep_keys {

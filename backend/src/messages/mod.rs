@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod inbound;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -276,6 +277,8 @@ pub struct Message {
     pub read_at: Option<i64>,
     pub failed_at: Option<i64>,
     pub updated_at: i64,
+    /// The channel that sends it (`whatsapp_simulated`, `whatsapp_cloud`), fixed at acceptance.
+    pub channel: String,
 }
 
 /// The public JSON of a message (`GET /v1/messages/{id}`), also the `data` of `message.*` events.
@@ -482,6 +485,7 @@ mod tests {
             read_at: None,
             failed_at: None,
             updated_at: 1000,
+            channel: "whatsapp_simulated".into(),
         };
         m.apply(Status::Sent, 1100, None);
         m.apply(Status::Read, 2000, None);

@@ -8,7 +8,7 @@ use crate::{error::ApiError, events, ids::now_ms};
 
 pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
-     delivered_at, read_at, failed_at, updated_at";
+     delivered_at, read_at, failed_at, updated_at, channel";
 
 /// Rows per multi-row INSERT: 500 rows x 6 bound values stays far below SQLite's 32,766 and
 /// PostgreSQL's 65,535 parameters per statement.
@@ -52,6 +52,7 @@ pub fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
         read_at: row.try_get("read_at")?,
         failed_at: row.try_get("failed_at")?,
         updated_at: row.try_get("updated_at")?,
+        channel: row.try_get("channel")?,
     })
 }
 
@@ -116,6 +117,7 @@ pub async fn insert(conn: &mut AnyConnection, new: NewMessage) -> Result<Message
         read_at: None,
         failed_at: None,
         updated_at: now,
+        channel: new.channel.to_string(),
     };
     if new.direction == Direction::Inbound {
         events::emit(
@@ -510,14 +512,19 @@ pub async fn next_report_due(conn: &mut AnyConnection) -> Result<Option<i64>, sq
 /// id, locked for the caller's transaction (skipping rows another backend is recovering).
 pub async fn stale_claims(
     conn: &mut AnyConnection,
+    channel: &str,
     before: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
     let sql = format!(
         "SELECT id FROM messages WHERE provider_message_id IS NULL AND dispatched_at IS NOT NULL \
-         AND dispatched_at < $1 AND status = 'queued' ORDER BY id LIMIT 500{}",
+         AND dispatched_at < $1 AND status = 'queued' AND channel = $2 ORDER BY id LIMIT 500{}",
         crate::db::skip_locked(conn)
     );
-    let rows: Vec<(String,)> = sqlx::query_as(&sql).bind(before).fetch_all(conn).await?;
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(before)
+        .bind(channel)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
@@ -557,21 +564,28 @@ pub async fn queue_depth(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
     Ok(n)
 }
 
-/// Applies a status report for a message identified by the provider's id (how a webhook-driven
-/// channel such as the WhatsApp Cloud API reports). Unknown ids and backward moves are ignored.
+/// Applies a status report for one of the account's messages identified by the provider's id
+/// (how a webhook-driven channel such as the WhatsApp Cloud API reports). `None`: no message has
+/// that id (yet); `Some(moved)`: whether the status moved — a backward or repeated report
+/// changes nothing and emits nothing.
 pub async fn apply_provider_report(
     conn: &mut AnyConnection,
+    account_id: &str,
     provider_message_id: &str,
     status: Status,
     at: i64,
     error: Option<&ErrorInfo>,
-) -> Result<bool, ApiError> {
-    let sql = format!("SELECT {COLUMNS} FROM messages WHERE provider_message_id = $1");
+) -> Result<Option<bool>, ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM messages WHERE account_id = $1 AND provider_message_id = $2 \
+         AND direction = 'outbound'"
+    );
     let row = sqlx::query(&sql)
+        .bind(account_id)
         .bind(provider_message_id)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = row else { return Ok(None) };
     let mut msg = from_row(&row)?;
     // Taking the batch lock after the message's keeps the order every writer uses (messages,
     // then contacts, then batches by id), so this cannot deadlock with the workers.
@@ -581,5 +595,87 @@ pub async fn apply_provider_report(
             crate::batches::check_completed(conn, &msg.account_id, &batch_id).await?;
         }
     }
-    Ok(moved)
+    Ok(Some(moved))
+}
+
+/// Whether the account already has a message with this provider id (an inbound message Meta
+/// delivered twice).
+pub async fn provider_id_known(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    provider_message_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM messages WHERE account_id = $1 AND provider_message_id = $2",
+    )
+    .bind(account_id)
+    .bind(provider_message_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub async fn set_provider_id(
+    conn: &mut AnyConnection,
+    id: &str,
+    provider_message_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET provider_message_id = $1 WHERE id = $2")
+        .bind(provider_message_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// When the number last wrote to the account through `channel` (the WhatsApp customer-service
+/// window opens then).
+pub async fn last_inbound_at(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    phone: &str,
+    channel: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let (at,): (Option<i64>,) = sqlx::query_as(
+        "SELECT MAX(created_at) FROM messages WHERE account_id = $1 AND phone = $2 \
+         AND direction = 'inbound' AND channel = $3",
+    )
+    .bind(account_id)
+    .bind(phone)
+    .bind(channel)
+    .fetch_one(conn)
+    .await?;
+    Ok(at)
+}
+
+/// Re-queues a message claimed at `claimed_at` that the channel refused for throughput, to be
+/// sent after `at`.
+/// `counted`: the provider refused it (the refusal counts towards the message's limit).
+pub async fn requeue_throttled(
+    conn: &mut AnyConnection,
+    id: &str,
+    claimed_at: i64,
+    at: i64,
+    counted: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET dispatch_at = $1, dispatched_at = NULL, \
+         throttle_retries = throttle_retries + $2 WHERE id = $3 AND dispatched_at = $4 \
+         AND status = 'queued' AND provider_message_id IS NULL",
+    )
+    .bind(at)
+    .bind(i64::from(counted))
+    .bind(id)
+    .bind(claimed_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn throttle_retries(conn: &mut AnyConnection, id: &str) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT throttle_retries FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(n)
 }

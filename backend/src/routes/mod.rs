@@ -1,6 +1,7 @@
 //! The HTTP surface: one router per audience, merged here with the layers every request passes.
 
 pub mod admin;
+pub mod channels;
 pub mod health;
 pub mod internal;
 pub mod pagination;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(internal::router(state.clone()))
         .merge(admin::router())
+        .merge(channels::router(&state))
         .merge(v1::router(state.clone()))
         // Outside the /v1 router: served without the gateway proof (SPEC §7).
         .merge(crate::openapi::router())

@@ -1,5 +1,6 @@
 //! The console's API (SPEC §6): session-authenticated, every query scoped to the session's account.
 
+pub mod channel;
 pub mod flows;
 pub mod keys;
 pub mod session;
@@ -13,6 +14,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(session::router())
+        .merge(channel::router())
         .merge(keys::router())
         .merge(webhooks::router())
         .merge(templates::router())

@@ -17,6 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::{messages::resolve_contact, templates::PageQuery};
 use crate::{
     auth::gateway::Caller,
+    channel::window,
     chatbot::{
         engine::{self, Ctx, Outcome},
         store, Action, BotMessage, End, FlowView, Step, Transition,
@@ -173,9 +174,20 @@ pub async fn trigger(
     )
     .await?;
     let contact_id = contact.id.clone();
+    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
+    // A flow's messages are free-form (text and reply buttons): outside WhatsApp's
+    // customer-service window the Cloud API would refuse every one of them.
+    window::check(
+        &mut tx,
+        account_id,
+        channel,
+        &contact.phone,
+        &window::FREE_FORM,
+    )
+    .await?;
     let ctx = Ctx {
         account_id,
-        channel: state.messaging.channel.name(),
+        channel,
     };
     let outcome = engine::trigger(&mut tx, ctx, contact, &flow, req.variables).await?;
     tx.commit().await?;
@@ -204,7 +216,7 @@ async fn pause_or_resume(
         .ok_or(ApiError::not_found("contact"))?;
     let ctx = Ctx {
         account_id,
-        channel: state.messaging.channel.name(),
+        channel: state.messaging.channel_for(&mut tx, account_id).await?,
     };
     let outcome = if pause {
         engine::pause(&mut tx, ctx, &contact).await?

@@ -17,13 +17,13 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
-    chatbot::engine::{self, Ctx},
+    channel::window,
     contacts::{self, Contact},
     error::{ApiError, ApiResult},
     examples,
     ids::new_id,
     messages::{
-        self,
+        self, inbound,
         store::{self, ListFilter, NewMessage},
         ButtonReply, Content, Direction, MediaContent, MessageView, Status, TemplateContent,
         TextContent,
@@ -165,7 +165,7 @@ fn check_body_matches_type(req: &SendMessage) -> Result<(), ApiError> {
     responses(
         (status = 202, description = "Queued", body = MessageView),
         (status = 400, description = "Malformed body", body = ErrorBody),
-        (status = 422, description = "`template_not_found`, `missing_variables`, `unexpected_variables`, `contact_opted_out`, `invalid_phone`, ...", body = ErrorBody),
+        (status = 422, description = "`template_not_found`, `missing_variables`, `unexpected_variables`, `contact_opted_out`, `invalid_phone`, `outside_customer_service_window` (WhatsApp Cloud API: free-form text or media to a number that has not written in 24 hours; send a template), ...", body = ErrorBody),
     )
 )]
 pub async fn send(
@@ -231,6 +231,8 @@ pub async fn send(
             "the contact opted out of messages",
         ));
     }
+    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
+    window::check(&mut tx, account_id, channel, &contact.phone, &content).await?;
     let message = store::insert(
         &mut tx,
         NewMessage {
@@ -242,7 +244,7 @@ pub async fn send(
             content,
             reference: req.reference,
             flow_id: None,
-            channel: state.messaging.channel.name(),
+            channel,
         },
     )
     .await?;
@@ -419,50 +421,20 @@ pub async fn inbound(
     };
     let account_id = caller.account_id.as_str();
     examples::ensure_seeded(&state.db, account_id).await?;
-    let channel = state.messaging.channel.name();
     let mut tx = state.db.begin().await?;
-    let (contact, _) = contacts::find_or_create(&mut tx, account_id, &req.from).await?;
-    let message = store::insert(
+    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
+    let (message, outcome) = inbound::receive(
         &mut tx,
-        NewMessage {
-            id: new_id("msg"),
-            account_id: account_id.to_string(),
-            direction: Direction::Inbound,
-            contact_id: Some(contact.id.clone()),
-            phone: contact.phone.clone(),
-            content: content.clone(),
-            reference: None,
-            flow_id: None,
-            channel,
-        },
-    )
-    .await?;
-    let (text, button) = match &content {
-        Content::Text(t) => (Some(t.body.as_str()), None),
-        Content::Button(b) => (None, Some(b)),
-        _ => (None, None),
-    };
-    let outcome = engine::on_inbound(
-        &mut tx,
-        Ctx {
+        inbound::Inbound {
             account_id,
             channel,
+            from: &req.from,
+            content,
+            provider_message_id: None,
         },
-        contact,
-        text,
-        button,
     )
     .await?;
     tx.commit().await?;
-    state.events_written();
-    let metrics = &state.messaging.metrics;
-    metrics.message(Status::Received);
-    if !outcome.messages.is_empty() {
-        state.messaging.wake_dispatcher();
-        metrics.messages_n(Status::Queued, outcome.messages.len() as u64);
-    }
-    for happening in outcome.happenings {
-        metrics.chatbot.with_label_values(&[happening]).inc();
-    }
+    inbound::after_commit(&state, 1, vec![outcome]);
     Ok((StatusCode::ACCEPTED, Json(message.view())))
 }
