@@ -73,7 +73,7 @@ impl Secrets {
         Self::new(&XChaCha20Poly1305::generate_key(&mut OsRng).into())
     }
 
-    pub fn seal(&self, plaintext: &str) -> String {
+    pub fn encrypt_str(&self, plaintext: &str) -> String {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
             .cipher
@@ -84,7 +84,7 @@ impl Secrets {
         format!("v1.{}", B64.encode(bytes))
     }
 
-    pub fn open(&self, sealed: &str) -> Result<String, OpenError> {
+    pub fn decrypt_str(&self, sealed: &str) -> Result<String, OpenError> {
         let bytes = sealed
             .strip_prefix("v1.")
             .and_then(|b| B64.decode(b).ok())

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::harness::{free_port, Stack, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::harness::{free_port, Options, Stack, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 /// One browser at a time: the machine has two cores, and Chromium plus two servers per test is
 /// plenty. Scenarios still run in any order and each has its own stack.
@@ -257,9 +257,18 @@ where
     F: FnOnce(Page, Arc<Stack>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    scenario_with(name, Options::default(), body).await
+}
+
+/// [`scenario`] on a stack started with `options`.
+async fn scenario_with<F, Fut>(name: &str, options: Options, body: F)
+where
+    F: FnOnce(Page, Arc<Stack>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one = ONE_BROWSER.lock().await;
     // Shared with the scenario, so its logs outlive a panic in it.
-    let stack = Arc::new(Stack::start().await);
+    let stack = Arc::new(Stack::start_with(options).await);
     let browser = Browser::start().await;
     let page = Page {
         c: browser.client.clone(),
@@ -667,6 +676,72 @@ async fn console_webhook_test_event_shows_in_the_delivery_log() {
                 ))
                 .await;
             assert_eq!(found, json!(true), "no {tab} snippet");
+        }
+    })
+    .await;
+}
+
+/// The Channel screen: WhatsApp Cloud API settings save, come back masked (the form keeps no
+/// credential), and "Test connection" shows what the (fake) Graph API answered.
+#[tokio::test]
+async fn console_channel_settings_save_masked_and_test_connection() {
+    use crate::whatsapp::{start_fake, APP_SECRET, PHONE_NUMBER_ID, TOKEN, VERSION, WABA_ID};
+    let (graph_url, _fake) = start_fake().await;
+    let options = Options::default()
+        .backend("WIZ_BACKEND__CHANNEL__WHATSAPP__GRAPH_BASE_URL", &graph_url)
+        .backend("WIZ_BACKEND__CHANNEL__WHATSAPP__API_VERSION", VERSION);
+    scenario_with("channel", options, |page, stack| async move {
+        page.log_in().await;
+        page.goto("/console#/channel").await;
+        page.wait_text("[data-testid=channel-stored]", "Simulated")
+            .await;
+        page.click("[data-testid=channel-kind-cloud]").await;
+        page.fill("[data-testid=channel-phone_number_id]", PHONE_NUMBER_ID)
+            .await;
+        page.fill("[data-testid=channel-waba_id]", WABA_ID).await;
+        page.fill("[data-testid=channel-access_token]", TOKEN).await;
+        page.fill("[data-testid=channel-app_secret]", APP_SECRET)
+            .await;
+        page.click("[data-testid=channel-save]").await;
+        page.wait_text("[data-testid=channel-status]", "Saved")
+            .await;
+        assert_eq!(
+            page.text("[data-testid=channel-token-masked]").await,
+            "••••Zx9Q"
+        );
+        assert_eq!(
+            page.text("[data-testid=channel-secret-masked]").await,
+            "••••••••"
+        );
+        assert_eq!(page.value("[data-testid=channel-access_token]").await, "");
+        assert_eq!(page.value("[data-testid=channel-app_secret]").await, "");
+        let callback = page.text("[data-testid=channel-callback-url]").await;
+        assert!(
+            callback.starts_with(&stack.gateway_url())
+                && callback.contains("/channels/whatsapp/webhook/acc_"),
+            "{callback}"
+        );
+        assert!(!page
+            .value("[data-testid=channel-verify_token]")
+            .await
+            .is_empty());
+        page.click("[data-testid=channel-test]").await;
+        page.wait_text("[data-testid=channel-test-outcome]", "Wiz Test Store")
+            .await;
+        // After a reload the settings are read back from the server, still masked.
+        page.goto("/console#/overview").await;
+        page.goto("/console#/channel").await;
+        page.wait_text("[data-testid=channel-token-masked]", "••••Zx9Q")
+            .await;
+        let html = page.source().await;
+        assert!(
+            !html.contains(TOKEN) && !html.contains(APP_SECRET),
+            "a credential in the page"
+        );
+        if let Ok(png) = page.c.screenshot().await {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join("console-channel.png"), png);
         }
     })
     .await;

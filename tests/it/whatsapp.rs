@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 
 use crate::harness::{eventually, metric_value, Admin, Api, Options, Stack};
 
-const VERSION: &str = "v23.0";
-const PHONE_NUMBER_ID: &str = "106540352242922";
-const WABA_ID: &str = "102290129340398";
-const TOKEN: &str = "EAAGtestTokenDoNotLeak0123456789abcdefZx9Q";
-const APP_SECRET: &str = "appsecret-do-not-leak-7f3a9c";
+pub(crate) const VERSION: &str = "v23.0";
+pub(crate) const PHONE_NUMBER_ID: &str = "106540352242922";
+pub(crate) const WABA_ID: &str = "102290129340398";
+pub(crate) const TOKEN: &str = "EAAGtestTokenDoNotLeak0123456789abcdefZx9Q";
+pub(crate) const APP_SECRET: &str = "appsecret-do-not-leak-7f3a9c";
 
 /// Recipients (digits, as Meta sees them) the fake answers specially.
 const UNDELIVERABLE: &str = "15550001026";
@@ -39,7 +39,7 @@ const ALWAYS_THROTTLED: &str = "15550130429";
 const HANGS: &str = "15550009999";
 
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     /// Every send request body, in arrival order, with its arrival time.
     sends: Vec<(Instant, Value)>,
     /// Bearer tokens seen on any request.
@@ -49,7 +49,7 @@ struct Fake {
     callback_url: Option<String>,
 }
 
-type Shared = Arc<Mutex<Fake>>;
+pub(crate) type Shared = Arc<Mutex<Fake>>;
 
 fn graph_error(status: StatusCode, code: i64, title: &str, details: &str) -> Response {
     (
@@ -256,7 +256,7 @@ async fn phone_number(
     .into_response()
 }
 
-async fn start_fake() -> (String, Shared) {
+pub(crate) async fn start_fake() -> (String, Shared) {
     let fake: Shared = Arc::default();
     let app = Router::new()
         .route("/{version}/{phone}/messages", post(send))
@@ -774,6 +774,31 @@ async fn whatsapp_cloud_channel() {
     assert!(sent.iter().any(|(_, b)| b["type"] == "document"
         && b["document"]["link"] == "https://cdn.example.com/invoice.pdf"
         && b["document"]["caption"] == "Invoice"));
+
+    // A bulk text goes to the numbers inside the window; the others are rejected by index.
+    let bulk = api
+        .post(
+            "/v1/messages/bulk",
+            json!({"type": "text", "text": {"body": "Sale today"},
+            "recipients": [{"to": "+14155550199"}, {"to": "+14155550188"}]}),
+        )
+        .await;
+    let bulk = bulk.expect(202);
+    assert_eq!(bulk["accepted"], 1, "{bulk}");
+    assert_eq!(bulk["rejected"][0]["index"], 1);
+    assert_eq!(
+        bulk["rejected"][0]["code"],
+        "outside_customer_service_window"
+    );
+    // Starting a flow (free-form bot messages) for a number outside the window is refused too.
+    let flows = api.get("/v1/chatbot/flows").await.expect(200).clone();
+    let flow_id = flows["data"][0]["id"].as_str().unwrap().to_string();
+    api.post(
+        &format!("/v1/chatbot/flows/{flow_id}/trigger"),
+        json!({"to": "+14155550188"}),
+    )
+    .await
+    .expect_error(422, "outside_customer_service_window");
 
     // --- Graph errors mapped onto the message's error.
     for (number, code) in [

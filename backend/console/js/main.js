@@ -9,6 +9,7 @@ import * as keys from './screens/keys.js';
 import * as usage from './screens/usage.js';
 import * as playground from './screens/playground.js';
 import * as webhooks from './screens/webhooks.js';
+import * as channel from './screens/channel.js';
 
 const SCREENS = [
   { route: 'overview', label: 'Overview', module: overview },
@@ -16,6 +17,7 @@ const SCREENS = [
   { route: 'usage', label: 'Usage', module: usage },
   { route: 'playground', label: 'Playground', module: playground },
   { route: 'webhooks', label: 'Webhooks', module: webhooks },
+  { route: 'channel', label: 'Channel', module: channel },
 ];
 
 const app = document.getElementById('app');

@@ -21,6 +21,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::{
+    channel::window,
     contacts,
     error::ApiError,
     events, examples,
@@ -445,8 +446,21 @@ pub async fn accept(
     let (accepted, mut rejected) = validate_recipients(&source, recipients);
 
     let mut tx = state.db.begin().await?;
-    let (rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
+    let (mut rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
     rejected.extend(opted_out);
+    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
+    if matches!(req.kind, BulkKind::Text) {
+        // Free-form text on the Cloud API: only numbers inside the 24-hour window.
+        if let Some(open) = window::open_phones(&mut tx, account_id, channel).await? {
+            rows.retain(|row| {
+                let inside = open.contains(&row.phone);
+                if !inside {
+                    rejected.push(reject(row.index as usize, window::outside()));
+                }
+                inside
+            });
+        }
+    }
     sort_rejections(&mut rejected);
     if req.dry_run {
         tx.rollback().await?;
@@ -476,7 +490,6 @@ pub async fn accept(
         finished_at: None,
     };
     store::insert(&mut tx, &batch, &spec.to_string()).await?;
-    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
     messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
     tx.commit().await?;
     state.messaging.wake_dispatcher();

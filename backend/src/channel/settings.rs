@@ -98,7 +98,7 @@ impl Stored {
             return Ok(None);
         };
         let open = |sealed: &str| {
-            secrets.open(sealed).map_err(|e| {
+            secrets.decrypt_str(sealed).map_err(|e| {
                 ApiError::Internal(anyhow::anyhow!(
                     "a stored channel credential does not open: {e}"
                 ))
@@ -295,7 +295,7 @@ pub async fn save(
     );
     let (access_token, access_token_last4) = match &input.access_token {
         Some(token) => (
-            Some(secrets.seal(token)),
+            Some(secrets.encrypt_str(token)),
             Some(token[token.len() - 4..].to_string()),
         ),
         None => (
@@ -304,7 +304,7 @@ pub async fn save(
         ),
     };
     let app_secret = match &input.app_secret {
-        Some(secret) => Some(secrets.seal(secret)),
+        Some(secret) => Some(secrets.encrypt_str(secret)),
         None => current.as_ref().and_then(|c| c.app_secret.clone()),
     };
     let verify_token = input

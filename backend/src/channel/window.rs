@@ -52,3 +52,25 @@ pub fn outside() -> ApiError {
          approved template message (type template)",
     )
 }
+
+/// For a bulk send: the numbers inside the window on the Cloud API channel (one query, bounded
+/// by the last day's inbound traffic), or `None` when the channel has no window.
+pub async fn open_phones(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    channel: &str,
+) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
+    if channel != super::cloud::NAME {
+        return Ok(None);
+    }
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT phone FROM messages WHERE account_id = $1 AND direction = 'inbound' \
+         AND channel = $2 AND created_at > $3",
+    )
+    .bind(account_id)
+    .bind(channel)
+    .bind(now_ms() - WINDOW_MS)
+    .fetch_all(conn)
+    .await?;
+    Ok(Some(rows.into_iter().map(|(p,)| p).collect()))
+}
