@@ -268,8 +268,11 @@ pub(crate) async fn start_fake() -> (String, Shared) {
     (url, fake)
 }
 
+/// One status report: wamid, status, recipient, and for `failed` Meta's error (code, title).
+type StatusReport<'a> = (&'a str, &'a str, &'a str, Option<(i64, &'a str)>);
+
 /// A `messages` webhook with statuses, in Meta's envelope.
-fn status_payload(statuses: &[(&str, &str, &str, Option<(i64, &str)>)]) -> Value {
+fn status_payload(statuses: &[StatusReport]) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
