@@ -21,6 +21,12 @@ pub struct Config {
     pub database_url: String,
     /// Shared secret with the gateway (docs/internal-api.md); at least 32 characters.
     pub internal_token: String,
+    /// Key material (at least 32 characters) for secrets stored encrypted (webhook secrets).
+    /// Empty: read from `secrets_key_file`, generated there on first start. Several backends
+    /// sharing one database need the same key.
+    pub secrets_key: String,
+    /// Where the generated key lives when `secrets_key` is empty (mode 0600).
+    pub secrets_key_file: std::path::PathBuf,
     /// Requests with a larger body get 413.
     pub max_body_bytes: usize,
     pub log: LogConfig,
@@ -40,6 +46,8 @@ impl Default for Config {
             listen_tls: ListenTlsConfig::default(),
             database_url: "sqlite://data/wiz.db".into(),
             internal_token: String::new(),
+            secrets_key: String::new(),
+            secrets_key_file: "data/secrets-key".into(),
             max_body_bytes: 4 * 1024 * 1024,
             log: LogConfig::default(),
             session: SessionConfig::default(),
@@ -331,6 +339,12 @@ impl Config {
             return invalid(
                 "internal_token",
                 "must be set (WIZ_BACKEND__INTERNAL_TOKEN), at least 32 characters",
+            );
+        }
+        if !self.secrets_key.is_empty() && self.secrets_key.len() < crate::secrets::MIN_KEY_LEN {
+            return invalid(
+                "secrets_key",
+                "at least 32 characters (or empty: generated into secrets_key_file)",
             );
         }
         if !(self.database_url.starts_with("sqlite:")

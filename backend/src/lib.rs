@@ -41,10 +41,11 @@ use tokio::net::TcpListener;
 use crate::{config::Config, state::AppState};
 
 /// Opens the database (applying migrations) and creates the demo account on first start.
-pub async fn open(config: Config) -> anyhow::Result<AppState> {
+pub async fn open(mut config: Config) -> anyhow::Result<AppState> {
+    config.secrets_key =
+        secrets::load_or_create_key(&config.secrets_key, &config.secrets_key_file)?;
     let db = db::connect(&config.database_url).await?;
-    let secrets = secrets::Secrets::for_database(&config.database_url)?;
-    let state = AppState::new(db, config, secrets);
+    let state = AppState::new(db, config);
     accounts::bootstrap(&state).await?;
     Ok(state)
 }

@@ -15,25 +15,25 @@ pub struct AppState {
     pub key_version: watch::Sender<i64>,
     /// Signalled after a transaction that wrote events commits, to wake the webhook sender.
     pub events_notify: Arc<Notify>,
+    /// Encrypts and decrypts secrets stored in the database (`config.secrets_key`).
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Failed console logins per email and per client IP (`config.login_throttle`).
     pub login_throttle: Arc<LoginThrottle>,
     /// The webhook sender's client, metrics and doorbell.
     pub webhooks: crate::webhooks::Webhooks,
     /// The messaging channel, its workers' doorbells and metrics.
     pub messaging: Arc<crate::channel::Messaging>,
-    /// Seals credentials stored in the database (channel access tokens and app secrets).
-    pub secrets: Arc<crate::secrets::Secrets>,
     /// Becomes `true` when a graceful shutdown begins, so long polls answer at once instead of
     /// holding the shutdown up for their whole wait.
     pub shutting_down: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: Config, secrets: crate::secrets::Secrets) -> Self {
+    pub fn new(db: Db, config: Config) -> Self {
         let (key_version, _) = watch::channel(0);
         let (shutting_down, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
-        let secrets = Arc::new(secrets);
+        let secrets = Arc::new(crate::secrets::Secrets::new(&config.secrets_key));
         Self {
             webhooks: crate::webhooks::Webhooks::new(&config.webhooks, &metrics),
             messaging: Arc::new(crate::channel::Messaging::new(

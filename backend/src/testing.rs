@@ -57,6 +57,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     Config {
         database_url: format!("sqlite://{}", dir.join("wiz.db").display()),
         internal_token: INTERNAL_TOKEN.into(),
+        secrets_key_file: dir.join("secrets-key"),
         admin: AdminConfig {
             email: DEMO_EMAIL.into(),
             password: DEMO_PASSWORD.into(),
