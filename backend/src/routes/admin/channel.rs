@@ -40,7 +40,7 @@ pub struct ApiDoc;
 /// Credentials are masked: the access token as `••••` and its last four characters, the app
 /// secret as `••••••••`.
 #[utoipa::path(
-    get, path = "/admin/channel", tag = "admin: channel",
+    get, path = "/admin/channel", operation_id = "getChannelSettings", tag = "admin: channel",
     responses((status = 200, body = ChannelView), (status = 401, body = ErrorBody))
 )]
 pub async fn fetch(
@@ -58,7 +58,7 @@ pub async fn fetch(
 /// `whatsapp_cloud` configuration needs all four fields. New outbound messages use the new
 /// channel; messages already accepted finish on the one they were accepted for.
 #[utoipa::path(
-    put, path = "/admin/channel", tag = "admin: channel",
+    put, path = "/admin/channel", operation_id = "saveChannelSettings", tag = "admin: channel",
     request_body = ChannelInput,
     responses(
         (status = 200, body = ChannelView),
@@ -94,7 +94,7 @@ pub async fn save(
 /// Reads the phone number's record from the WhatsApp Cloud API with the stored token and reports
 /// what Meta answered (its error object when it refused).
 #[utoipa::path(
-    post, path = "/admin/channel/test", tag = "admin: channel",
+    post, path = "/admin/channel/test", operation_id = "testChannelConnection", tag = "admin: channel",
     responses(
         (status = 200, body = ConnectionReport),
         (status = 401, body = ErrorBody),
