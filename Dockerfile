@@ -16,7 +16,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /srv/wiz --create-home wiz \
- && install -d -o wiz -g wiz /srv/wiz/data
+ && install -d -m 700 -o wiz -g wiz /srv/wiz/data
 COPY --from=build /usr/local/bin/wiz-gateway /usr/local/bin/wiz-backend /usr/local/bin/
 COPY scripts/gateway /usr/local/bin/wiz-gateway-ctl
 COPY config /srv/wiz/config

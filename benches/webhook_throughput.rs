@@ -81,6 +81,7 @@ async fn add_endpoints(state: &AppState, account: &str, url: &str, n: usize) {
     for _ in 0..n {
         webhooks::endpoints::create(
             &state.db,
+            &state.secrets,
             account,
             url.to_string(),
             vec!["*".into()],

@@ -45,6 +45,25 @@ pub fn skip_locked(conn: &AnyConnection) -> &'static str {
     }
 }
 
+/// Creates the SQLite file (and its directory, 0700) before SQLite does, so that it is 0600
+/// from its first byte; SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::secrets::private_dir(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 /// Opens the pool (creating a SQLite file and its directory if needed) and applies migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Db> {
     sqlx::any::install_default_drivers();
@@ -56,12 +75,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
                 .trim_start_matches("sqlite:");
             let path = path.split('?').next().unwrap_or_default();
             if !path.is_empty() && path != ":memory:" {
-                if let Some(dir) = Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir)
-                            .with_context(|| format!("creating {}", dir.display()))?;
-                    }
-                }
+                create_private_file(Path::new(path))?;
             }
             if url.contains('?') {
                 url.to_string()

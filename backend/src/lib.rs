@@ -46,6 +46,7 @@ pub async fn open(mut config: Config) -> anyhow::Result<AppState> {
         secrets::load_or_create_key(&config.secrets_key, &config.secrets_key_file)?;
     let db = db::connect(&config.database_url).await?;
     let state = AppState::new(db, config);
+    webhooks::endpoints::seal_plaintext_secrets(&state.db, &state.secrets).await?;
     accounts::bootstrap(&state).await?;
     Ok(state)
 }

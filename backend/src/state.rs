@@ -15,6 +15,8 @@ pub struct AppState {
     pub key_version: watch::Sender<i64>,
     /// Signalled after a transaction that wrote events commits, to wake the webhook sender.
     pub events_notify: Arc<Notify>,
+    /// The `/internal` bearer and the gateway-proof key, derived from `config.internal_token`.
+    pub token_keys: Arc<crate::auth::token_keys::TokenKeys>,
     /// Encrypts and decrypts secrets stored in the database (`config.secrets_key`).
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Failed console logins per email and per client IP (`config.login_throttle`).
@@ -48,6 +50,9 @@ impl AppState {
             key_version,
             shutting_down,
             events_notify: Arc::new(Notify::new()),
+            token_keys: Arc::new(crate::auth::token_keys::TokenKeys::derive(
+                &config.internal_token,
+            )),
             login_throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
             config: Arc::new(config),
         }

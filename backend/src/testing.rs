@@ -208,10 +208,19 @@ impl TestApp {
     ) -> Answer {
         let request_id = "req_test";
         let key_id = "key_test";
-        let t = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut mac = Hmac::<Sha256>::new_from_slice(INTERNAL_TOKEN.as_bytes()).unwrap();
-        mac.update(format!("{t}.{request_id}.{key_id}.{account_id}").as_bytes());
-        let proof = format!("v1,{t},{}", hex::encode(mac.finalize().into_bytes()));
+        let proof = gateway_proof(
+            INTERNAL_TOKEN,
+            &ProofFields {
+                unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(),
+                scheme: "http",
+                method,
+                path_and_query: path,
+                client_ip: "127.0.0.1",
+                key_id,
+                account_id,
+                request_id,
+            },
+        );
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -219,6 +228,8 @@ impl TestApp {
             .header("x-wiz-key-id", key_id)
             .header("x-wiz-account-id", account_id)
             .header("x-wiz-key-prefix", "pk_live_test")
+            .header("x-wiz-client-ip", "127.0.0.1")
+            .header("x-wiz-scheme", "http")
             .header("x-wiz-gateway-proof", proof);
         let body = match body {
             Some(body) => {
@@ -235,7 +246,7 @@ impl TestApp {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(crate::auth::internal::TOKEN_HEADER, INTERNAL_TOKEN);
+            .header(crate::auth::internal::TOKEN_HEADER, internal_bearer());
         let body = match body {
             Some(body) => {
                 builder = builder.header("content-type", "application/json");
@@ -245,6 +256,47 @@ impl TestApp {
         };
         self.send(builder.body(body).unwrap()).await
     }
+}
+
+/// What the gateway presents on `/internal` calls.
+pub fn internal_bearer() -> String {
+    crate::auth::token_keys::TokenKeys::derive(INTERNAL_TOKEN).bearer
+}
+
+/// The fields of a gateway proof (docs/internal-api.md), for signing requests in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofFields<'a> {
+    pub unix_secs: i64,
+    pub scheme: &'a str,
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub client_ip: &'a str,
+    pub key_id: &'a str,
+    pub account_id: &'a str,
+    pub request_id: &'a str,
+}
+
+/// `v2,<t>,<hex>`, computed from the documented derivation rather than the verifier's code.
+pub fn gateway_proof(token: &str, f: &ProofFields<'_>) -> String {
+    let key = crate::auth::token_keys::derive(token, "wiz gateway-proof v2");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    let message = format!(
+        "v2\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+        f.unix_secs,
+        f.scheme,
+        f.method,
+        f.path_and_query,
+        f.client_ip,
+        f.key_id,
+        f.account_id,
+        f.request_id
+    );
+    mac.update(message.as_bytes());
+    format!(
+        "v2,{},{}",
+        f.unix_secs,
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 pub fn json_request(method: &str, path: &str, body: &Value) -> Request<Body> {

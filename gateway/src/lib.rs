@@ -7,6 +7,7 @@
 
 pub mod admin_http;
 pub mod auth;
+pub mod backend_auth;
 pub mod checks;
 pub mod client_ip;
 pub mod config;

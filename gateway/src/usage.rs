@@ -169,7 +169,10 @@ impl UsageReporter {
             let sent = self
                 .client
                 .post(format!("{}{}", backend.base_url, USAGE_PATH))
-                .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
+                .header(
+                    INTERNAL_TOKEN_HEADER,
+                    crate::backend_auth::internal_bearer(config.internal_token.expose()),
+                )
                 .json(&report)
                 .send()
                 .await;

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use support::fake_backend::{key_json, FakeBackend, TOKEN};
+use support::fake_backend::{key_json, proof_key, FakeBackend, TOKEN};
 use wiz_gateway::config::{AuthThrottleConfig, GatewayConfig, Secret};
 
 const KEY: &str = "pk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -141,6 +141,8 @@ async fn gateway_end_to_end_against_a_fake_backend() {
         .header("x-request-id", "client-req-1")
         .header("x-wiz-key-id", "key_spoofed")
         .header("x-wiz-anything", "spoofed")
+        .header("x-real-ip", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
         .send()
         .await
         .unwrap();
@@ -157,10 +159,20 @@ async fn gateway_end_to_end_against_a_fake_backend() {
     assert_eq!(fwd["x-request-id"], "client-req-1");
     let proof = fwd["x-wiz-gateway-proof"].as_str().unwrap();
     let parts: Vec<&str> = proof.split(',').collect();
-    assert_eq!(parts[0], "v1");
-    let mut mac = Hmac::<Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
-    mac.update(format!("{}.client-req-1.key_main.acc_key_main", parts[1]).as_bytes());
+    assert_eq!(parts[0], "v2");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&proof_key()).unwrap();
+    mac.update(
+        format!(
+            "v2\n{}\nhttp\nGET\n/v1/contacts?limit=5\n127.0.0.1\nkey_main\nacc_key_main\nclient-req-1",
+            parts[1]
+        )
+        .as_bytes(),
+    );
     assert_eq!(parts[2], hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(fwd["x-wiz-scheme"], "http");
+    assert_eq!(fwd["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(fwd["x-real-ip"], "127.0.0.1");
+    assert!(fwd.get("forwarded").is_none());
     assert_eq!(header(&h, "x-request-id"), "client-req-1");
     assert_eq!(header(&h, "x-ratelimit-limit"), "3");
     assert_eq!(header(&h, "x-ratelimit-remaining"), "2");
@@ -272,6 +284,8 @@ async fn gateway_end_to_end_against_a_fake_backend() {
     .await;
     assert_eq!(s, 429, "{b}");
     assert_eq!(b["headers"]["x-wiz-client-ip"], "203.0.113.9");
+    // The client's chain is replaced by the one address the gateway resolved.
+    assert_eq!(b["headers"]["x-forwarded-for"], "203.0.113.9");
     assert_eq!(header(&h, "retry-after"), "1");
     let (s, _, _) = json_of(
         client

@@ -39,6 +39,63 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// HKDF-SHA256(ikm = internal token, no salt, info = `label`), 32 bytes: how both programs derive
+/// their keys from the internal token (docs/internal-api.md). Written from the document, not
+/// from either program's code.
+fn token_derivation(token: &str, label: &str) -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, token.as_bytes())
+        .expand(label.as_bytes(), &mut okm)
+        .expect("32-byte output");
+    okm
+}
+
+/// The `x-wiz-internal-token` value of `/internal` calls.
+pub fn internal_bearer(token: &str) -> String {
+    hex::encode(token_derivation(token, "wiz internal-api bearer v1"))
+}
+
+/// What a gateway proof binds (docs/internal-api.md, "Forwarded requests").
+#[derive(Debug, Clone, Copy)]
+pub struct ProofFields<'a> {
+    pub unix_secs: i64,
+    pub scheme: &'a str,
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub client_ip: &'a str,
+    pub key_id: &'a str,
+    pub account_id: &'a str,
+    pub request_id: &'a str,
+}
+
+/// `x-wiz-gateway-proof` for `f`: `v2,<t>,<hex HMAC-SHA256(proof key, fields joined by \n)>`.
+pub fn gateway_proof(token: &str, f: &ProofFields<'_>) -> String {
+    use hmac::Mac;
+    let key = token_derivation(token, "wiz gateway-proof v2");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    let t = f.unix_secs.to_string();
+    let fields = [
+        "v2",
+        t.as_str(),
+        f.scheme,
+        f.method,
+        f.path_and_query,
+        f.client_ip,
+        f.key_id,
+        f.account_id,
+        f.request_id,
+    ];
+    mac.update(fields.join("\n").as_bytes());
+    format!("v2,{t},{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
 /// A loopback port for a program this suite starts, handed out once per run.
 ///
 /// "Bind :0, read the port, release it" is not enough here: tests start their stacks
@@ -193,6 +250,16 @@ impl Stack {
 
     pub fn metrics_url(&self) -> String {
         format!("http://{}", self.metrics_addr)
+    }
+
+    /// The stack's private directory: the backend's working directory and database.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The shared gateway↔backend secret of this stack.
+    pub fn internal_token(&self) -> &str {
+        &self.token
     }
 
     pub fn database_url(&self) -> String {
@@ -475,7 +542,7 @@ impl Stack {
         let body: Value = self
             .http
             .get(format!("{}/internal/keys", self.backend_url()))
-            .header("x-wiz-internal-token", &self.token)
+            .header("x-wiz-internal-token", internal_bearer(&self.token))
             .send()
             .await
             .expect("internal keys")

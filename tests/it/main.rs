@@ -1,3 +1,4 @@
+mod abuse;
 mod accounts;
 mod config;
 mod console;

@@ -1,4 +1,5 @@
-//! `/internal/*` is for the gateway only, which presents the shared token.
+//! `/internal/*` is for the gateway only, which presents the bearer derived from the shared
+//! token (`token_keys`).
 
 use axum::{
     extract::{Request, State},
@@ -17,7 +18,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         .get(TOKEN_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let expected = state.config.internal_token.as_bytes();
+    let expected = state.token_keys.bearer.as_bytes();
     if bool::from(presented.ct_eq(expected)) {
         next.run(request).await
     } else {

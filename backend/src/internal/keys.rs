@@ -230,7 +230,7 @@ mod tests {
             let response = tower::ServiceExt::oneshot(
                 router,
                 Request::get(format!("/internal/keys?since={version}&wait_ms=20000"))
-                    .header("x-wiz-internal-token", crate::testing::INTERNAL_TOKEN)
+                    .header("x-wiz-internal-token", crate::testing::internal_bearer())
                     .body(Body::empty())
                     .unwrap(),
             )
@@ -274,7 +274,7 @@ mod tests {
             let response = tower::ServiceExt::oneshot(
                 router,
                 Request::get(format!("/internal/keys?since={version}&wait_ms=20000"))
-                    .header("x-wiz-internal-token", crate::testing::INTERNAL_TOKEN)
+                    .header("x-wiz-internal-token", crate::testing::internal_bearer())
                     .body(Body::empty())
                     .unwrap(),
             )

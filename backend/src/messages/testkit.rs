@@ -4,14 +4,12 @@
 use std::{future::Future, time::Duration};
 
 use axum::{body::Body, http::Request};
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 
 use crate::{
     accounts::Plan,
     channel::worker::{self, Workers},
-    testing::{Answer, TestApp, INTERNAL_TOKEN},
+    testing::{gateway_proof, Answer, ProofFields, TestApp, INTERNAL_TOKEN},
 };
 
 pub struct Messaging {
@@ -98,16 +96,27 @@ pub fn signed(
     headers: &[(&str, &str)],
 ) -> Request<Body> {
     let (request_id, key_id) = ("req_test", "key_test");
-    let t = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut mac = Hmac::<Sha256>::new_from_slice(INTERNAL_TOKEN.as_bytes()).unwrap();
-    mac.update(format!("{t}.{request_id}.{key_id}.{account_id}").as_bytes());
-    let proof = format!("v1,{t},{}", hex::encode(mac.finalize().into_bytes()));
+    let proof = gateway_proof(
+        INTERNAL_TOKEN,
+        &ProofFields {
+            unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(),
+            scheme: "http",
+            method,
+            path_and_query: path,
+            client_ip: "127.0.0.1",
+            key_id,
+            account_id,
+            request_id,
+        },
+    );
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
         .header("x-request-id", request_id)
         .header("x-wiz-key-id", key_id)
         .header("x-wiz-account-id", account_id)
+        .header("x-wiz-client-ip", "127.0.0.1")
+        .header("x-wiz-scheme", "http")
         .header("x-wiz-gateway-proof", proof);
     for (name, value) in headers {
         builder = builder.header(*name, *value);

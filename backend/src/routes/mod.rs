@@ -47,6 +47,11 @@ pub fn router(state: AppState) -> Router {
                 ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
             }),
         ))
+        // Before routing (nesting would rewrite the path the proof covers).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::gateway::identify,
+        ))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }

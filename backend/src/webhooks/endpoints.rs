@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use super::sign::Secret;
+use crate::secrets::Secrets;
 use crate::{
     db::Db,
     error::{ApiError, ApiResult},
@@ -160,6 +161,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint, sqlx::Error> {
 /// Creates an endpoint; the secret is returned here and never again.
 pub async fn create(
     db: &Db,
+    secrets: &Secrets,
     account_id: &str,
     url: String,
     events: Vec<String>,
@@ -179,7 +181,7 @@ pub async fn create(
     .bind(&description)
     .bind(serde_json::to_string(&events).expect("strings serialize"))
     .bind(i64::from(enabled))
-    .bind(secret.expose())
+    .bind(secrets.encrypt_str(secret.expose()))
     .bind(now)
     .execute(db)
     .await?;
@@ -324,6 +326,7 @@ pub async fn delete(db: &Db, account_id: &str, id: &str) -> Result<bool, sqlx::E
 /// dropping deliveries. Returns the new secret (shown once) and when the old one stops.
 pub async fn rotate_secret(
     db: &Db,
+    secrets: &Secrets,
     account_id: &str,
     id: &str,
     overlap: Duration,
@@ -337,7 +340,7 @@ pub async fn rotate_secret(
          secret = $2, updated_at = $3 WHERE id = $4 AND account_id = $5",
     )
     .bind(until)
-    .bind(secret.expose())
+    .bind(secrets.encrypt_str(secret.expose()))
     .bind(now)
     .bind(id)
     .bind(account_id)
@@ -362,8 +365,10 @@ pub async fn rotate_secret(
 }
 
 /// The HMAC keys to sign with now: the current secret, then the previous one while it overlaps.
-/// A stored secret that does not decode is skipped (it cannot have been produced by us).
+/// A stored secret that does not open with our key or does not decode is skipped (it cannot have
+/// been produced with this `secrets_key`); with none left, the attempt fails and says so.
 pub fn signing_keys(
+    secrets: &Secrets,
     secret: &str,
     previous: Option<&str>,
     previous_until: Option<i64>,
@@ -373,8 +378,50 @@ pub fn signing_keys(
     [Some(secret), previous]
         .into_iter()
         .flatten()
-        .filter_map(|s| Secret::parse(s).ok()?.key().ok())
+        .filter_map(|stored| {
+            let plain = secrets.decrypt_str(stored).ok()?;
+            Secret::parse(&plain).ok()?.key().ok()
+        })
         .collect()
+}
+
+/// Seals the secrets of rows written before secrets were encrypted at rest. Run at start-up;
+/// each row is rewritten only if it still holds what was read, so concurrent backends agree.
+pub async fn seal_plaintext_secrets(db: &Db, secrets: &Secrets) -> Result<u64, sqlx::Error> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, secret, previous_secret FROM webhook_endpoints \
+         WHERE secret NOT LIKE 'enc:%' OR previous_secret NOT LIKE 'enc:%'",
+    )
+    .fetch_all(db)
+    .await?;
+    let seal = |value: &str| {
+        if Secrets::is_sealed(value) {
+            value.to_string()
+        } else {
+            secrets.encrypt_str(value)
+        }
+    };
+    let mut sealed = 0;
+    for (id, secret, previous) in rows {
+        sealed += sqlx::query(
+            "UPDATE webhook_endpoints SET secret = $1, previous_secret = $2 \
+             WHERE id = $3 AND secret = $4",
+        )
+        .bind(seal(&secret))
+        .bind(previous.as_deref().map(seal))
+        .bind(&id)
+        .bind(&secret)
+        .execute(db)
+        .await?
+        .rows_affected();
+    }
+    if sealed > 0 {
+        tracing::info!(
+            endpoints = sealed,
+            "encrypted webhook secrets stored in plain text"
+        );
+    }
+    Ok(sealed)
 }
 
 pub async fn add_log(
@@ -476,13 +523,22 @@ mod tests {
 
     #[test]
     fn previous_secret_signs_only_during_the_overlap() {
+        let secrets = Secrets::new(&"k".repeat(32));
         let current = Secret::generate();
         let old = Secret::generate();
-        let keys = |until| signing_keys(current.expose(), Some(old.expose()), until, 1000);
+        let (sealed, sealed_old) = (
+            secrets.encrypt_str(current.expose()),
+            secrets.encrypt_str(old.expose()),
+        );
+        let keys = |until| signing_keys(&secrets, &sealed, Some(&sealed_old), until, 1000);
         assert_eq!(keys(Some(2000)).len(), 2);
         assert_eq!(keys(Some(1000)).len(), 1);
         assert_eq!(keys(None).len(), 1);
         assert_eq!(keys(Some(2000))[0], current.key().unwrap());
+        // Plain text (never sealed) or another key's seal: nothing to sign with.
+        assert!(signing_keys(&secrets, current.expose(), None, None, 1000).is_empty());
+        let other = Secrets::new(&"o".repeat(32));
+        assert!(signing_keys(&other, &sealed, None, None, 1000).is_empty());
     }
 
     #[test]

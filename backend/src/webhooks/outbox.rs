@@ -508,7 +508,11 @@ pub async fn claim_endpoint(
 }
 
 /// Loads deliveries (claimed ones, or the one a test sends) with their endpoint and event.
-pub async fn load_jobs(db: &Db, ids: &[String]) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn load_jobs(
+    db: &Db,
+    secrets: &crate::secrets::Secrets,
+    ids: &[String],
+) -> Result<Vec<Job>, sqlx::Error> {
     let mut jobs = Vec::with_capacity(ids.len());
     let now = now_ms();
     for chunk in ids.chunks(INSERT_CHUNK) {
@@ -552,6 +556,7 @@ pub async fn load_jobs(db: &Db, ids: &[String]) -> Result<Vec<Job>, sqlx::Error>
                 attempt_count: row.try_get("attempt_count")?,
                 url: row.try_get("url")?,
                 keys: endpoints::signing_keys(
+                    secrets,
                     &secret,
                     previous.as_deref(),
                     row.try_get("previous_secret_until")?,

@@ -1440,3 +1440,56 @@ async fn deleting_an_endpoint_mid_request_leaves_no_attempt_behind() {
         assert_eq!(n, 0, "{table} rows of the deleted endpoint");
     }
 }
+
+/// Rows written before secrets were encrypted at rest are sealed on start, previous secrets
+/// included, and still sign.
+#[tokio::test]
+async fn plaintext_secrets_are_sealed_on_start() {
+    let app = TestApp::new().await;
+    let account = app.demo_console().await.account_id;
+    let (endpoint, secret) = super::endpoints::create(
+        &app.state.db,
+        &app.state.secrets,
+        &account,
+        "http://127.0.0.1:9/hook".into(),
+        vec!["*".into()],
+        String::new(),
+        true,
+    )
+    .await
+    .unwrap();
+    let old = Secret::generate();
+    sqlx::query("UPDATE webhook_endpoints SET secret = $1, previous_secret = $2 WHERE id = $3")
+        .bind(secret.expose())
+        .bind(old.expose())
+        .bind(&endpoint.id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let sealed = super::endpoints::seal_plaintext_secrets(&app.state.db, &app.state.secrets)
+        .await
+        .unwrap();
+    assert_eq!(sealed, 1);
+    let (stored, previous): (String, String) =
+        sqlx::query_as("SELECT secret, previous_secret FROM webhook_endpoints WHERE id = $1")
+            .bind(&endpoint.id)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert!(stored.starts_with("enc:v1:") && previous.starts_with("enc:v1:"));
+    assert_eq!(
+        app.state.secrets.decrypt_str(&stored).unwrap(),
+        secret.expose()
+    );
+    assert_eq!(
+        app.state.secrets.decrypt_str(&previous).unwrap(),
+        old.expose()
+    );
+    // A second start has nothing left to do.
+    assert_eq!(
+        super::endpoints::seal_plaintext_secrets(&app.state.db, &app.state.secrets)
+            .await
+            .unwrap(),
+        0
+    );
+}

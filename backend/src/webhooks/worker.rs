@@ -79,6 +79,13 @@ pub async fn send(webhooks: &Webhooks, config: &WebhooksConfig, job: &Job) -> At
         result.error = Some(blocked.to_string());
         return finish(webhooks, result, started);
     }
+    if job.keys.is_empty() {
+        result.error = Some(
+            "the endpoint's secret cannot be read with this secrets_key; rotate the secret"
+                .to_string(),
+        );
+        return finish(webhooks, result, started);
+    }
     // The timestamp is the attempt's (receivers reject old ones); the id is the event's, the same
     // on every attempt, so receivers can de-duplicate.
     let timestamp = at / 1000;
@@ -242,6 +249,7 @@ impl Share {
 /// against the snapshot never exceed the caps.
 struct ClaimRound {
     db: crate::db::Db,
+    secrets: std::sync::Arc<crate::secrets::Secrets>,
     worker: String,
     lease: Duration,
     limit: usize,
@@ -329,7 +337,7 @@ impl ClaimRound {
             shares.push((endpoint.id.clone(), share));
             ids.extend(got);
         }
-        let jobs = outbox::load_jobs(&self.db, &ids).await?;
+        let jobs = outbox::load_jobs(&self.db, &self.secrets, &ids).await?;
         let next_due = if more {
             None
         } else {
@@ -478,6 +486,7 @@ impl Worker {
             .count();
         Some(ClaimRound {
             db: self.state.db.clone(),
+            secrets: self.state.secrets.clone(),
             worker: self.id.clone(),
             lease: self.config().lease,
             limit,

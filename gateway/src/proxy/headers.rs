@@ -1,8 +1,5 @@
 //! Header names and values the gateway reads and writes: request ids, the identity headers and
-//! proof forwarded to the backend (docs/internal-api.md), and the limit headers (SPEC §4).
-
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+//! proof forwarded to the backend (docs/internal-api.md; the proof itself is `backend_auth`), and the limit headers (SPEC §4).
 
 use crate::limits::{LimitState, DAY_SECS, WINDOW_SECS};
 
@@ -14,6 +11,12 @@ pub const ACCOUNT_ID: &str = "x-wiz-account-id";
 pub const KEY_PREFIX: &str = "x-wiz-key-prefix";
 pub const CLIENT_IP: &str = "x-wiz-client-ip";
 pub const GATEWAY_PROOF: &str = "x-wiz-gateway-proof";
+/// `http` or `https`: how the client reached the gateway (the backend marks cookies `Secure`).
+pub const SCHEME: &str = "x-wiz-scheme";
+/// Client-supplied forwarding headers; the gateway replaces them with the IP it resolved.
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+pub const REAL_IP: &str = "x-real-ip";
+pub const FORWARDED: &str = "forwarded";
 
 /// The client's request id if sane (1–64 of `[A-Za-z0-9._:-]`), else a new ULID.
 pub fn request_id(client_value: Option<&[u8]>) -> String {
@@ -27,23 +30,6 @@ pub fn is_sane_request_id(v: &[u8]) -> bool {
     (1..=64).contains(&v.len())
         && v.iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-/// `v1,<t>,<hex>` with `<hex>` = HMAC-SHA256(internal_token, "{t}.{request_id}.{key_id}.{account_id}").
-pub fn gateway_proof(
-    internal_token: &str,
-    unix_secs: i64,
-    request_id: &str,
-    key_id: &str,
-    account_id: &str,
-) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(internal_token.as_bytes())
-        .expect("HMAC accepts keys of any length");
-    mac.update(format!("{unix_secs}.{request_id}.{key_id}.{account_id}").as_bytes());
-    format!(
-        "v1,{unix_secs},{}",
-        hex::encode(mac.finalize().into_bytes())
-    )
 }
 
 /// The limit headers for a `/v1` response, as (name, value) pairs.
@@ -84,24 +70,6 @@ mod tests {
             assert_eq!(id.len(), 26, "ULID expected for {bad:?}");
         }
         assert_eq!(request_id(None).len(), 26);
-    }
-
-    #[test]
-    fn proof_matches_an_independent_hmac() {
-        let proof = gateway_proof(
-            "t".repeat(32).as_str(),
-            1700000000,
-            "req1",
-            "key_1",
-            "acc_1",
-        );
-        let parts: Vec<_> = proof.split(',').collect();
-        assert_eq!(parts[0], "v1");
-        assert_eq!(parts[1], "1700000000");
-        let mut mac = Hmac::<Sha256>::new_from_slice("t".repeat(32).as_bytes()).unwrap();
-        mac.update(b"1700000000.req1.key_1.acc_1");
-        assert_eq!(parts[2], hex::encode(mac.finalize().into_bytes()));
-        assert_eq!(parts[2].len(), 64);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::backend_auth;
 use crate::checks;
 use crate::client_ip;
 use crate::config::RuntimeConfig;
@@ -34,6 +35,8 @@ pub struct RequestCtx {
     request_id: String,
     route: RouteClass,
     client_ip: IpAddr,
+    /// `https` when the client's connection is TLS, else `http`.
+    scheme: &'static str,
     key: Option<Arc<KeyRecord>>,
     /// The 12-character prefix of presented credentials that matched no key.
     presented_prefix: Option<Box<str>>,
@@ -197,6 +200,7 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             route: RouteClass::Unknown,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            scheme: "http",
             key: None,
             presented_prefix: None,
             limits: None,
@@ -217,6 +221,9 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            ctx.scheme = "https";
+        }
         ctx.client_ip = client_ip::resolve(
             peer,
             // Passed lazily: only read when the peer is a trusted proxy.
@@ -360,23 +367,46 @@ impl ProxyHttp for Gateway {
         }
         upstream.remove_header(&http::header::AUTHORIZATION);
         upstream.remove_header(headers::API_SECRET);
+        // The backend's per-IP decisions use the proven client IP; forwarding headers the client
+        // wrote are replaced so that nothing behind the gateway can mistake them for ours.
+        upstream.remove_header(headers::FORWARDED);
+        let client_ip = ctx.client_ip.to_string();
+        upstream.insert_header(headers::FORWARDED_FOR, client_ip.as_str())?;
+        upstream.insert_header(headers::REAL_IP, client_ip.as_str())?;
         upstream.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
-        upstream.insert_header(headers::CLIENT_IP, ctx.client_ip.to_string())?;
-        if ctx.route == RouteClass::V1 {
-            if let Some(key) = &ctx.key {
-                let proof = headers::gateway_proof(
-                    ctx.config.internal_token.expose(),
-                    unix_ms() / 1000,
-                    &ctx.request_id,
-                    &key.id,
-                    &key.account_id,
-                );
+        upstream.insert_header(headers::CLIENT_IP, client_ip.as_str())?;
+        upstream.insert_header(headers::SCHEME, ctx.scheme)?;
+        let (key_id, account_id) = match (&ctx.route, &ctx.key) {
+            (RouteClass::V1, Some(key)) => {
                 upstream.insert_header(headers::KEY_ID, &*key.id)?;
                 upstream.insert_header(headers::ACCOUNT_ID, &*key.account_id)?;
                 upstream.insert_header(headers::KEY_PREFIX, &*key.prefix)?;
-                upstream.insert_header(headers::GATEWAY_PROOF, proof)?;
+                (&*key.id, &*key.account_id)
             }
-        }
+            _ => ("", ""),
+        };
+        // Every forwarded request carries a proof, with or without a key: the backend trusts
+        // `x-wiz-client-ip` (console login throttle, per-IP decisions) only when it verifies.
+        let method = upstream.method.as_str().to_owned();
+        let path_and_query = upstream
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let proof = backend_auth::gateway_proof(
+            ctx.config.internal_token.expose(),
+            &backend_auth::ProofInput {
+                unix_secs: unix_ms() / 1000,
+                scheme: ctx.scheme,
+                method: &method,
+                path_and_query: &path_and_query,
+                client_ip: &client_ip,
+                key_id,
+                account_id,
+                request_id: &ctx.request_id,
+            },
+        );
+        upstream.insert_header(headers::GATEWAY_PROOF, proof)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }

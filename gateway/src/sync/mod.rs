@@ -65,7 +65,10 @@ impl KeySync {
                 .client
                 .get(url)
                 .query(&[("since", since), ("wait_ms", wait_ms)])
-                .header(INTERNAL_TOKEN_HEADER, config.internal_token.expose())
+                .header(
+                    INTERNAL_TOKEN_HEADER,
+                    crate::backend_auth::internal_bearer(config.internal_token.expose()),
+                )
                 .timeout(Duration::from_millis(wait_ms) + Duration::from_secs(10))
                 .send()
                 .await;

@@ -156,10 +156,28 @@ impl Drop for FakeBackend {
     }
 }
 
+/// The `/internal` bearer derived from `TOKEN` as docs/internal-api.md describes it.
+pub fn bearer() -> String {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, TOKEN.as_bytes())
+        .expand(b"wiz internal-api bearer v1", &mut okm)
+        .unwrap();
+    hex::encode(okm)
+}
+
+/// The key of the proofs the gateway adds to forwarded requests.
+pub fn proof_key() -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, TOKEN.as_bytes())
+        .expand(b"wiz gateway-proof v2", &mut okm)
+        .unwrap();
+    okm
+}
+
 fn authorized(headers: &HeaderMap) -> bool {
     headers
         .get("x-wiz-internal-token")
-        .is_some_and(|v| v.as_bytes() == TOKEN.as_bytes())
+        .is_some_and(|v| v.as_bytes() == bearer().as_bytes())
 }
 
 fn unauthorized() -> Response {

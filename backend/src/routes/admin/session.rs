@@ -1,16 +1,13 @@
 //! `POST|GET|DELETE /admin/session`: console login, the current session, logout (SPEC §6).
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Instant,
-};
+use std::time::Instant;
 
 use axum::{
-    extract::{rejection::JsonRejection, ConnectInfo, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    extract::{rejection::JsonRejection, State},
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
-    Extension, Json, Router,
+    Json, Router,
 };
 use base64::Engine;
 use rand::{rngs::OsRng, RngCore};
@@ -20,7 +17,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     accounts::{self, normalize_email},
-    auth::{password, session::AdminSession, session::COOKIE, sha256_hex},
+    auth::{gateway::Origin, password, session::AdminSession, session::COOKIE, sha256_hex},
     error::{ApiError, ApiResult},
     ids::now_ms,
     openapi::ErrorBody,
@@ -80,20 +77,6 @@ fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The console's client: the right-most `X-Forwarded-For` entry (the one the gateway appended;
-/// only the gateway reaches this private listener), else the TCP peer.
-fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .rfind(|s| !s.is_empty())
-        .and_then(|s| s.parse().ok())
-        .or_else(|| peer.map(|p| p.ip()))
-}
-
 /// Log in: sets the `wiz_session` cookie (HttpOnly, SameSite=Strict)
 #[utoipa::path(
     post, path = "/admin/session", operation_id = "createSession", tag = "admin: session",
@@ -107,13 +90,13 @@ fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
 )]
 async fn login(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    origin: Origin,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body?;
     let email = normalize_email(&body.email);
-    let ip = client_ip(&headers, peer.map(|Extension(ConnectInfo(addr))| addr));
+    // The IP the gateway proved, never a header the client wrote.
+    let ip = origin.client_ip;
     let email_key = format!("email:{email}");
     let ip_key = ip.map(|ip| format!("ip:{ip}"));
     let throttle_keys: Vec<&str> = std::iter::once(email_key.as_str())
@@ -189,7 +172,7 @@ async fn login(
     // No Max-Age: the browser keeps the cookie for its session, the server decides expiry
     // (sliding, `session.ttl` after the last use).
     let mut cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-    if state.config.session.cookie_secure {
+    if state.config.session.cookie_secure || origin.https {
         cookie.push_str("; Secure");
     }
     let mut response = Json(body).into_response();
@@ -269,34 +252,16 @@ async fn logout(State(state): State<AppState>, session: AdminSession) -> ApiResu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_ip_prefers_the_last_forwarded_hop() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let mut headers = HeaderMap::new();
-        assert_eq!(
-            client_ip(&headers, Some(peer)),
-            Some("127.0.0.1".parse().unwrap())
-        );
-        headers.insert("x-forwarded-for", "1.1.1.1, 203.0.113.9".parse().unwrap());
-        assert_eq!(
-            client_ip(&headers, Some(peer)),
-            Some("203.0.113.9".parse().unwrap())
-        );
-        assert_eq!(client_ip(&HeaderMap::new(), None), None);
-    }
-}
-
-#[cfg(test)]
 mod session_tests {
     use std::time::Duration;
 
     use axum::{body::Body, http::Request, http::StatusCode};
     use serde_json::json;
 
-    use crate::testing::{json_request, Console, TestApp, DEMO_EMAIL, DEMO_PASSWORD};
+    use crate::testing::{
+        gateway_proof, json_request, Console, ProofFields, TestApp, DEMO_EMAIL, DEMO_PASSWORD,
+        INTERNAL_TOKEN,
+    };
 
     #[tokio::test]
     async fn login_current_and_logout() {
@@ -401,15 +366,31 @@ mod session_tests {
         assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     }
 
+    /// A login as the gateway forwards it for a client at `ip`.
     fn login_from(ip: &str, email: &str, password: &str) -> Request<Body> {
         let mut request = json_request(
             "POST",
             "/admin/session",
             &json!({"email": email, "password": password}),
         );
-        request
-            .headers_mut()
-            .insert("x-forwarded-for", ip.parse().unwrap());
+        let proof = gateway_proof(
+            INTERNAL_TOKEN,
+            &ProofFields {
+                unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(),
+                scheme: "http",
+                method: "POST",
+                path_and_query: "/admin/session",
+                client_ip: ip,
+                key_id: "",
+                account_id: "",
+                request_id: "req_login",
+            },
+        );
+        let headers = request.headers_mut();
+        headers.insert("x-wiz-client-ip", ip.parse().unwrap());
+        headers.insert("x-wiz-scheme", "http".parse().unwrap());
+        headers.insert("x-request-id", "req_login".parse().unwrap());
+        headers.insert("x-wiz-gateway-proof", proof.parse().unwrap());
         request
     }
 

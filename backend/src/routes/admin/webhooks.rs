@@ -225,6 +225,7 @@ async fn create(
     let description = endpoints::validate_description(&body.description)?;
     let (endpoint, secret) = endpoints::create(
         &state.db,
+        &state.secrets,
         &session.account_id,
         url,
         events,
@@ -333,9 +334,10 @@ async fn rotate_secret(
 ) -> ApiResult<Json<RotatedSecret>> {
     let Path(id) = id?;
     let overlap = state.config.webhooks.rotation_overlap;
-    let (secret, until) = endpoints::rotate_secret(&state.db, &session.account_id, &id, overlap)
-        .await?
-        .ok_or_else(not_found)?;
+    let (secret, until) =
+        endpoints::rotate_secret(&state.db, &state.secrets, &session.account_id, &id, overlap)
+            .await?
+            .ok_or_else(not_found)?;
     Ok(Json(RotatedSecret {
         id,
         secret: secret.expose().to_string(),
@@ -387,10 +389,14 @@ async fn test(
     let delivery_id =
         outbox::create_test_delivery(&state.db, &session.account_id, &endpoint.id, config.lease)
             .await?;
-    let job = outbox::load_jobs(&state.db, std::slice::from_ref(&delivery_id))
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
+    let job = outbox::load_jobs(
+        &state.db,
+        &state.secrets,
+        std::slice::from_ref(&delivery_id),
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
     // No connection is held while the request is out.
     let result = worker::send(&state.webhooks, config, &job).await;
     outbox::record(&state.db, config, std::slice::from_ref(&result)).await?;

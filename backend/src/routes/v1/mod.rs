@@ -19,12 +19,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(chatbot::router())
         // Inside the proof check (it needs the caller's account): Idempotency-Key on POSTs.
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state,
             crate::idempotency::layer,
         ))
         // Routes go above this line; the layer covers every route of this router.
-        .layer(middleware::from_fn_with_state(
-            state,
-            auth::gateway::require,
-        ))
+        .layer(middleware::from_fn(auth::gateway::require))
 }
