@@ -309,6 +309,31 @@ async fn tls_termination_encrypted_hop_and_certificate_reload() {
         .unwrap();
     assert!(!plain.headers().contains_key("strict-transport-security"));
 
+    // A console session opened over TLS gets a Secure cookie (the gateway proves the scheme to
+    // the backend); one opened over plain HTTP does not.
+    let credentials = json!({
+        "email": crate::harness::ADMIN_EMAIL,
+        "password": crate::harness::ADMIN_PASSWORD,
+    });
+    let login_cookie = |base: String, client: reqwest::Client| {
+        let credentials = credentials.clone();
+        async move {
+            let reply = client
+                .post(format!("{base}/admin/session"))
+                .json(&credentials)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), StatusCode::OK, "login at {base}");
+            reply.headers()["set-cookie"].to_str().unwrap().to_owned()
+        }
+    };
+    let over_tls = login_cookie(https.clone(), h1.clone()).await;
+    assert!(over_tls.contains("; Secure"), "{over_tls}");
+    assert!(over_tls.contains("HttpOnly"), "{over_tls}");
+    let over_plain = login_cookie(stack.gateway_url(), reqwest::Client::new()).await;
+    assert!(!over_plain.contains("Secure"), "{over_plain}");
+
     // TLS 1.0 and 1.1 are refused; 1.2 and 1.3 are served.
     for old in ["-tls1", "-tls1_1"] {
         let (ok, text) = handshake_with_version(tls_addr, old);
