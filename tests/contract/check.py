@@ -93,7 +93,9 @@ def schemathesis(label, include, headers, extra=()):
         "--max-examples", MAX_EXAMPLES,
         "--seed", SEED,
         "--generation-deterministic",
-        "--workers", "2",
+        # One worker: hypothesis describes strategies through a process-wide AST cache that is
+        # not thread-safe ("AST constructor recursion depth mismatch" seen with 2 workers).
+        "--workers", "1",
         "--request-timeout", "30",
         "--no-color",
         "--report", "ndjson", "--report-ndjson-path", report,

@@ -27,6 +27,8 @@ STATE_DEPENDENT_422 = {
     "contact_opted_out",       # the stored contact opted out
     "invalid_expires_at",      # an expiry in the past: depends on the clock
     "invalid_flow",            # cross-references between steps (ids, targets): see below
+    "channel_not_configured",  # test connection before WhatsApp settings were saved
+    "outside_customer_service_window",  # no inbound message from the number in 24 h
 }
 # invalid_flow is accepted only for these cross-field rules, not for a field's own shape.
 FLOW_CROSS_FIELD = ("duplicate", "unknown step", "no step with id", "unreachable", "{{")

@@ -34,6 +34,14 @@ fn scalars() -> Value {
     json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}})
 }
 
+fn meta_id() -> Value {
+    json!({"type": ["string", "null"], "pattern": "^[0-9]{1,32}$", "example": "106540352242922"})
+}
+
+fn credential(max: usize) -> Value {
+    json!({"type": ["string", "null"], "pattern": format!("^[!-~]{{8,{max}}}$")})
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -187,6 +195,13 @@ fn table() -> Vec<(&'static str, Option<&'static str>, Value)> {
         ),
         ("ContactPatch", Some("attributes"), attributes(true)),
         ("ContactPatch", Some("opted_in"), json!({"type": "boolean"})),
+        // channel::settings::{check_id, check_credential}: Meta's ids are digits, credentials
+        // printable ASCII without spaces (they go into a header or an HMAC key).
+        ("ChannelInput", Some("phone_number_id"), meta_id()),
+        ("ChannelInput", Some("waba_id"), meta_id()),
+        ("ChannelInput", Some("access_token"), credential(4096)),
+        ("ChannelInput", Some("app_secret"), credential(256)),
+        ("ChannelInput", Some("verify_token"), credential(128)),
         ("ApiKeyCreate", Some("name"), key_name()),
         (
             "ApiKeyCreate",

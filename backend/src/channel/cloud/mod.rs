@@ -79,7 +79,7 @@ pub struct ConnectionReport {
     /// The HTTP status Meta answered with; `null` if it could not be reached.
     pub http_status: Option<u16>,
     /// Meta's answer: the phone number's `display_phone_number`, `verified_name`,
-    /// `quality_rating`, or Graph's error object.
+    /// `quality_rating`, or Graph's error object; `{}` if Meta could not be reached.
     #[schema(value_type = Object)]
     pub provider: Value,
     /// A one-line summary for people.
@@ -377,7 +377,7 @@ impl CloudChannel {
                 return ConnectionReport {
                     ok: false,
                     http_status: None,
-                    provider: Value::Null,
+                    provider: Value::Object(Default::default()),
                     message: format!(
                         "the WhatsApp Cloud API could not be reached: {}",
                         without_url(&err)
