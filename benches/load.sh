@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load script: the same trivial /v1 request (GET /v1/contacts?limit=1), first straight at the
 # backend (with a valid gateway proof), then through the gateway (key checks, limits, proxying),
-# in one run, one after the other. Prints throughput and p50/p99 of both and their ratio.
+# in one run, one after the other. The proof is valid for 30 s: keep the duration under that. Prints throughput and p50/p99 of both and their ratio.
 #
 #   benches/load.sh [seconds per run, default 10] [connections, default 32]
 #
@@ -82,10 +82,18 @@ end
 LUA
 sleep 1 # the gateway's key table follows within a second
 
-# The backend accepts a /v1 request only with the gateway's proof (docs/internal-api.md):
-# HMAC-SHA256(token, "{t}.{request_id}.{key_id}.{account_id}"), valid for 5 minutes.
-t=$(date +%s)
-proof=$(printf '%s' "$t.load.$key_id.$account_id" | openssl dgst -sha256 -hmac "$token" -r | cut -d' ' -f1)
+# The backend accepts a /v1 request only with the gateway's proof (docs/internal-api.md): v2,
+# HMAC-SHA256 under a key HKDF-derived from the token, over the request's scheme, method, target,
+# client IP, key, account and request id, valid for 30 s: computed just before the direct run.
+proof_key=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt key:"$token" \
+    -kdfopt info:"wiz gateway-proof v2" HKDF | tr -d ':\n')
+prove() { # path-and-query; prints the header value
+    local t msg
+    t=$(date +%s)
+    msg=$(printf 'v2\n%s\nhttp\nGET\n%s\n127.0.0.1\n%s\n%s\nload' "$t" "$1" "$key_id" "$account_id")
+    printf 'v2,%s,%s' "$t" "$(printf '%s' "$msg" \
+        | openssl dgst -sha256 -mac HMAC -macopt hexkey:"$proof_key" -r | cut -d' ' -f1)"
+}
 
 run() { # name, then wrk arguments
     local name=$1; shift
@@ -102,7 +110,8 @@ run() { # name, then wrk arguments
 printf '%-22s %12s %10s %10s %10s\n' "path" "requests/s" "p50" "p99" "non-2xx"
 run direct-backend \
     -H "x-wiz-key-id: $key_id" -H "x-wiz-account-id: $account_id" -H "x-request-id: load" \
-    -H "x-wiz-gateway-proof: v1,$t,$proof" \
+    -H "x-wiz-client-ip: 127.0.0.1" -H "x-wiz-scheme: http" \
+    -H "x-wiz-gateway-proof: $(prove '/v1/contacts?limit=1')" \
     "http://127.0.0.1:$backend_port/v1/contacts?limit=1"
 run through-gateway -s "$keys_lua" "http://127.0.0.1:$gateway_port"
 awk -v d="$(cat "$work/direct-backend.rps")" -v g="$(cat "$work/through-gateway.rps")" \
