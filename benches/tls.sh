@@ -89,8 +89,15 @@ sleep 1 # the gateway's key table follows within a second
 
 # nginx: the same certificate, protocols and worker count, proxying to the same backend over
 # kept-alive connections, with a valid proof (docs/internal-api.md) in place of the gateway's.
+# The proof (v2) is bound to the request and valid for 30 s, so the config is written anew, with
+# a fresh proof, and nginx reloaded before each proxied phase.
+proof_key=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt key:"$token" \
+    -kdfopt info:"wiz gateway-proof v2" HKDF | tr -d ':\n')
+write_nginx_conf() {
+local t msg proof
 t=$(date +%s)
-proof=$(printf '%s' "$t.tls-bench.$key_id.$account_id" | openssl dgst -sha256 -hmac "$token" -r | cut -d' ' -f1)
+msg=$(printf 'v2\n%s\nhttp\nGET\n/v1/contacts?limit=1\n127.0.0.1\n%s\n%s\ntls-bench' "$t" "$key_id" "$account_id")
+proof=$(printf '%s' "$msg" | openssl dgst -sha256 -mac HMAC -macopt hexkey:"$proof_key" -r | cut -d' ' -f1)
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $workers;
 pid $work/nginx.pid;
@@ -114,12 +121,21 @@ http {
             proxy_set_header x-request-id tls-bench;
             proxy_set_header x-wiz-key-id $key_id;
             proxy_set_header x-wiz-account-id $account_id;
-            proxy_set_header x-wiz-gateway-proof "v1,$t,$proof";
+            proxy_set_header x-wiz-client-ip 127.0.0.1;
+            proxy_set_header x-wiz-scheme http;
+            proxy_set_header x-wiz-gateway-proof "v2,$t,$proof";
         }
     }
 }
 NGINX
+}
+write_nginx_conf
 nginx -c "$work/nginx.conf" -p "$work"
+fresh_proof() { # before each nginx phase
+    write_nginx_conf
+    nginx -c "$work/nginx.conf" -p "$work" -s reload
+    sleep 0.5
+}
 for _ in $(seq 100); do curl -fsk "https://127.0.0.1:$nginx_port/healthz" >/dev/null && break; sleep 0.05; done
 
 curl -fsk "https://127.0.0.1:$nginx_port/v1/contacts?limit=1" >/dev/null \
@@ -134,7 +150,7 @@ wrk_rps() { # output file → "requests/s p99 errors"
 }
 h2_rps() { # output file → "requests/s errors"
     awk '/^finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) rps=$(i-1)}
-         /^requests:/ {failed=$8; errored=$10}
+         /^requests:/ {failed=$10; errored=$12}
          /^status codes:/ {codes=$0}
          END {printf "%s failed=%s errored=%s (%s)", rps, failed, errored, codes}' "$1"
 }
@@ -144,8 +160,10 @@ for server in gateway nginx; do
     if [ "$server" = gateway ]; then port=$gateway_tls_port; auth=(-H "Authorization: Bearer $key" -H "X-Api-Secret: $secret"); else port=$nginx_port; auth=(); fi
     wrk -t2 -c"$connections" -d"${duration}s" --latency -H 'Connection: close' \
         "https://127.0.0.1:$port/healthz" >"$work/$server-handshakes.txt" 2>&1
+    [ "$server" = nginx ] && fresh_proof
     wrk -t2 -c"$connections" -d"${duration}s" --latency "${auth[@]}" \
         "https://127.0.0.1:$port/v1/contacts?limit=1" >"$work/$server-h1.txt" 2>&1
+    [ "$server" = nginx ] && fresh_proof
     h2load -D "$duration" -c "$connections" -m 10 -t 2 "${auth[@]}" \
         "https://127.0.0.1:$port/v1/contacts?limit=1" >"$work/$server-h2.txt" 2>&1
     {
