@@ -383,9 +383,19 @@ impl RedisStore {
 
     /// Adds what a gateway admitted on its own while the store was unreachable.
     pub async fn add_daily(&self, key_id: &str, day: u32, count: u32) -> Result<(), StoreError> {
+        self.day_script(&self.add, key_id, day, count).await
+    }
+
+    /// Runs one of the day-counter scripts (`add`, `seed`) on a key's counter for `day`.
+    async fn day_script(
+        &self,
+        script: &redis::Script,
+        key_id: &str,
+        day: u32,
+        count: u32,
+    ) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
-        let _: i64 = self
-            .add
+        let _: i64 = script
             .key(day_key(key_id, day))
             .arg(count)
             .arg(DAY_TTL_SECS)
@@ -443,16 +453,7 @@ impl LimitStore for RedisStore {
         if count == 0 || day != utc_day(now_ms) {
             return Ok(());
         }
-        let mut conn = self.connection().await?;
-        let _: i64 = self
-            .seed
-            .key(day_key(key_id, day))
-            .arg(count)
-            .arg(DAY_TTL_SECS)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        self.day_script(&self.seed, key_id, day, count).await
     }
 
     async fn refund(&self, key_id: &str, counted_at_ms: i64) -> Result<(), StoreError> {
