@@ -683,3 +683,42 @@ async fn a_chunked_body_over_the_limit_gets_a_413_not_a_reset() {
     let listed = contacts(&api, Auth::Bearer).await;
     assert_eq!(listed.expect(200)["data"], json!([]));
 }
+
+/// An answer the backend gives before reading the body (no session, no route) must leave the
+/// gateway's pooled connection reusable: the request sent next on it gets its own answer, never
+/// a 502 for a connection the backend was quietly closing.
+#[tokio::test]
+async fn early_answers_leave_the_backend_connection_reusable() {
+    let stack = Stack::start().await;
+    let http = reqwest::Client::new();
+    let gateway = stack.gateway_url();
+    let large = format!(r#"{{"name":"{}"}}"#, "x".repeat(200 * 1024));
+    let mut statuses = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    // One request at a time, so each one goes out on the connection the previous one used.
+    for _ in 0..100 {
+        for (name, path, body) in [
+            ("no session", "/admin/keys", large.clone()),
+            ("no route", "/admin/no-such-route", large.clone()),
+            (
+                "login",
+                "/admin/session",
+                r#"{"email":"a@example.com","password":"wrong"}"#.to_owned(),
+            ),
+        ] {
+            let response = http
+                .post(format!("{gateway}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("an answer");
+            *statuses
+                .entry((name, response.status().as_u16()))
+                .or_default() += 1;
+        }
+    }
+    assert!(
+        statuses.keys().all(|(_, status)| *status < 500),
+        "answers by request: {statuses:?}"
+    );
+}

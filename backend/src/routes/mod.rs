@@ -37,7 +37,6 @@ pub fn router(state: AppState) -> Router {
         // Outermost last: request id first, so every answer below (errors included) can name it.
         .layer((
             DefaultBodyLimit::max(limit),
-            middleware::from_fn_with_state(state.clone(), reject_oversized),
             middleware::from_fn_with_state(state.clone(), observe),
             TimeoutLayer::with_status_code(
                 http::StatusCode::REQUEST_TIMEOUT,
@@ -51,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::gateway::identify,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body_first,
         ))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
@@ -71,17 +74,70 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     response
 }
 
-/// Bodies announced as larger than the limit are refused before they are read.
-async fn reject_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// How long a client may take to send a request body the backend has started to read.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the whole request body (up to `max_body_bytes`) before anything answers.
+///
+/// hyper closes a connection whose request body was not read to the end, without saying so in
+/// the response. Every early answer (a refused proof, no session, 404, 415) would then leave the
+/// gateway a pooled connection that is already closing, and the next request sent on it fails
+/// with a 502 that no backend caused. With the body read first, every connection stays reusable;
+/// the few answers given without reading (too large, too slow) say `Connection: close`.
+async fn read_body_first(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.max_body_bytes;
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > state.config.max_body_bytes) {
-        return ApiError::PayloadTooLarge.into_response();
+    if declared.is_some_and(|len| len > limit) {
+        return closing(ApiError::PayloadTooLarge.into_response());
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return closing(ApiError::PayloadTooLarge.into_response())
+        }
+        Ok(Err(_)) => {
+            // The client went away or sent a malformed body; nobody may be left to answer.
+            return closing(
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+                    .into_response(),
+            );
+        }
+        Err(_) => {
+            let mut response =
+                ApiError::bad_request("body_timeout", "the request body was not received in time")
+                    .into_response();
+            *response.status_mut() = http::StatusCode::REQUEST_TIMEOUT;
+            return closing(response);
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Request metrics by matched route template (never the raw path) and one access log line.
