@@ -637,3 +637,12 @@ async fn two_backends_on_one_database_split_the_webhook_work() {
         "both backends delivered: first {first}, second {other}"
     );
 }
+
+/// Fair delivery with two backends claiming from one PostgreSQL outbox (SPEC §10).
+#[tokio::test]
+async fn two_backends_keep_a_healthy_endpoint_fast_beside_dead_ones() {
+    let pg = Postgres::start().await;
+    let stack = stack_on(&pg, Options::default()).await;
+    let _second = stack.start_extra_backend().await;
+    crate::webhooks::healthy_endpoint_beside_dead_ones(&stack, "PostgreSQL, two backends").await;
+}

@@ -15,7 +15,7 @@ use std::{
 use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, Options, Stack};
+use crate::harness::{eventually, Admin, Options, Stack};
 
 /// One request as the receiver got it.
 #[derive(Clone, Debug)]
@@ -269,4 +269,164 @@ async fn a_killed_backend_loses_no_webhook_deliveries() {
             .insert(d.headers["webhook-id"].clone());
     }
     assert!(by_id.values().all(|ids| ids.len() == 1), "{by_id:?}");
+}
+
+/// SPEC §10 "Fair delivery": 199 endpoints that hang or do not resolve, spread over ten accounts
+/// (19 of them in the healthy endpoint's own account), each with a backlog, and one healthy
+/// endpoint. Events for the healthy endpoint still arrive within a second of being caused.
+#[tokio::test]
+async fn dead_and_hanging_endpoints_do_not_delay_a_healthy_one() {
+    let stack = Stack::start().await;
+    healthy_endpoint_beside_dead_ones(&stack, "SQLite").await;
+}
+
+/// The fair-delivery scenario on `stack` (shared with the PostgreSQL suite, where several
+/// backends claim from one outbox).
+pub async fn healthy_endpoint_beside_dead_ones(stack: &Stack, label: &str) {
+    use std::time::Instant;
+
+    // Accepts connections and never answers: every attempt runs into the delivery timeout.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_addr = hanging.local_addr().unwrap();
+    let hung = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let hung = hung.clone();
+        async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = hanging.accept().await {
+                hung.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        }
+    });
+    // The healthy receiver notes when each contact's event arrived.
+    let arrivals: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let healthy = {
+        let arrivals = arrivals.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/hook",
+            post(move |body: Bytes| async move {
+                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let Some(id) = event["data"]["id"].as_str() {
+                    arrivals
+                        .lock()
+                        .unwrap()
+                        .entry(id.to_string())
+                        .or_insert_with(Instant::now);
+                }
+                "ok"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/hook")
+    };
+
+    // Ten accounts with 20 endpoints each: the main one has the healthy endpoint.
+    let mut apis = Vec::new();
+    for n in 0..10 {
+        let admin = if n == 0 {
+            stack.admin().await
+        } else {
+            let email = format!("fair{n}@example.com");
+            let out = stack.backend_cli(&[
+                "accounts",
+                "create",
+                "--name",
+                &format!("Fair {n}"),
+                "--plan",
+                "wiz_pro",
+                "--admin-email",
+                &email,
+                "--admin-password",
+                "fair-password-1",
+            ]);
+            assert!(out.status.success(), "{out:?}");
+            Admin::login(&stack.gateway_url(), &email, "fair-password-1").await
+        };
+        let first_dead = if n == 0 {
+            admin
+                .post(
+                    "/admin/webhooks",
+                    json!({"url": healthy, "events": ["contact.created"]}),
+                )
+                .await
+                .expect(201);
+            1
+        } else {
+            0
+        };
+        for i in first_dead..20 {
+            let url = if i % 2 == 0 {
+                format!("http://{hanging_addr}/hang/{n}/{i}")
+            } else {
+                format!("http://dead-{n}-{i}.invalid/hook")
+            };
+            admin
+                .post(
+                    "/admin/webhooks",
+                    json!({"url": url, "events": ["contact.created"]}),
+                )
+                .await
+                .expect(201);
+        }
+        apis.push(stack.api(&admin.create_key(json!({"rate_limit_per_minute": 10000, "daily_limit": 100000})).await));
+    }
+    stack.wait_synced().await;
+
+    // A backlog for every dead endpoint: 20 events per account.
+    for (n, api) in apis.iter().enumerate() {
+        for i in 0..20 {
+            api.post(
+                "/v1/contacts",
+                json!({"phone": format!("+1415556{n:02}{i:02}")}),
+            )
+            .await
+            .expect(201);
+        }
+    }
+    // Events caused now, one every 100 ms, each timed from its answer to its arrival.
+    let mut caused = BTreeMap::new();
+    for i in 0..40 {
+        let r = apis[0]
+            .post("/v1/contacts", json!({"phone": format!("+14155570{i:03}")}))
+            .await;
+        let id = r.expect(201)["id"].as_str().unwrap().to_string();
+        caused.insert(id, Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arrived = eventually(
+        "every event at the healthy endpoint",
+        Duration::from_secs(60),
+        || {
+            let arrivals = arrivals.clone();
+            let caused = caused.clone();
+            async move {
+                let arrivals = arrivals.lock().unwrap();
+                caused
+                    .iter()
+                    .map(|(id, at)| Some(arrivals.get(id)?.saturating_duration_since(*at)))
+                    .collect::<Option<Vec<_>>>()
+            }
+        },
+    )
+    .await;
+    let mut latencies = arrived;
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    eprintln!(
+        "{label}: healthy endpoint beside 199 dead ones: event→delivery p50 {p50:?}, p99 {p99:?}, \
+         max {:?}; connections held by the hanging server: {}",
+        latencies.last().unwrap(),
+        hung.load(Ordering::SeqCst)
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}: {latencies:?}");
+    // The dead endpoints were being tried all along, not skipped.
+    assert!(
+        hung.load(Ordering::SeqCst) >= 10,
+        "{}",
+        hung.load(Ordering::SeqCst)
+    );
 }
