@@ -371,7 +371,13 @@ pub async fn healthy_endpoint_beside_dead_ones(stack: &Stack, label: &str) {
                 .await
                 .expect(201);
         }
-        apis.push(stack.api(&admin.create_key(json!({"rate_limit_per_minute": 10000, "daily_limit": 100000})).await));
+        apis.push(
+            stack.api(
+                &admin
+                    .create_key(json!({"rate_limit_per_minute": 10000, "daily_limit": 100000}))
+                    .await,
+            ),
+        );
     }
     stack.wait_synced().await;
 

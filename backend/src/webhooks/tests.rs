@@ -1495,3 +1495,52 @@ async fn plaintext_secrets_are_sealed_on_start() {
         0
     );
 }
+
+/// The synchronous test call counts against the same per-endpoint cap as the worker: test calls
+/// to a hanging endpoint cannot pile up connections to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_calls_to_a_hanging_endpoint_respect_the_in_flight_cap() {
+    let app = std::sync::Arc::new(
+        app_with(|c| {
+            c.timeout = Duration::from_secs(5);
+            c.max_in_flight_per_endpoint = 2;
+        })
+        .await,
+    );
+    let console = std::sync::Arc::new(app.demo_console().await);
+    let hanging = receiver(|_| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        StatusCode::OK.into_response()
+    })
+    .await;
+    let (endpoint_id, _) = create_endpoint(&app, &console, &hanging.url, &["*"]).await;
+    let path = format!("/admin/webhooks/{endpoint_id}/test");
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (app, console, path) = (app.clone(), console.clone(), path.clone());
+            tokio::spawn(async move { app.admin(&console, "POST", &path, None).await })
+        })
+        .collect();
+    eventually("both test calls to reach the endpoint", || async {
+        hanging.calls() == 2
+    })
+    .await;
+    let refused = app.admin(&console, "POST", &path, None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"]["code"], "endpoint_busy");
+    assert!(refused.headers.get("retry-after").is_some());
+    assert_eq!(hanging.calls(), 2);
+    // The held calls end at the timeout as failed attempts, and free their places.
+    for call in held {
+        let answer = call.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body["success"], false);
+        assert_eq!(answer.body["outcome"], "timeout");
+    }
+    assert_eq!(app.state.webhooks.in_flight.endpoint(&endpoint_id), 0);
+}
