@@ -150,7 +150,8 @@ impl Default for LoginThrottleConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
-    /// Let webhook URLs reach loopback/private/link-local hosts (development and tests only).
+    /// Let webhook URLs reach loopback/private/link-local hosts (development and tests only);
+    /// off, every special-purpose address (`webhooks::ssrf::SPECIAL`) is refused.
     pub allow_private_targets: bool,
     /// Delays after the first attempt; one retry per entry.
     #[serde(

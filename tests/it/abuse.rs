@@ -1,12 +1,14 @@
 //! Attacks from issue 9 run against the real binaries, each shown refused or harmless (SPEC §4,
 //! §6, §10 "Abuse"). Proofs are computed here from docs/internal-api.md, not from either crate.
 
-use std::os::unix::fs::PermissionsExt;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{gateway_proof, internal_bearer, unix_now, Api, ProofFields, Stack};
+use crate::harness::{
+    eventually, gateway_proof, internal_bearer, unix_now, Api, Options, ProofFields, Stack,
+};
 
 /// A captured proof is good for its own request only, for at most 30 s; the bearer of
 /// `/internal` and the proof key are separate derivations of the token, which never travels.
@@ -165,4 +167,115 @@ async fn files_are_private_and_webhook_secrets_encrypted_at_rest() {
     );
     let key_b64 = secret.trim_start_matches("whsec_");
     assert!(!contains(key_b64.as_bytes()));
+}
+
+/// SSRF (issue 9 point 5), with the allowance the other tests use switched off: every
+/// special-purpose URL form is refused when an endpoint is created or changed, with a 422 that
+/// names the range; a name resolving to loopback is refused at every attempt (test deliveries
+/// and event deliveries alike), and nothing reaches the server listening there.
+#[tokio::test]
+async fn webhook_urls_reaching_special_purpose_addresses_are_refused() {
+    let stack = Stack::start_with(
+        Options::default().backend("WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "false"),
+    )
+    .await;
+    let admin = stack.admin().await;
+    for (url, range) in [
+        ("http://[64:ff9b:1::a9fe:a9fe]/", "64:ff9b:1::/48"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::/96"),
+        ("http://[2002:a9fe:a9fe::1]/", "2002::/16"),
+        (
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "2001::/32",
+        ),
+        ("http://[::ffff:169.254.169.254]/", "::ffff:0.0.0.0/96"),
+        ("http://[::127.0.0.1]/", "::/96"),
+        ("http://[::1]:8081/", "::1/128"),
+        ("http://[fd00:ec2::254]/", "fc00::/7"),
+        ("http://[fe80::1]/", "fe80::/10"),
+        ("http://[2001:2::1]/", "2001:2::/48"),
+        ("http://[2001:db8::1]/", "2001:db8::/32"),
+        ("http://[2001:20::1]/", "2001:20::/28"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.0.0/16"),
+        ("http://2852039166/", "169.254.0.0/16"),
+        ("http://127.1:8081/", "127.0.0.0/8"),
+        ("http://0x7f000001/", "127.0.0.0/8"),
+        ("http://0.0.0.0:8081/", "0.0.0.0/32"),
+        ("http://10.0.0.8/", "10.0.0.0/8"),
+        ("http://100.64.0.1/", "100.64.0.0/10"),
+        ("http://198.18.0.1/", "198.18.0.0/15"),
+        ("http://192.0.0.170/", "192.0.0.170/32"),
+        ("http://203.0.113.7/", "203.0.113.0/24"),
+        ("http://240.0.0.1/", "240.0.0.0/4"),
+        ("http://255.255.255.255/", "255.255.255.255/32"),
+        ("https://224.0.0.251/", "224.0.0.0/4"),
+    ] {
+        let reply = admin
+            .post("/admin/webhooks", json!({"url": url, "events": ["*"]}))
+            .await;
+        reply.expect_error(422, "webhook_url_not_allowed");
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(range), "{url}: {message}");
+    }
+    assert!(admin.get("/admin/webhooks").await.expect(200)["data"]
+        .as_array()
+        .is_some_and(|hooks| hooks.is_empty()));
+
+    // A name is judged where it is resolved, at every attempt: `localhost` is loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let created = admin
+        .post(
+            "/admin/webhooks",
+            json!({"url": format!("http://localhost:{port}/hook"), "events": ["*"]}),
+        )
+        .await;
+    let hook_id = created.expect(201)["id"].as_str().unwrap().to_string();
+    // Changing an endpoint's URL goes through the same guard.
+    admin
+        .patch(
+            &format!("/admin/webhooks/{hook_id}"),
+            json!({"url": "http://[64:ff9b:1::a9fe:a9fe]/"}),
+        )
+        .await
+        .expect_error(422, "webhook_url_not_allowed");
+    let test = admin
+        .post(&format!("/admin/webhooks/{hook_id}/test"), json!({}))
+        .await;
+    let test = test.expect(200);
+    assert_eq!(test["outcome"], "blocked", "{test}");
+    let error = test["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("localhost") && error.contains("loopback"),
+        "{error}"
+    );
+
+    // An event's delivery is refused the same way.
+    let key = admin.create_key(json!({})).await;
+    stack.wait_synced().await;
+    stack
+        .api(&key)
+        .post("/v1/contacts", json!({"phone": "+14155550177"}))
+        .await
+        .expect(201);
+    let deliveries = format!("/admin/webhooks/{hook_id}/deliveries?event_type=contact.created");
+    let attempt = eventually(
+        "a blocked delivery attempt",
+        Duration::from_secs(20),
+        || async {
+            let listed = admin.get(&deliveries).await;
+            let attempt = listed.body["data"][0]["attempts"][0].clone();
+            attempt.is_object().then_some(attempt)
+        },
+    )
+    .await;
+    assert_eq!(attempt["outcome"], "blocked", "{attempt}");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

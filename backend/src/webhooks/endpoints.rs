@@ -59,7 +59,7 @@ pub struct Changes {
 }
 
 /// An http(s) URL with a host, no longer than `MAX_URL`. With the SSRF guard on, an IP literal of
-/// an internal address is refused here already (names are judged at delivery time, where their
+/// a special-purpose address (`ssrf::SPECIAL`) is refused here already (names are judged at delivery time, where their
 /// addresses are known).
 pub fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     let invalid = |why: &str| ApiError::bad_request("invalid_url", format!("url: {why}"));
@@ -74,10 +74,10 @@ pub fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("must have a host"));
     }
-    if super::ssrf::check_url(&parsed, allow_private).is_err() {
+    if let Err(blocked) = super::ssrf::check_url(&parsed, allow_private) {
         return Err(ApiError::unprocessable(
             "webhook_url_not_allowed",
-            "url: private, loopback and link-local addresses are not allowed",
+            format!("url: {blocked}"),
         ));
     }
     Ok(parsed.to_string())

@@ -209,7 +209,7 @@ async fn list(
     responses(
         (status = 201, body = CreatedWebhook),
         (status = 400, description = "`invalid_url`, `invalid_events`, `invalid_description`, `invalid_body`", body = ErrorBody),
-        (status = 422, description = "`webhook_url_not_allowed`: an internal address while the SSRF guard is on", body = ErrorBody),
+        (status = 422, description = "`webhook_url_not_allowed`: an address of the IANA special-purpose registries (private, loopback, link-local, NAT64, 6to4, Teredo, documentation, reserved, ...) while the SSRF guard is on", body = ErrorBody),
     ),
     security(("session" = []))
 )]
