@@ -1,6 +1,6 @@
-//! The SPEC §4 pipeline for one `/v1` request, as one call: failed-auth throttle, credentials,
-//! key + secret, key status, plan, whitelist, minute limit, daily limit. The proxy calls it from
-//! `request_filter`; the bench calls it directly.
+//! The SPEC §4 pipeline for one `/v1` request, as one call: credentials, key + secret (failures
+//! counted by the failed-auth throttle), key status, plan, whitelist, minute limit, daily
+//! limit. The proxy calls it from `request_filter`; the bench calls it directly.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::keys::KeyRecord;
 use crate::limits::{Admission, Decision, LimitState, Quota};
 use crate::playground;
 use crate::state::GatewayState;
+use crate::throttle::FailureVerdict;
 
 /// What the checks decided, plus what the response headers and the access log need.
 #[derive(Debug, Clone)]
@@ -67,13 +68,14 @@ pub async fn check_v1(
     client_ip: IpAddr,
     now_ms: i64,
 ) -> CheckOutcome {
-    let throttle = &state.throttle;
-    if throttle.is_blocked(client_ip) {
-        return CheckOutcome::refused(
-            Refusal::TooManyFailedAttempts,
-            Some(config.throttle.window.as_secs().max(1)),
-        );
-    }
+    // The failed-auth throttle only answers failures (see `throttle`): valid credentials are
+    // served whatever their IP did before.
+    let failed = |refusal: Refusal| match state.throttle.record_failure(client_ip, now_ms) {
+        FailureVerdict::Counted => CheckOutcome::refused(refusal, None),
+        FailureVerdict::Throttled { retry_after_secs } => {
+            CheckOutcome::refused(Refusal::TooManyFailedAttempts, Some(retry_after_secs))
+        }
+    };
     // A Playground credential (console, issue 13) stands for a key; from here on the request is
     // that key's, with the same checks and limits.
     let (outcome, presented_prefix) = match playground::presented(authorization) {
@@ -93,10 +95,7 @@ pub async fn check_v1(
                 Err(CredentialError::Missing) => {
                     return CheckOutcome::refused(Refusal::MissingCredentials, None)
                 }
-                Err(CredentialError::Malformed) => {
-                    throttle.record_failure(client_ip);
-                    return CheckOutcome::refused(Refusal::MalformedCredentials, None);
-                }
+                Err(CredentialError::Malformed) => return failed(Refusal::MalformedCredentials),
             };
             (
                 auth::check(&state.keys, &creds, client_ip, now_ms),
@@ -112,8 +111,7 @@ pub async fn check_v1(
     let key = match outcome {
         AuthOutcome::Granted(key) => key,
         AuthOutcome::Invalid => {
-            throttle.record_failure(client_ip);
-            let mut out = CheckOutcome::refused(Refusal::InvalidCredentials, None);
+            let mut out = failed(Refusal::InvalidCredentials);
             out.presented_prefix = presented_prefix;
             return out;
         }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,6 +171,8 @@ pub struct LimitsConfig {
 pub struct AuthThrottleConfig {
     pub max_failures: u32,
     pub window_seconds: u64,
+    /// IPs (IPv6: /64s) tracked at once; bounds the throttle's memory (~100 bytes each).
+    pub tracked_ips: usize,
 }
 
 impl Default for AuthThrottleConfig {
@@ -177,6 +180,7 @@ impl Default for AuthThrottleConfig {
         AuthThrottleConfig {
             max_failures: 20,
             window_seconds: 10,
+            tracked_ips: 100_000,
         }
     }
 }
@@ -790,6 +794,12 @@ impl GatewayConfig {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=10_000_000).contains(&self.auth_throttle.tracked_ips) {
+            errors.push(ConfigError::field(
+                "auth_throttle.tracked_ips",
+                "must be between 1 and 10000000",
+            ));
+        }
         if !(1..=30).contains(&self.sync.long_poll_seconds) {
             errors.push(ConfigError::field(
                 "sync.long_poll_seconds",
@@ -843,6 +853,8 @@ impl GatewayConfig {
                     throttle: ThrottleSettings {
                         max_failures: self.auth_throttle.max_failures,
                         window: Duration::from_secs(self.auth_throttle.window_seconds),
+                        capacity: NonZeroUsize::new(self.auth_throttle.tracked_ips)
+                            .unwrap_or(NonZeroUsize::MIN),
                     },
                     long_poll: Duration::from_secs(self.sync.long_poll_seconds),
                     retry_max: Duration::from_secs(self.sync.retry_max_seconds),

@@ -80,6 +80,7 @@ async fn gateway_end_to_end_against_a_fake_backend() {
         auth_throttle: AuthThrottleConfig {
             max_failures: 5,
             window_seconds: 60,
+            tracked_ips: 1_000,
         },
         trusted_proxies: vec!["127.0.0.1/32".into()],
         shutdown_grace_seconds: 0,
@@ -339,39 +340,34 @@ async fn gateway_end_to_end_against_a_fake_backend() {
     .await;
     assert_eq!(s, 200);
 
-    // Guessing: past 5 failures (the malformed attempt above was one) this IP is refused before
-    // its credentials are even checked, right ones included.
-    for _ in 0..5 {
-        let (s, _, _) = json_of(
-            client
-                .get(format!("{base}/v1/contacts"))
-                .bearer_auth(KEY)
-                .header(
-                    "x-api-secret",
-                    "sk_live_wrongwrongwrongwrongwrongwrongwrongwrong",
-                )
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(s, 401);
-    }
-    let (s, h, b) = json_of(
+    // Guessing: past 5 failures (the malformed attempt above was one) this IP's wrong
+    // credentials get 429 with Retry-After; its right ones are still served.
+    let guess = |secret: &'static str| {
         client
             .get(format!("{base}/v1/contacts"))
             .bearer_auth(KEY)
-            .header("x-api-secret", SECRET)
+            .header("x-api-secret", secret)
             .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    };
+    const WRONG: &str = "sk_live_wrongwrongwrongwrongwrongwrongwrongwrong";
+    for _ in 0..4 {
+        let (s, _, _) = json_of(guess(WRONG).await.unwrap()).await;
+        assert_eq!(s, 401);
+    }
+    let (s, h, b) = json_of(guess(WRONG).await.unwrap()).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (429, Some("too_many_failed_attempts"))
     );
     assert!(!header(&h, "retry-after").is_empty());
+    // The right secret passes the throttle and reaches the next check: this key spent its
+    // minute budget above, so the limiter answers.
+    let (s, _, b) = json_of(guess(SECRET).await.unwrap()).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{b}"
+    );
 
     // Backend gone: the proxy answers 502 with the error object.
     let _ = fake.stop();

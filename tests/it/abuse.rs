@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, gateway_proof, internal_bearer, unix_now, Api, Options, ProofFields, Stack,
+    eventually, gateway_proof, internal_bearer, unix_now, Api, Auth, Options, ProofFields, Stack,
 };
 
 /// A captured proof is good for its own request only, for at most 30 s; the bearer of
@@ -278,4 +278,155 @@ async fn webhook_urls_reaching_special_purpose_addresses_are_refused() {
     .await;
     assert_eq!(attempt["outcome"], "blocked", "{attempt}");
     assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// The gateway's failed-auth throttle counts failures per IP exactly and only ever answers
+/// failures: an IP that failed 25 times is still served with valid credentials, its neighbours
+/// are untouched, and failures sprayed over 2,000 IPs (IPv4 and IPv6 /64s) push no other IP over
+/// the budget. Loopback is a trusted proxy here, so `X-Forwarded-For` names the client.
+#[tokio::test]
+async fn failed_auth_throttle_never_refuses_valid_keys_nor_clients_that_did_not_fail() {
+    use futures::stream::{self, StreamExt};
+
+    const BUDGET: u32 = 3;
+    let stack = Stack::start_with(
+        Options::default()
+            .gateway("WIZ_GATEWAY__TRUSTED_PROXIES", "127.0.0.1/32")
+            .gateway(
+                "WIZ_GATEWAY__AUTH_THROTTLE__MAX_FAILURES",
+                &BUDGET.to_string(),
+            )
+            .gateway("WIZ_GATEWAY__AUTH_THROTTLE__WINDOW_SECONDS", "600"),
+    )
+    .await;
+    let admin = stack.admin().await;
+    let key = admin
+        .create_key(json!({"rate_limit_per_minute": 1000}))
+        .await;
+    stack.wait_synced().await;
+    let api = stack.api(&key);
+    let wrong = Api {
+        secret: format!("sk_live_{}", "W".repeat(40)),
+        ..api.clone()
+    };
+    let valid_from = |ip: String| {
+        let api = api.clone();
+        async move {
+            Api::send(
+                api.request(Method::GET, "/v1/contacts", Auth::Bearer)
+                    .header("x-forwarded-for", ip),
+            )
+            .await
+        }
+    };
+    let wrong_from = |ip: String| {
+        let wrong = wrong.clone();
+        async move {
+            Api::send(
+                wrong
+                    .request(Method::GET, "/v1/contacts", Auth::Bearer)
+                    .header("x-forwarded-for", ip),
+            )
+            .await
+        }
+    };
+
+    // Neighbour lockout: 25 × `Authorization: Bearer x` from A.
+    let a = "198.51.100.10".to_string();
+    for i in 0..25 {
+        let reply = Api::send(
+            api.http
+                .get(format!("{}/v1/contacts", stack.gateway_url()))
+                .header("authorization", "Bearer x")
+                .header("x-forwarded-for", &a),
+        )
+        .await;
+        if i < BUDGET {
+            reply.expect_error(401, "malformed_credentials");
+        } else {
+            reply.expect_error(429, "too_many_failed_attempts");
+            let retry: u64 = reply
+                .header("retry-after")
+                .expect("Retry-After on a throttled failure")
+                .parse()
+                .unwrap();
+            assert!((1..=600).contains(&retry), "Retry-After {retry}");
+        }
+    }
+    // A's valid key is served; A's wrong secret stays throttled; B never failed.
+    valid_from(a.clone()).await.expect(200);
+    wrong_from(a.clone())
+        .await
+        .expect_error(429, "too_many_failed_attempts");
+    let b = "198.51.100.11".to_string();
+    valid_from(b.clone()).await.expect(200);
+    wrong_from(b.clone())
+        .await
+        .expect_error(401, "invalid_credentials");
+
+    // IPv6 counts per /64: another address in A6's /64 is throttled, the next /64 is not.
+    for _ in 0..BUDGET {
+        wrong_from("2001:db8:a:1::1".into())
+            .await
+            .expect_error(401, "invalid_credentials");
+    }
+    wrong_from("2001:db8:a:1:ffff::2".into())
+        .await
+        .expect_error(429, "too_many_failed_attempts");
+    valid_from("2001:db8:a:1::3".into()).await.expect(200);
+    wrong_from("2001:db8:a:2::1".into())
+        .await
+        .expect_error(401, "invalid_credentials");
+
+    // The spray: 2,000 IPs each spend exactly their budget. The old 4×1024-slot sketch saw ~6
+    // failures in every slot after this and throttled any fresh IP at its first failure.
+    let spray: Vec<String> = (0..2_000u32)
+        .map(|i| match i % 2 {
+            0 => format!("10.{}.{}.{}", i >> 16, (i >> 8) & 0xff, i & 0xff),
+            _ => format!("2001:db8:5:{i:x}::1"),
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = stream::iter(
+        spray
+            .iter()
+            .flat_map(|ip| std::iter::repeat_n(ip.clone(), BUDGET as usize)),
+    )
+    .map(|ip| {
+        let wrong_from = &wrong_from;
+        async move {
+            let r = wrong_from(ip).await;
+            (r.status.as_u16(), r.code().to_string())
+        }
+    })
+    .buffer_unordered(16)
+    .collect()
+    .await;
+    assert_eq!(answers.len(), 6_000);
+    for (status, code) in &answers {
+        assert_eq!((*status, code.as_str()), (401, "invalid_credentials"));
+    }
+    // Fresh IPs get their whole budget; every sprayed IP is exactly at its own.
+    for fresh in ["203.0.113.50", "2001:db8:ffff:1::1"] {
+        for _ in 0..BUDGET {
+            wrong_from(fresh.into())
+                .await
+                .expect_error(401, "invalid_credentials");
+        }
+    }
+    wrong_from(spray[0].clone())
+        .await
+        .expect_error(429, "too_many_failed_attempts");
+    wrong_from(spray[1].clone())
+        .await
+        .expect_error(429, "too_many_failed_attempts");
+    // Valid credentials are served from anywhere: sprayed, fresh, throttled.
+    for ip in [
+        &spray[0],
+        &spray[1],
+        &spray[1_999],
+        &a,
+        &"203.0.113.51".to_string(),
+    ] {
+        valid_from(ip.clone()).await.expect(200);
+    }
 }
