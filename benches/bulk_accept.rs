@@ -11,6 +11,7 @@ use serde_json::json;
 use wiz_backend::{
     batches,
     config::{AdminConfig, Config},
+    idempotency::Idempotency,
 };
 
 fn body() -> Vec<u8> {
@@ -57,7 +58,9 @@ fn bulk_accept(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let request: batches::BulkRequest = serde_json::from_slice(&bytes).unwrap();
-                let answer = batches::accept(&state, &account_id, request).await.unwrap();
+                let answer = batches::accept(&state, &Idempotency::default(), &account_id, request)
+                    .await
+                    .unwrap();
                 assert_eq!(answer.accepted, 10_000);
             })
         })
@@ -71,7 +74,9 @@ fn bulk_accept(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let request: batches::BulkRequest = serde_json::from_slice(&dry).unwrap();
-                let answer = batches::accept(&state, &account_id, request).await.unwrap();
+                let answer = batches::accept(&state, &Idempotency::default(), &account_id, request)
+                    .await
+                    .unwrap();
                 assert_eq!(answer.accepted, 10_000);
             })
         })

@@ -1,44 +1,149 @@
 //! `Idempotency-Key` on every `/v1` POST (SPEC §7), per account, for 24 hours.
 //!
-//! The key is reserved with an INSERT that conflicts on (account, key): exactly one request
-//! wins and runs; it then stores its answer (status + body). A retry with the same key and the
-//! same request (method, path and body, hashed) gets that stored answer with
-//! `Idempotent-Replayed: true`, and nothing is done twice. A retry racing the first one waits
-//! for the stored answer (polling briefly) and gets 409 `idempotency_key_in_progress` if it does
-//! not come in time. The same key with a different request is 422 `idempotency_key_reused`.
-//! A 5xx answer is not stored (the reservation is released), so the client can retry.
+//! The record of a key commits in the same transaction as the effect it records, so no crash,
+//! timeout or error can make a request run twice or leave a key stuck:
+//!
+//! - the middleware (`layer`) looks the key up first: the same request (method, path and body,
+//!   hashed) done before gets the stored answer with `Idempotent-Replayed: true`; another request
+//!   under the key is 422 `idempotency_key_reused`. Otherwise it hands the handler a `Claim`
+//!   (request extension, read with the `Idempotency` extractor);
+//! - the handler opens its transaction with `Idempotency::begin`, which first inserts the key's
+//!   row inside it, and ends with `Idempotency::commit`, which writes the answer into that row and
+//!   commits effect and record together. A duplicate racing it blocks on that row (PostgreSQL's
+//!   unique index; SQLite has one writer) until the first commits, then finds the key taken and
+//!   is answered with the stored answer, or proceeds if the first rolled back;
+//! - an error, a crash or a dropped connection before the commit rolls the row back with the
+//!   effect: nothing is remembered and a retry runs once. Answers without an effect (errors, a
+//!   bulk `dry_run`) are not stored.
+//!
+//! Rows are swept after 24 h by the messaging housekeeping (a plain `DELETE` by age, safe when
+//! several backends run it at once), and a row past 24 h is taken over by a new request anyway.
 
-use std::time::Duration;
+use std::convert::Infallible;
 
 use axum::{
     body::{to_bytes, Body},
-    extract::{Request, State},
-    http::{HeaderValue, Method, StatusCode},
+    extract::{FromRequestParts, Request, State},
+    http::{request::Parts, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use prometheus::IntCounterVec;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::AnyConnection;
+use sqlx::{Any, AnyConnection, Transaction};
 
-use crate::{auth::gateway::Caller, error::ApiError, ids::now_ms, state::AppState};
+use crate::{auth::gateway::Caller, db::Db, error::ApiError, ids::now_ms, state::AppState};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub const MAX_KEY_CHARS: usize = 255;
 const TTL_MS: i64 = 24 * 3600 * 1000;
-/// A reservation without an answer this old belongs to a request that died (requests time out
-/// after 60 s); it may be taken over.
-const ABANDONED_MS: i64 = 90 * 1000;
-/// How long a concurrent retry waits for the first request's answer.
-const WAIT_FOR_ANSWER: Duration = Duration::from_secs(10);
-/// Stored answers larger than this are not replayable; the reservation is released instead.
-const MAX_STORED_BODY: usize = 4 * 1024 * 1024;
 
-enum Reservation {
-    Ours,
-    Stored { status: u16, body: String },
-    Mismatch,
-    InProgress,
+/// A key the handler must record in its effect's transaction.
+#[derive(Clone)]
+pub struct Claim {
+    account_id: String,
+    key: String,
+    hash: String,
+    metrics: IntCounterVec,
+}
+
+/// The request's `Claim`, if it carried an `Idempotency-Key`: every `/v1` POST handler with an
+/// effect opens and commits its transaction through this.
+#[derive(Clone, Default)]
+pub struct Idempotency(Option<Claim>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Idempotency(parts.extensions.get::<Claim>().cloned()))
+    }
+}
+
+impl Idempotency {
+    /// Begins the effect's transaction, its first statement claiming the key.
+    pub async fn begin(&self, db: &Db) -> Result<Transaction<'static, Any>, ApiError> {
+        let mut tx = db.begin().await?;
+        if let Some(claim) = &self.0 {
+            claim.take(&mut tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Stores the answer in the transaction and commits effect and record at once. `body` is what
+    /// the handler answers (as `Json(body)`), so a replay is byte for byte the first answer.
+    pub async fn commit<T: Serialize>(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        status: StatusCode,
+        body: &T,
+    ) -> Result<(), ApiError> {
+        if let Some(claim) = &self.0 {
+            let body = serde_json::to_string(body)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("serialising the answer: {e}")))?;
+            sqlx::query(
+                "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
+                 WHERE account_id = $3 AND idem_key = $4",
+            )
+            .bind(i64::from(status.as_u16()))
+            .bind(body)
+            .bind(&claim.account_id)
+            .bind(&claim.key)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            claim.metrics.with_label_values(&["stored"]).inc();
+        } else {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Claim {
+    /// Inserts the key's row, or takes over one older than 24 h (or one committed without an
+    /// answer, which only a handler that bypassed `commit` could leave). A row of a transaction
+    /// still running blocks this statement until that transaction ends.
+    async fn take(&self, conn: &mut AnyConnection) -> Result<(), ApiError> {
+        let now = now_ms();
+        let taken = sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, created_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, idem_key) DO UPDATE SET \
+               request_hash = excluded.request_hash, created_at = excluded.created_at, \
+               status_code = NULL, response_body = NULL \
+             WHERE idempotency_keys.created_at < $5 OR idempotency_keys.status_code IS NULL",
+        )
+        .bind(&self.account_id)
+        .bind(&self.key)
+        .bind(&self.hash)
+        .bind(now)
+        .bind(now - TTL_MS)
+        .execute(conn)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            // A duplicate committed first. The middleware replaces this answer with the stored one
+            // (or with 422 if it was another request under the same key).
+            return Err(in_progress());
+        }
+        Ok(())
+    }
+}
+
+fn in_progress() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+    )
+}
+
+/// What is stored under a key, if anything live.
+enum Stored {
+    Answer { status: u16, body: String },
+    OtherRequest,
 }
 
 /// The `/v1` middleware (inside the gateway-proof layer, so the caller's account is known).
@@ -63,69 +168,58 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         // Not vouched for by the gateway: the handler refuses it, nothing to remember.
         return next.run(request).await;
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
     let hash = request_hash(&parts.method, &parts.uri, &bytes);
-    let metrics = &state.messaging.metrics.idempotency;
-    match reserve(&state, &caller.account_id, &key, &hash).await {
+    let metrics = state.messaging.metrics.idempotency.clone();
+    match lookup(&state.db, &caller.account_id, &key, &hash).await {
         Err(err) => return err.into_response(),
-        Ok(Reservation::Mismatch) => {
+        Ok(Some(stored)) => return answer_stored(&metrics, stored),
+        Ok(None) => {}
+    }
+    parts.extensions.insert(Claim {
+        account_id: caller.account_id.clone(),
+        key: key.clone(),
+        hash: hash.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if !response.status().is_success() {
+        // This request's effect rolled back. If that is because a duplicate committed while it
+        // ran (the key's row, or a row the duplicate created, such as the contact), the
+        // duplicate's answer is this request's answer too.
+        match lookup(&state.db, &caller.account_id, &key, &hash).await {
+            Ok(Some(stored)) => return answer_stored(&metrics, stored),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "re-reading an idempotency key failed"),
+        }
+    }
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("false"));
+    response
+}
+
+fn answer_stored(metrics: &IntCounterVec, stored: Stored) -> Response {
+    match stored {
+        Stored::OtherRequest => {
             metrics.with_label_values(&["reused"]).inc();
-            return ApiError::unprocessable(
+            ApiError::unprocessable(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request; use a new key",
             )
-            .into_response();
+            .into_response()
         }
-        Ok(Reservation::InProgress) => {
-            metrics.with_label_values(&["in_progress"]).inc();
-            return ApiError::conflict(
-                "idempotency_key_in_progress",
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-            )
-            .into_response();
-        }
-        Ok(Reservation::Stored { status, body }) => {
+        Stored::Answer { status, body } => {
             metrics.with_label_values(&["replayed"]).inc();
-            return replay(status, body);
-        }
-        Ok(Reservation::Ours) => {}
-    }
-
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let (mut parts, body) = response.into_parts();
-    let bytes = match to_bytes(body, MAX_STORED_BODY).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            release(&state, &caller.account_id, &key).await;
-            return ApiError::Internal(anyhow::anyhow!("response body unreadable")).into_response();
-        }
-    };
-    if parts.status.is_server_error() {
-        release(&state, &caller.account_id, &key).await;
-    } else {
-        let stored = store_answer(
-            &state,
-            &caller.account_id,
-            &key,
-            parts.status.as_u16(),
-            &String::from_utf8_lossy(&bytes),
-        )
-        .await;
-        match stored {
-            Ok(()) => metrics.with_label_values(&["stored"]).inc(),
-            Err(err) => tracing::warn!(error = %err, "storing an idempotent answer failed"),
+            replay(status, body)
         }
     }
-    parts
-        .headers
-        .insert(REPLAYED_HEADER, HeaderValue::from_static("false"));
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn valid_key(key: &str) -> bool {
@@ -154,126 +248,34 @@ fn replay(status: u16, body: String) -> Response {
     response
 }
 
-async fn reserve(
-    state: &AppState,
+/// The committed record of a key, younger than 24 h. Rows without an answer are no record.
+async fn lookup(
+    db: &Db,
     account_id: &str,
     key: &str,
     hash: &str,
-) -> Result<Reservation, ApiError> {
-    let deadline = tokio::time::Instant::now() + WAIT_FOR_ANSWER;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let now = now_ms();
-        {
-            let mut conn = state.db.acquire().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (account_id, idem_key, request_hash, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, idem_key) DO NOTHING",
-            )
-            .bind(account_id)
-            .bind(key)
-            .bind(hash)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                == 1;
-            if inserted {
-                return Ok(Reservation::Ours);
-            }
-            let row: Option<(String, Option<i64>, Option<String>, i64)> = sqlx::query_as(
-                "SELECT request_hash, status_code, response_body, created_at FROM idempotency_keys \
-                 WHERE account_id = $1 AND idem_key = $2",
-            )
-            .bind(account_id)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match row {
-                // Released between our INSERT and SELECT: try again at once.
-                None => continue,
-                Some((_, _, _, created_at)) if created_at < now - TTL_MS => {
-                    delete_if_created(&mut conn, account_id, key, created_at).await?;
-                    continue;
-                }
-                Some((stored_hash, _, _, _)) if stored_hash != hash => {
-                    return Ok(Reservation::Mismatch)
-                }
-                Some((_, Some(status), body, _)) => {
-                    return Ok(Reservation::Stored {
-                        status: status as u16,
-                        body: body.unwrap_or_default(),
-                    })
-                }
-                Some((_, None, _, created_at)) if created_at < now - ABANDONED_MS => {
-                    delete_if_created(&mut conn, account_id, key, created_at).await?;
-                    continue;
-                }
-                Some(_) => {}
-            }
-        }
-        if tokio::time::Instant::now() + pause > deadline {
-            return Ok(Reservation::InProgress);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// Deletes a reservation only if it is still the one we looked at (another waiter may have
-/// replaced it already).
-async fn delete_if_created(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    key: &str,
-    created_at: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2 AND created_at = $3",
+) -> Result<Option<Stored>, ApiError> {
+    let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT request_hash, status_code, response_body FROM idempotency_keys \
+         WHERE account_id = $1 AND idem_key = $2 AND created_at >= $3",
     )
     .bind(account_id)
     .bind(key)
-    .bind(created_at)
-    .execute(conn)
+    .bind(now_ms() - TTL_MS)
+    .fetch_optional(db)
     .await?;
-    Ok(())
+    Ok(match row {
+        Some((_, None, _)) | None => None,
+        Some((stored_hash, Some(_), _)) if stored_hash != hash => Some(Stored::OtherRequest),
+        Some((_, Some(status), body)) => Some(Stored::Answer {
+            status: status as u16,
+            body: body.unwrap_or_default(),
+        }),
+    })
 }
 
-async fn store_answer(
-    state: &AppState,
-    account_id: &str,
-    key: &str,
-    status: u16,
-    body: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET status_code = $1, response_body = $2 \
-         WHERE account_id = $3 AND idem_key = $4",
-    )
-    .bind(i64::from(status))
-    .bind(body)
-    .bind(account_id)
-    .bind(key)
-    .execute(&state.db)
-    .await?;
-    Ok(())
-}
-
-async fn release(state: &AppState, account_id: &str, key: &str) {
-    let result = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE account_id = $1 AND idem_key = $2 \
-         AND status_code IS NULL",
-    )
-    .bind(account_id)
-    .bind(key)
-    .execute(&state.db)
-    .await;
-    if let Err(err) = result {
-        tracing::warn!(error = %err, "releasing an idempotency key failed");
-    }
-}
-
-/// Deletes keys older than 24 h (housekeeping).
+/// Deletes keys older than 24 h (housekeeping). A plain DELETE by age: several backends running
+/// it at once delete the same rows, one of them each.
 pub async fn sweep(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
     Ok(
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
@@ -398,13 +400,22 @@ mod tests {
         assert_ne!(elsewhere.body["id"], first["id"]);
         assert_eq!(count_messages(&m.app.state.db).await, 2);
 
-        // Errors are answers too: replayed, not redone.
+        // An error rolled its effect back and left no record: the same key runs again, with
+        // this body or another.
         let bad = json!({"to": "+14155550101", "type": "template", "template": {"name": "nope"}});
         let a = m.post_with_key("/v1/messages", &bad, "bad-1").await;
         let b = m.post_with_key("/v1/messages", &bad, "bad-1").await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!((b.status, &b.body), (a.status, &a.body));
-        assert_eq!(b.headers[REPLAYED_HEADER], "true");
+        assert_eq!(b.headers[REPLAYED_HEADER], "false");
+        let fixed = json!({"to": "+14155550101", "type": "text", "text": {"body": "fixed"}});
+        assert_eq!(
+            m.post_with_key("/v1/messages", &fixed, "bad-1")
+                .await
+                .status,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(count_messages(&m.app.state.db).await, 3);
 
         let too_long = m
             .post_with_key("/v1/messages", &body, &"k".repeat(256))
@@ -414,7 +425,7 @@ mod tests {
         // Without a key, every POST counts.
         m.v1("POST", "/v1/messages", Some(body.clone())).await;
         m.v1("POST", "/v1/messages", Some(body)).await;
-        assert_eq!(count_messages(&m.app.state.db).await, 4);
+        assert_eq!(count_messages(&m.app.state.db).await, 5);
     }
 
     #[tokio::test]
@@ -433,5 +444,95 @@ mod tests {
             .unwrap();
         assert_eq!(batches, 1);
         assert_eq!(count_messages(&m.app.state.db).await, 2);
+    }
+
+    /// The effect fails after part of it was written (the contact, its `contact.created` event):
+    /// the key's record rolls back with it, and the retries that follow run once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failure_after_partial_work_leaves_nothing_and_a_retry_runs_once() {
+        let m = start(1000).await;
+        let db = &m.app.state.db;
+        sqlx::query(
+            "CREATE TRIGGER injected_failure BEFORE INSERT ON messages \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .execute(db)
+        .await
+        .unwrap();
+        let body = json!({"to": "+14155550177", "type": "text", "text": {"body": "once"}});
+        let failed = m.post_with_key("/v1/messages", &body, "flaky-1").await;
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (keys, contacts): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM idempotency_keys), \
+                    (SELECT CAST(COUNT(*) AS BIGINT) FROM contacts WHERE phone = '+14155550177')",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        assert_eq!(
+            (keys, contacts),
+            (0, 0),
+            "the failed request left something behind"
+        );
+        assert_eq!(m.count_events("contact.created").await, 0);
+
+        sqlx::query("DROP TRIGGER injected_failure")
+            .execute(db)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let router = m.app.router.clone();
+                let request = signed(
+                    &m.account,
+                    "POST",
+                    "/v1/messages",
+                    Some(&body),
+                    &[(HEADER, "flaky-1")],
+                );
+                tokio::spawn(async move {
+                    let response = router.oneshot(request).await.unwrap();
+                    let status = response.status();
+                    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+                    (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        for answer in &answers {
+            assert_eq!(answer, &answers[0]);
+        }
+        assert_eq!(answers[0].0, StatusCode::ACCEPTED);
+        assert_eq!(count_messages(db).await, 1);
+        assert_eq!(m.count_events("contact.created").await, 1);
+    }
+
+    /// Records older than 24 h are swept; a key whose record expired runs again.
+    #[tokio::test]
+    async fn records_expire_after_a_day() {
+        let m = start(1000).await;
+        let db = &m.app.state.db;
+        let body = json!({"to": "+14155550178", "type": "text", "text": {"body": "a"}});
+        let first = m.post_with_key("/v1/messages", &body, "old-1").await;
+        assert_eq!(first.status, StatusCode::ACCEPTED);
+        sqlx::query("UPDATE idempotency_keys SET created_at = created_at - $1")
+            .bind(TTL_MS + 1)
+            .execute(db)
+            .await
+            .unwrap();
+        // Past 24 h, not swept yet: the key is free again.
+        let second = m.post_with_key("/v1/messages", &body, "old-1").await;
+        assert_eq!(second.status, StatusCode::ACCEPTED);
+        assert_ne!(second.body["id"], first.body["id"]);
+        sqlx::query("UPDATE idempotency_keys SET created_at = created_at - $1")
+            .bind(TTL_MS + 1)
+            .execute(db)
+            .await
+            .unwrap();
+        let mut conn = db.acquire().await.unwrap();
+        assert_eq!(sweep(&mut conn, now_ms()).await.unwrap(), 1);
     }
 }

@@ -430,3 +430,195 @@ async fn failed_auth_throttle_never_refuses_valid_keys_nor_clients_that_did_not_
         valid_from(ip.clone()).await.expect(200);
     }
 }
+
+/// Runs one SQL statement on the stack's database from outside the backend (SQLite file or
+/// PostgreSQL), as an operator or a fault would.
+async fn sql(database_url: &str, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {database_url}: {e}"));
+    sqlx::raw_sql(statement)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    pool.close().await;
+}
+
+/// Idempotency (issue 9 point 6): identical retries racing each other run once and all get the
+/// same answer; a request that fails validation, or fails after part of its work was written,
+/// leaves no record and nothing of its work, and the retries that follow run once; the same key
+/// with another body is 422 `idempotency_key_reused`.
+pub async fn idempotent_retries_race_each_other_and_a_failure(stack: &Stack, database_url: &str) {
+    let admin = stack.admin().await;
+    let key = admin
+        .create_key(json!({"rate_limit_per_minute": 1000, "daily_limit": 100000}))
+        .await;
+    stack.wait_synced().await;
+    let api = stack.api(&key);
+    let post = |idempotency_key: &str, body: serde_json::Value| {
+        api.request(Method::POST, "/v1/messages", Auth::Bearer)
+            .header("idempotency-key", idempotency_key)
+            .json(&body)
+    };
+    let race = |idempotency_key: &str, body: serde_json::Value, n: usize| {
+        let requests: Vec<_> = (0..n)
+            .map(|_| post(idempotency_key, body.clone()))
+            .collect();
+        futures::future::join_all(requests.into_iter().map(Api::send))
+    };
+    let messages_to = |contact_id: String| {
+        let api = api.clone();
+        async move {
+            let listed = api
+                .get(&format!("/v1/messages?contact_id={contact_id}"))
+                .await;
+            listed.expect(200)["data"].as_array().map_or(0, Vec::len)
+        }
+    };
+    let contacts_with = |phone: &'static str| {
+        let api = api.clone();
+        async move {
+            let listed = api.get("/v1/contacts?limit=200").await;
+            listed.expect(200)["data"]
+                .as_array()
+                .map_or(0, |all| all.iter().filter(|c| c["phone"] == phone).count())
+        }
+    };
+
+    // Ten identical requests at once: one message, ten equal answers, nine of them replays.
+    let body = json!({"to": "+14155550181", "type": "text", "text": {"body": "once"}});
+    let answers = race("order-1", body.clone(), 10).await;
+    let first = answers[0].expect(202).clone();
+    for answer in &answers {
+        assert_eq!((answer.status, &answer.body), (answers[0].status, &first));
+    }
+    let replayed = |answers: &[crate::harness::Reply]| {
+        answers
+            .iter()
+            .filter(|a| a.header("idempotent-replayed") == Some("true"))
+            .count()
+    };
+    assert_eq!(replayed(&answers), 9);
+    let contact_id = first["contact_id"].as_str().unwrap().to_string();
+    assert_eq!(messages_to(contact_id.clone()).await, 1);
+    // Later repeats too.
+    let again = Api::send(post("order-1", body)).await;
+    assert_eq!(again.body, first);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // The same key with another body.
+    let other = json!({"to": "+14155550181", "type": "text", "text": {"body": "twice"}});
+    Api::send(post("order-1", other))
+        .await
+        .expect_error(422, "idempotency_key_reused");
+    assert_eq!(messages_to(contact_id).await, 1);
+
+    // A validation failure leaves no record: the key then serves a corrected request, once.
+    let invalid = json!({"to": "+14155550182", "type": "template", "template": {"name": "nope"}});
+    Api::send(post("order-2", invalid))
+        .await
+        .expect_error(422, "template_not_found");
+    let fixed = json!({"to": "+14155550182", "type": "text", "text": {"body": "fixed"}});
+    let answers = race("order-2", fixed, 5).await;
+    for answer in &answers {
+        assert_eq!(answer.body, answers[0].body);
+    }
+    assert_eq!(replayed(&answers), 4);
+    let contact_id = answers[0].expect(202)["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(messages_to(contact_id).await, 1);
+
+    // A failure after partial work: the contact is created, then storing the message fails.
+    let is_sqlite = database_url.starts_with("sqlite:");
+    let (inject, remove) = if is_sqlite {
+        (
+            "CREATE TRIGGER injected_failure BEFORE INSERT ON messages \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            "DROP TRIGGER injected_failure",
+        )
+    } else {
+        (
+            "CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+             CREATE TRIGGER injected_failure BEFORE INSERT ON messages \
+             FOR EACH ROW EXECUTE FUNCTION injected_failure()",
+            "DROP TRIGGER injected_failure ON messages; DROP FUNCTION injected_failure()",
+        )
+    };
+    sql(database_url, inject).await;
+    let flaky = json!({"to": "+14155550183", "type": "text", "text": {"body": "flaky"}});
+    let failed = race("order-3", flaky.clone(), 4).await;
+    for answer in &failed {
+        answer.expect_error(500, "internal_error");
+    }
+    assert_eq!(contacts_with("+14155550183").await, 0, "partial work kept");
+    sql(database_url, remove).await;
+    let answers = race("order-3", flaky, 10).await;
+    for answer in &answers {
+        assert_eq!(
+            (answer.status, &answer.body),
+            (answers[0].status, &answers[0].body)
+        );
+    }
+    assert_eq!(replayed(&answers), 9);
+    let contact_id = answers[0].expect(202)["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(messages_to(contact_id).await, 1);
+    assert_eq!(contacts_with("+14155550183").await, 1);
+
+    // The same for a contact (its own unique phone racing) and a bulk batch.
+    let contact = json!({"phone": "+14155550184", "name": "Ada"});
+    let answers = futures::future::join_all((0..6).map(|_| {
+        Api::send(
+            api.request(Method::POST, "/v1/contacts", Auth::Bearer)
+                .header("idempotency-key", "contact-1")
+                .json(&contact),
+        )
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(
+            (answer.status.as_u16(), &answer.body),
+            (201, &answers[0].body)
+        );
+    }
+    let bulk = json!({"type": "text", "text": {"body": "hi"},
+        "recipients": [{"to": "+14155550185"}, {"to": "+14155550186"}]});
+    let answers = futures::future::join_all((0..6).map(|_| {
+        Api::send(
+            api.request(Method::POST, "/v1/messages/bulk", Auth::Bearer)
+                .header("idempotency-key", "bulk-1")
+                .json(&bulk),
+        )
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(
+            (answer.status.as_u16(), &answer.body),
+            (202, &answers[0].body)
+        );
+    }
+    let batch_id = answers[0].body["batch_id"].as_str().unwrap();
+    let batch = api.get(&format!("/v1/batches/{batch_id}")).await;
+    assert_eq!(batch.expect(200)["total"], 2);
+}
+
+#[tokio::test]
+async fn idempotent_retries_race_each_other_and_a_failure_on_sqlite() {
+    let stack = Stack::start().await;
+    let url = stack.database_url();
+    idempotent_retries_race_each_other_and_a_failure(&stack, &url).await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_race_each_other_and_a_failure_on_postgresql() {
+    let pg = crate::postgres::Postgres::start().await;
+    let stack = crate::postgres::stack_on(&pg, Options::default()).await;
+    idempotent_retries_race_each_other_and_a_failure(&stack, &pg.url).await;
+}

@@ -15,6 +15,7 @@ pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sqlx::AnyConnection;
@@ -25,6 +26,7 @@ use crate::{
     contacts,
     error::ApiError,
     events, examples,
+    idempotency::Idempotency,
     ids::{new_id, now_ms, rfc3339},
     messages::{
         self,
@@ -406,6 +408,7 @@ pub async fn resolve_contacts(
 /// the dispatcher.
 pub async fn accept(
     state: &AppState,
+    idem: &Idempotency,
     account_id: &str,
     mut req: BulkRequest,
 ) -> Result<BulkAccepted, ApiError> {
@@ -445,7 +448,7 @@ pub async fn accept(
     let recipients = std::mem::take(&mut req.recipients);
     let (accepted, mut rejected) = validate_recipients(&source, recipients);
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let (mut rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
     rejected.extend(opted_out);
     let channel = state.messaging.channel_for(&mut tx, account_id).await?;
@@ -491,17 +494,18 @@ pub async fn accept(
     };
     store::insert(&mut tx, &batch, &spec.to_string()).await?;
     messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
-    tx.commit().await?;
-    state.messaging.wake_dispatcher();
-    let metrics = &state.messaging.metrics;
-    metrics.batches.with_label_values(&["running"]).inc();
-    metrics.messages_n(Status::Queued, rows.len() as u64);
-    Ok(BulkAccepted {
+    let answer = BulkAccepted {
         batch_id: Some(batch.id),
         accepted: rows.len(),
         rejected,
         dry_run: false,
-    })
+    };
+    idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
+    state.messaging.wake_dispatcher();
+    let metrics = &state.messaging.metrics;
+    metrics.batches.with_label_values(&["running"]).inc();
+    metrics.messages_n(Status::Queued, rows.len() as u64);
+    Ok(answer)
 }
 
 /// Completes the batch if none of its messages is still queued or sent, emitting

@@ -21,6 +21,7 @@ use crate::{
         BulkText, Counts, Recipient, Rejection,
     },
     error::{ApiError, ApiResult},
+    idempotency::Idempotency,
     messages::{self, Status},
     openapi::ErrorBody,
     state::AppState,
@@ -65,10 +66,11 @@ pub struct ApiDoc;
 pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     body: Result<Json<BulkRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<BulkAccepted>)> {
     let Json(req) = body?;
-    let answer = batches::accept(&state, &caller.account_id, req).await?;
+    let answer = batches::accept(&state, &idem, &caller.account_id, req).await?;
     let status = if answer.dry_run {
         StatusCode::OK
     } else {
@@ -175,18 +177,20 @@ pub async fn batch_messages(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<BatchView>> {
     let Path(id) = id?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let (batch, failed) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
     let counts = store::counts(&mut tx, &id).await?;
-    tx.commit().await?;
+    let view = batch.view(counts);
+    idem.commit(tx, StatusCode::OK, &view).await?;
     if let Some(failed) = failed {
         state.events_written();
         let metrics = &state.messaging.metrics;
         metrics.messages_n(Status::Failed, failed);
         metrics.batches.with_label_values(&["cancelled"]).inc();
     }
-    Ok(Json(batch.view(counts)))
+    Ok(Json(view))
 }

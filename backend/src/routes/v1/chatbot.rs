@@ -25,6 +25,7 @@ use crate::{
     contacts::{self, ChatbotState},
     error::{ApiError, ApiResult},
     examples,
+    idempotency::Idempotency,
     messages::{ReplyButton, Status},
     openapi::ErrorBody,
     state::AppState,
@@ -152,6 +153,7 @@ fn record(state: &AppState, outcome: &Outcome) {
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<TriggerRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<TriggerAnswer>)> {
@@ -162,7 +164,7 @@ pub async fn trigger(
     }
     let account_id = caller.account_id.as_str();
     examples::ensure_seeded(&state.db, account_id).await?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let flow = store::get(&mut tx, account_id, &id)
         .await?
         .ok_or(ApiError::not_found("flow"))?;
@@ -190,27 +192,26 @@ pub async fn trigger(
         channel,
     };
     let outcome = engine::trigger(&mut tx, ctx, contact, &flow, req.variables).await?;
-    tx.commit().await?;
+    let answer = TriggerAnswer {
+        flow_id: flow.id,
+        contact_id,
+        chatbot: outcome.state.clone(),
+        messages: outcome.messages.clone(),
+    };
+    idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
     state.events_written();
     record(&state, &outcome);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TriggerAnswer {
-            flow_id: flow.id,
-            contact_id,
-            chatbot: outcome.state,
-            messages: outcome.messages,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 async fn pause_or_resume(
     state: &AppState,
+    idem: &Idempotency,
     account_id: &str,
     contact_id: &str,
     pause: bool,
 ) -> ApiResult<Json<Value>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let contact = contacts::get(&mut tx, account_id, contact_id)
         .await?
         .ok_or(ApiError::not_found("contact"))?;
@@ -225,13 +226,14 @@ async fn pause_or_resume(
     };
     let contact = contacts::get(&mut tx, account_id, contact_id)
         .await?
-        .ok_or(ApiError::not_found("contact"))?;
-    tx.commit().await?;
+        .ok_or(ApiError::not_found("contact"))?
+        .to_json();
+    idem.commit(tx, StatusCode::OK, &contact).await?;
     if outcome.emitted {
         state.events_written();
     }
     record(state, &outcome);
-    Ok(Json(contact.to_json()))
+    Ok(Json(contact))
 }
 
 /// Pause the bot for a contact (human handover)
@@ -250,10 +252,11 @@ async fn pause_or_resume(
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(id) = id?;
-    pause_or_resume(&state, &caller.account_id, &id, true).await
+    pause_or_resume(&state, &idem, &caller.account_id, &id, true).await
 }
 
 /// Resume the bot for a contact
@@ -272,8 +275,9 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(id) = id?;
-    pause_or_resume(&state, &caller.account_id, &id, false).await
+    pause_or_resume(&state, &idem, &caller.account_id, &id, false).await
 }

@@ -23,6 +23,7 @@ use crate::{
         Contact, ContactPatch,
     },
     error::{ApiError, ApiResult},
+    idempotency::Idempotency,
     openapi::ErrorBody,
     state::AppState,
 };
@@ -145,6 +146,7 @@ pub struct CreateBody {
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Contact>)> {
     let Json(body) = body?;
@@ -157,9 +159,9 @@ async fn create(
         opted_in: body.opted_in.unwrap_or(true),
         phone: body.phone,
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let contact = store::create(&mut tx, &caller.account_id, new).await?;
-    tx.commit().await?;
+    idem.commit(tx, StatusCode::CREATED, &contact).await?;
     state.events_written();
     Ok((StatusCode::CREATED, Json(contact)))
 }

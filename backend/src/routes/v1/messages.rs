@@ -21,6 +21,7 @@ use crate::{
     contacts::{self, Contact},
     error::{ApiError, ApiResult},
     examples,
+    idempotency::Idempotency,
     ids::new_id,
     messages::{
         self, inbound,
@@ -171,6 +172,7 @@ fn check_body_matches_type(req: &SendMessage) -> Result<(), ApiError> {
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     body: Result<Json<SendMessage>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
     let Json(req) = body?;
@@ -187,7 +189,7 @@ pub async fn send(
         examples::ensure_seeded(&state.db, &caller.account_id).await?;
     }
     let account_id = caller.account_id.as_str();
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let content = match (req.text, req.template, req.media) {
         (Some(text), _, _) => Content::Text(text),
         (_, _, Some(media)) => Content::Media(media),
@@ -248,11 +250,12 @@ pub async fn send(
         },
     )
     .await?;
-    tx.commit().await?;
+    let view = message.view();
+    idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
     state.events_written();
     state.messaging.wake_dispatcher();
     state.messaging.metrics.message(Status::Queued);
-    Ok((StatusCode::ACCEPTED, Json(message.view())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
 /// Get a message
@@ -386,6 +389,7 @@ pub struct InboundRequest {
 pub async fn inbound(
     State(state): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     body: Result<Json<InboundRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
     let Json(req) = body?;
@@ -421,7 +425,7 @@ pub async fn inbound(
     };
     let account_id = caller.account_id.as_str();
     examples::ensure_seeded(&state.db, account_id).await?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = idem.begin(&state.db).await?;
     let channel = state.messaging.channel_for(&mut tx, account_id).await?;
     let (message, outcome) = inbound::receive(
         &mut tx,
@@ -434,7 +438,8 @@ pub async fn inbound(
         },
     )
     .await?;
-    tx.commit().await?;
+    let view = message.view();
+    idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
     inbound::after_commit(&state, 1, vec![outcome]);
-    Ok((StatusCode::ACCEPTED, Json(message.view())))
+    Ok((StatusCode::ACCEPTED, Json(view)))
 }
