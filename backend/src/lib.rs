@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod background;
 pub mod batches;
 pub mod channel;
 pub mod chatbot;
@@ -69,9 +70,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "wiz-backend listening");
     let app = routes::router(state.clone());
-    let webhook_sender = webhooks::start(&state);
-    // Messaging workers (dispatcher, status reports, housekeeping); stopped when dropped.
-    let _messaging = channel::worker::start(&state);
+    // Every background task in one lifecycle, stopped gracefully after the listener closes.
+    let mut background = background::Background::new();
+    channel::worker::spawn(&state, &mut background);
+    webhooks::spawn(&state, &mut background);
     // Graceful shutdown waits for requests in flight, and a gateway's key-sync long poll can
     // wait up to 30 s: tell such waits to answer now.
     let stopping = state.shutting_down.clone();
@@ -99,7 +101,9 @@ pub async fn serve(
         }
     }
     .context("serving HTTP");
-    webhook_sender.stop().await;
+    background
+        .stop(webhooks::stop_grace(&state.config.webhooks))
+        .await;
     served
 }
 

@@ -436,3 +436,74 @@ pub async fn healthy_endpoint_beside_dead_ones(stack: &Stack, label: &str) {
         hung.load(Ordering::SeqCst)
     );
 }
+
+/// One event can be followed through the backend's JSON log: fan-out names the event and its
+/// delivery, the attempt's span carries both ids, and the record names the delivery's outcome.
+#[tokio::test]
+async fn one_event_is_followed_from_fan_out_to_record_in_the_logs() {
+    let stack = Stack::start_with(
+        Options::default()
+            .backend("WIZ_BACKEND__LOG__FORMAT", "json")
+            .backend(
+                "WIZ_BACKEND__LOG__LEVEL",
+                "info,wiz_backend::webhooks=debug",
+            ),
+    )
+    .await;
+    let admin = stack.admin().await;
+    let (url, inbox) = receiver().await;
+    admin
+        .post(
+            "/admin/webhooks",
+            json!({"url": url, "events": ["contact.created"]}),
+        )
+        .await
+        .expect(201);
+    let key = admin.create_key(json!({})).await;
+    stack.wait_synced().await;
+    stack
+        .api(&key)
+        .post("/v1/contacts", json!({"phone": "+14155550177"}))
+        .await
+        .expect(201);
+    let delivery = eventually("the delivery", Duration::from_secs(20), || async {
+        inbox.delivered.lock().unwrap().first().cloned()
+    })
+    .await;
+    let event_id = delivery.event()["id"].as_str().unwrap().to_string();
+
+    let lines = || -> Vec<Value> {
+        let text = std::fs::read_to_string(stack.dir().join("wiz-backend.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let said = |line: &Value, message: &str| line["message"] == message;
+    let recorded = eventually("the record in the log", Duration::from_secs(10), || async {
+        let lines = lines();
+        let created = lines
+            .iter()
+            .find(|l| said(l, "webhook delivery created") && l["event_id"] == event_id.as_str())?
+            .clone();
+        let delivery_id = created["delivery_id"].as_str()?.to_string();
+        let attempt = lines
+            .iter()
+            .find(|l| {
+                said(l, "webhook attempt finished")
+                    && l["span"]["delivery_id"] == delivery_id.as_str()
+            })?
+            .clone();
+        let record = lines
+            .iter()
+            .find(|l| {
+                said(l, "webhook delivery recorded") && l["delivery_id"] == delivery_id.as_str()
+            })?
+            .clone();
+        Some((attempt, record))
+    })
+    .await;
+    let (attempt, record) = recorded;
+    assert_eq!(attempt["span"]["event_id"], event_id.as_str(), "{attempt}");
+    assert_eq!(attempt["outcome"], "success", "{attempt}");
+    assert_eq!(record["status"], "succeeded", "{record}");
+}

@@ -16,18 +16,17 @@
 //! transaction holds (`db::skip_locked`), every conditional update names the claim it acts on,
 //! and locks are taken in one order (`BatchWork`), so no two rounds deadlock or undo each other.
 //!
-//! `start` spawns them; dropping the returned `Workers` stops them (a transaction cut short
-//! rolls back, so stopping at any point is safe).
+//! `spawn` registers them with the backend's lifecycle (`background`): a graceful stop lets each
+//! finish its round; an abort is safe too (a transaction cut short rolls back).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
-use tokio::task::JoinHandle;
-
 use super::{cloud, simulated, Outbound, SendOutcome};
 use crate::{
+    background::{Background, Stop},
     batches, contacts,
     error::ApiError,
     ids::now_ms,
@@ -59,28 +58,27 @@ fn claim_lease(state: &AppState, channel: &str) -> Duration {
 }
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 
-/// Handles of the running workers; dropping it stops them.
-pub struct Workers {
-    handles: Vec<JoinHandle<()>>,
+/// Registers the dispatcher, the report worker and housekeeping with `background`.
+pub fn spawn(state: &AppState, background: &mut Background) {
+    background.spawn("message dispatcher", {
+        let state = state.clone();
+        |stop| dispatcher(state, stop)
+    });
+    background.spawn("status reports", {
+        let state = state.clone();
+        |stop| reporter(state, stop)
+    });
+    background.spawn("messaging housekeeping", {
+        let state = state.clone();
+        |stop| housekeeping(state, stop)
+    });
 }
 
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for handle in &self.handles {
-            handle.abort();
-        }
-    }
-}
-
-/// Starts the messaging workers (called by `lib.rs` `serve`).
-pub fn start(state: &AppState) -> Workers {
-    Workers {
-        handles: vec![
-            tokio::spawn(dispatcher(state.clone())),
-            tokio::spawn(reporter(state.clone())),
-            tokio::spawn(housekeeping(state.clone())),
-        ],
-    }
+/// The messaging workers alone, in their own lifecycle (tests); dropping it aborts them.
+pub fn start(state: &AppState) -> Background {
+    let mut background = Background::new();
+    spawn(state, &mut background);
+    background
 }
 
 pub(crate) struct Bucket {
@@ -98,24 +96,26 @@ impl Bucket {
     }
 }
 
-async fn dispatcher(state: AppState) {
+async fn dispatcher(state: AppState, mut stop: Stop) {
     let mut buckets: HashMap<String, Bucket> = HashMap::new();
-    loop {
+    while !stop.requested() {
         match dispatch_round(&state, &mut buckets).await {
             // Work left (or throttled): come back after one tick.
-            Ok(true) => tokio::time::sleep(TICK).await,
+            Ok(true) => {
+                stop.sleep(TICK).await;
+            }
             // Nothing waiting: sleep until something is queued (or another backend queued
             // something we were not told about).
             Ok(false) => {
                 buckets.retain(|_, b| b.last.elapsed() < Duration::from_secs(60));
                 tokio::select! {
                     _ = state.messaging.queued.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.sleep(Duration::from_secs(1)) => {}
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %err, "dispatcher round failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                stop.sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -353,8 +353,8 @@ async fn link_contact(conn: &mut sqlx::AnyConnection, msg: &mut Message) -> Resu
     Ok(contact.is_none_or(|c| c.opted_in))
 }
 
-async fn reporter(state: AppState) {
-    loop {
+async fn reporter(state: AppState, mut stop: Stop) {
+    while !stop.requested() {
         match report_round(&state).await {
             Ok(true) => continue,
             Ok(false) => {
@@ -368,12 +368,12 @@ async fn reporter(state: AppState) {
                     .min(Duration::from_secs(1));
                 tokio::select! {
                     _ = state.messaging.reports.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.sleep(wait) => {}
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %err, "status report round failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                stop.sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -446,16 +446,16 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
     Ok(full)
 }
 
-async fn housekeeping(state: AppState) {
+async fn housekeeping(state: AppState, mut stop: Stop) {
     // Idempotency keys are swept every 30th round (once a minute).
     let mut until_sweep = 0u32;
-    loop {
+    while !stop.requested() {
         let sweep = until_sweep == 0;
         until_sweep = if sweep { 29 } else { until_sweep - 1 };
         if let Err(err) = housekeeping_round(&state, sweep).await {
             tracing::warn!(error = %err, "messaging housekeeping failed");
         }
-        tokio::time::sleep(HOUSEKEEPING_EVERY).await;
+        stop.sleep(HOUSEKEEPING_EVERY).await;
     }
 }
 

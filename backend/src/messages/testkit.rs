@@ -8,14 +8,15 @@ use serde_json::Value;
 
 use crate::{
     accounts::Plan,
-    channel::worker::{self, Workers},
+    background::Background,
+    channel::worker,
     testing::{gateway_proof, Answer, ProofFields, TestApp, INTERNAL_TOKEN},
 };
 
 pub struct Messaging {
     pub app: TestApp,
     pub account: String,
-    pub workers: Option<Workers>,
+    pub workers: Option<Background>,
 }
 
 /// Timeline 10 ms / 30 ms / 60 ms, `rate_per_second` as given, workers running.

@@ -21,12 +21,9 @@ mod tests;
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{
-    sync::{watch, Notify},
-    task::JoinHandle,
-};
+use tokio::sync::Notify;
 
-use crate::{config::WebhooksConfig, metrics::Metrics, state::AppState};
+use crate::{background::Background, config::WebhooksConfig, metrics::Metrics, state::AppState};
 
 pub use metrics::WebhookMetrics;
 
@@ -78,40 +75,48 @@ fn client(config: &WebhooksConfig) -> reqwest::Client {
         .expect("building the webhook HTTP client (TLS backend)")
 }
 
-/// The running sender: fan-out, worker (with its recorder) and the gauge refresher.
-/// `stop()` shuts it down gracefully; dropping it aborts everything at once, which is what a
-/// crash looks like to the database (leases are left to expire).
-pub struct Sender {
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+/// Registers the sender's tasks (fan-out, worker with its recorder, gauge refresher) with the
+/// backend's one lifecycle: a graceful stop lets attempts in flight finish (bounded by the attempt
+/// timeout), records them and releases whatever this process still holds.
+pub fn spawn(state: &AppState, background: &mut Background) {
+    background.spawn("webhook fan-out", {
+        let state = state.clone();
+        |stop| outbox::run_fan_out(state, stop.receiver())
+    });
+    background.spawn("webhook worker", {
+        let state = state.clone();
+        |stop| worker::run(state, stop.receiver())
+    });
+    background.spawn("webhook gauges", {
+        let state = state.clone();
+        |stop| metrics::run_gauges(state, stop.receiver())
+    });
 }
 
-/// Starts the sender on the state's database. `serve` calls it; tests call it directly.
+/// The sender alone, in its own lifecycle (tests start it beside an app without the rest).
 pub fn start(state: &AppState) -> Sender {
-    let (shutdown, stop) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(outbox::run_fan_out(state.clone(), stop.clone())),
-        tokio::spawn(worker::run(state.clone(), stop.clone())),
-        tokio::spawn(metrics::run_gauges(state.clone(), stop)),
-    ];
-    Sender { shutdown, tasks }
-}
-
-impl Sender {
-    /// Stops claiming, lets attempts in flight finish (bounded by the attempt timeout), records
-    /// them and releases whatever this process still holds.
-    pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
-        }
+    let mut background = Background::new();
+    spawn(state, &mut background);
+    Sender {
+        background,
+        grace: stop_grace(&state.config.webhooks),
     }
 }
 
-impl Drop for Sender {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+/// How long a graceful stop waits for the sender: an attempt in flight may take the whole
+/// attempt timeout, then its result is recorded.
+pub fn stop_grace(config: &WebhooksConfig) -> Duration {
+    config.timeout + Duration::from_secs(5)
+}
+
+/// A sender started on its own: `stop()` is graceful, dropping it aborts (a crash).
+pub struct Sender {
+    background: Background,
+    grace: Duration,
+}
+
+impl Sender {
+    pub async fn stop(self) {
+        self.background.stop(self.grace).await;
     }
 }

@@ -169,6 +169,7 @@ fn placeholders_with(rows: usize, columns: usize, constants: &str) -> String {
 }
 
 /// Marks the events and creates their deliveries in one transaction.
+#[tracing::instrument(name = "webhook_fan_out", skip_all, fields(events = events.len()))]
 async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
     // Read outside the transaction: the endpoint table is small, and the SQLite connection
     // should be held by the transaction as briefly as possible.
@@ -203,7 +204,7 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
         }
     }
     let now = now_ms();
-    let deliveries: Vec<(&EventRow, &EndpointRow)> = events
+    let deliveries: Vec<(String, &EventRow, &EndpointRow)> = events
         .iter()
         .filter(|e| marked.contains(&e.id))
         .flat_map(|event| {
@@ -215,7 +216,7 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
                         && ep.created_at <= event.created_at
                         && endpoints::subscribes(&ep.events, &event.event_type)
                 })
-                .map(move |ep| (event, ep))
+                .map(move |ep| (new_id("dlv"), event, ep))
         })
         .collect();
     for chunk in deliveries.chunks(INSERT_CHUNK) {
@@ -226,9 +227,9 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
             placeholders_with(chunk.len(), 8, "'pending', 0")
         );
         let mut query = sqlx::query(&sql);
-        for (event, ep) in chunk {
+        for (id, event, ep) in chunk {
             query = query
-                .bind(new_id("dlv"))
+                .bind(id)
                 .bind(&event.account_id)
                 .bind(&ep.id)
                 .bind(&event.id)
@@ -240,6 +241,16 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
         query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    // The link from an event to its deliveries, for following one event through the logs.
+    for (id, event, ep) in &deliveries {
+        tracing::debug!(
+            event_id = %event.id,
+            event_type = %event.event_type,
+            delivery_id = %id,
+            endpoint_id = %ep.id,
+            "webhook delivery created"
+        );
+    }
     Ok(deliveries.len())
 }
 
@@ -696,6 +707,7 @@ pub struct Recorded {
 /// Writes a batch of attempts in one transaction: the attempt rows, each delivery's new state
 /// (succeeded, failed, or pending with its next time), and each endpoint's health (failing
 /// since when; disabled on 410 or after `disable_after` of failures).
+#[tracing::instrument(name = "webhook_record", skip_all, fields(attempts = results.len()))]
 pub async fn record(
     db: &Db,
     config: &WebhooksConfig,
@@ -761,6 +773,7 @@ pub async fn record(
     // (an expired lease re-claimed elsewhere) already settled.
     let mut succeeded = Vec::new();
     let mut failed = Vec::new();
+    let mut retries = Vec::new();
     for r in &results {
         let attempts = r.attempt_count + 1;
         let settled = match r.outcome {
@@ -770,6 +783,7 @@ pub async fn record(
             _ => {
                 let delay = retry_delay(&config.retry_schedule, attempts as usize, r.retry_after);
                 recorded.rescheduled += 1;
+                retries.push((r.delivery_id.as_str(), delay));
                 sqlx::query(
                     "UPDATE webhook_deliveries SET attempt_count = attempt_count + 1, \
                      next_attempt_at = $1, locked_until = NULL, locked_by = NULL, updated_at = $2 \
@@ -785,7 +799,7 @@ pub async fn record(
         };
         settled.push(r.delivery_id.as_str());
     }
-    for (status, ids) in [("succeeded", succeeded), ("failed", failed)] {
+    for (status, ids) in [("succeeded", &succeeded), ("failed", &failed)] {
         for chunk in ids.chunks(INSERT_CHUNK) {
             let list = (3..3 + chunk.len()).map(|i| format!("${i}"));
             let sql = format!(
@@ -894,6 +908,14 @@ pub async fn record(
         recorded.disabled.push(r.endpoint_id.clone());
     }
     tx.commit().await?;
+    for (status, ids) in [("succeeded", &succeeded), ("failed", &failed)] {
+        for id in ids {
+            tracing::debug!(delivery_id = %id, status, "webhook delivery recorded");
+        }
+    }
+    for (id, delay) in retries {
+        tracing::debug!(delivery_id = %id, retry_in_ms = delay.as_millis() as u64, "webhook delivery rescheduled");
+    }
     Ok(recorded)
 }
 

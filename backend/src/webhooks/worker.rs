@@ -51,6 +51,16 @@ const MIN_WAIT_MS: i64 = 25;
 
 /// Sends one attempt and describes its outcome. Used by the worker and, synchronously, by
 /// `POST /admin/webhooks/{id}/test`.
+#[tracing::instrument(
+    name = "webhook_attempt",
+    skip_all,
+    fields(
+        delivery_id = %job.delivery_id,
+        event_id = %job.event_id,
+        endpoint_id = %job.endpoint_id,
+        attempt = job.attempt_count + 1,
+    )
+)]
 pub async fn send(webhooks: &Webhooks, config: &WebhooksConfig, job: &Job) -> AttemptResult {
     let at = now_ms();
     let started = Instant::now();
@@ -151,6 +161,12 @@ fn finish(webhooks: &Webhooks, mut result: AttemptResult, started: Instant) -> A
     let elapsed = started.elapsed();
     result.latency_ms = elapsed.as_millis() as i64;
     webhooks.metrics.observe_attempt(result.outcome, elapsed);
+    tracing::debug!(
+        outcome = result.outcome.as_str(),
+        status = result.status_code,
+        latency_ms = result.latency_ms,
+        "webhook attempt finished"
+    );
     result
 }
 
