@@ -45,12 +45,17 @@ const MIN_PASSWORD_CHARS: usize = 8;
 
 pub async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<()> {
     let db = db::connect(&config.database_url).await?;
-    let result = run(&db, command).await;
+    let passwords = crate::auth::password::Hasher::new(&config.password_hashing);
+    let result = run(&db, &passwords, command).await;
     db.close().await;
     result
 }
 
-async fn run(db: &db::Db, command: AccountsCommand) -> anyhow::Result<()> {
+async fn run(
+    db: &db::Db,
+    passwords: &crate::auth::password::Hasher,
+    command: AccountsCommand,
+) -> anyhow::Result<()> {
     match command {
         AccountsCommand::Create {
             name,
@@ -62,8 +67,15 @@ async fn run(db: &db::Db, command: AccountsCommand) -> anyhow::Result<()> {
                 bail!("--admin-password: at least {MIN_PASSWORD_CHARS} characters");
             }
             let mut tx = db.begin().await?;
-            let (account, user) =
-                accounts::create(&mut tx, &name, plan, &admin_email, &admin_password).await?;
+            let (account, user) = accounts::create(
+                &mut tx,
+                passwords,
+                &name,
+                plan,
+                &admin_email,
+                &admin_password,
+            )
+            .await?;
             tx.commit().await.context("saving the account")?;
             println!(
                 "created account {:?} on plan {} with admin {}",
@@ -106,8 +118,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::testing::test_config(dir.path());
         let db = db::connect(&config.database_url).await.unwrap();
+        let passwords = crate::auth::password::Hasher::new(&config.password_hashing);
         run(
             &db,
+            &passwords,
             AccountsCommand::Create {
                 name: "Acme".into(),
                 plan: Plan::WizBot,
@@ -123,6 +137,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         run(
             &db,
+            &passwords,
             AccountsCommand::SetPlan {
                 account_id: all[0].id.clone(),
                 plan: Plan::Free,
@@ -136,6 +151,7 @@ mod tests {
         assert_eq!(account.plan, Plan::Free);
         assert!(run(
             &db,
+            &passwords,
             AccountsCommand::SetPlan {
                 account_id: "acc_missing".into(),
                 plan: Plan::Free
@@ -145,6 +161,7 @@ mod tests {
         .is_err());
         assert!(run(
             &db,
+            &passwords,
             AccountsCommand::Create {
                 name: "Short".into(),
                 plan: Plan::Free,
@@ -154,6 +171,6 @@ mod tests {
         )
         .await
         .is_err());
-        run(&db, AccountsCommand::List).await.unwrap();
+        run(&db, &passwords, AccountsCommand::List).await.unwrap();
     }
 }

@@ -32,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub session: SessionConfig,
     pub login_throttle: LoginThrottleConfig,
+    pub password_hashing: PasswordHashingConfig,
     pub webhooks: WebhooksConfig,
     pub channel: ChannelConfig,
     pub playground: PlaygroundConfig,
@@ -52,6 +53,7 @@ impl Default for Config {
             log: LogConfig::default(),
             session: SessionConfig::default(),
             login_throttle: LoginThrottleConfig::default(),
+            password_hashing: PasswordHashingConfig::default(),
             webhooks: WebhooksConfig::default(),
             channel: ChannelConfig::default(),
             playground: PlaygroundConfig::default(),
@@ -97,9 +99,12 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// How long a console session lives without use.
+    /// How long a console session lives without use (sliding: each use extends it).
     #[serde(with = "humantime_duration")]
     pub ttl: Duration,
+    /// How long a console session lives at most after the login, however much it is used.
+    #[serde(with = "humantime_duration")]
+    pub absolute_lifetime: Duration,
     /// Mark the session cookie `Secure` (set when the console is served over HTTPS).
     pub cookie_secure: bool,
 }
@@ -108,6 +113,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(12 * 3600),
+            absolute_lifetime: Duration::from_secs(12 * 3600),
             cookie_secure: false,
         }
     }
@@ -129,13 +135,28 @@ impl Default for PlaygroundConfig {
     }
 }
 
+/// The console login throttle (`accounts::login_throttle` explains the design).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginThrottleConfig {
-    /// Failed logins allowed per email and per client IP within `window`.
+    /// Failed logins allowed per (email, client IP) within `window`; then 429 for that pair only.
     pub max_failures: u32,
     #[serde(with = "humantime_duration")]
     pub window: Duration,
+    /// Failures of one email, across all IPs, within `window` after which its attempts are
+    /// spaced `slowdown_interval` apart (slowed, never refused).
+    pub email_slowdown_after: u32,
+    /// Failures from one client IP (IPv6: one /64), across all emails, within `window` after
+    /// which its attempts are spaced `slowdown_interval` apart (slowed, never refused).
+    pub ip_slowdown_after: u32,
+    #[serde(with = "humantime_duration")]
+    pub slowdown_interval: Duration,
+    /// The longest a slowed attempt waits for its turn; then it goes ahead.
+    #[serde(with = "humantime_duration")]
+    pub max_slowdown: Duration,
+    /// Entries kept per counter ((email, IP) pairs, emails, IPs); the least recently used
+    /// entry is forgotten beyond. Each costs about 100 bytes.
+    pub capacity: usize,
 }
 
 impl Default for LoginThrottleConfig {
@@ -143,6 +164,31 @@ impl Default for LoginThrottleConfig {
         Self {
             max_failures: 5,
             window: Duration::from_secs(300),
+            email_slowdown_after: 20,
+            ip_slowdown_after: 50,
+            slowdown_interval: Duration::from_secs(1),
+            max_slowdown: Duration::from_secs(5),
+            capacity: 50_000,
+        }
+    }
+}
+
+/// Argon2 is ~19 MiB and tens of milliseconds of one core per hash: how many run at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashingConfig {
+    /// Password hashes and checks running at once; 0 means one per CPU core.
+    pub max_concurrent: usize,
+    /// How long an attempt waits for a turn before it is refused with 503 `server_busy`.
+    #[serde(with = "humantime_duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for PasswordHashingConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 0,
+            max_wait: Duration::from_secs(2),
         }
     }
 }
@@ -356,6 +402,34 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.session.ttl < Duration::from_secs(1) {
+            return invalid("session.ttl", "must be at least 1s");
+        }
+        if self.session.absolute_lifetime < Duration::from_secs(1) {
+            return invalid("session.absolute_lifetime", "must be at least 1s");
+        }
+        let throttle = &self.login_throttle;
+        if throttle.max_failures == 0
+            || throttle.email_slowdown_after == 0
+            || throttle.ip_slowdown_after == 0
+        {
+            return invalid(
+                "login_throttle",
+                "max_failures, email_slowdown_after and ip_slowdown_after must be positive",
+            );
+        }
+        if throttle.window.is_zero() {
+            return invalid("login_throttle.window", "must be positive");
+        }
+        if !(1_000..=10_000_000).contains(&throttle.capacity) {
+            return invalid("login_throttle.capacity", "between 1000 and 10000000");
+        }
+        if self.password_hashing.max_concurrent > 1024 {
+            return invalid(
+                "password_hashing.max_concurrent",
+                "at most 1024 (0: one per core)",
+            );
         }
         if self.webhooks.retry_schedule.len() > 20 {
             return invalid("webhooks.retry_schedule", "at most 20 retries");

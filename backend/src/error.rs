@@ -40,6 +40,13 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// 503: the server is at capacity for this kind of work; retry after `retry_after_secs`.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Displays the database's own message (a deadlock, a lost connection) for the log; the
     /// client's body never carries it (see `body`).
     #[error("database error: {0}")]
@@ -101,6 +108,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +120,8 @@ impl ApiError {
             | Self::Unauthorized { code, .. }
             | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. }
-            | Self::TooManyRequests { code, .. } => code,
+            | Self::TooManyRequests { code, .. }
+            | Self::Unavailable { code, .. } => code,
             Self::NotFound { .. } | Self::NoRoute(_) => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -160,6 +169,9 @@ impl IntoResponse for ApiError {
         let request_id = RequestId::current();
         let mut response = (self.status(), Json(self.body(&request_id))).into_response();
         if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | ApiError::Unavailable {
             retry_after_secs, ..
         } = self
         {

@@ -19,8 +19,10 @@ pub struct AppState {
     pub token_keys: Arc<crate::auth::token_keys::TokenKeys>,
     /// Encrypts and decrypts secrets stored in the database (`config.secrets_key`).
     pub secrets: Arc<crate::secrets::Secrets>,
-    /// Failed console logins per email and per client IP (`config.login_throttle`).
+    /// Failed console logins per (email, client IP), email and IP (`config.login_throttle`).
     pub login_throttle: Arc<LoginThrottle>,
+    /// Every password hash and check, with bounded concurrency (`config.password_hashing`).
+    pub passwords: crate::auth::password::Hasher,
     /// The webhook sender's client, metrics and doorbell.
     pub webhooks: crate::webhooks::Webhooks,
     /// The messaging channel, its workers' doorbells and metrics.
@@ -53,7 +55,8 @@ impl AppState {
             token_keys: Arc::new(crate::auth::token_keys::TokenKeys::derive(
                 &config.internal_token,
             )),
-            login_throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
+            login_throttle: LoginThrottle::new(&config.login_throttle),
+            passwords: crate::auth::password::Hasher::new(&config.password_hashing),
             config: Arc::new(config),
         }
     }

@@ -140,9 +140,10 @@ impl TestApp {
         password: &str,
     ) -> String {
         let mut tx = self.state.db.begin().await.unwrap();
-        let (account, _) = accounts::create(&mut tx, name, plan, email, password)
-            .await
-            .unwrap();
+        let (account, _) =
+            accounts::create(&mut tx, &self.state.passwords, name, plan, email, password)
+                .await
+                .unwrap();
         tx.commit().await.unwrap();
         account.id
     }

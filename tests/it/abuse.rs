@@ -1,13 +1,17 @@
 //! Attacks from issue 9 run against the real binaries, each shown refused or harmless (SPEC §4,
 //! §6, §10 "Abuse"). Proofs are computed here from docs/internal-api.md, not from either crate.
 
-use std::{os::unix::fs::PermissionsExt, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt,
+    time::{Duration, Instant},
+};
 
 use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, gateway_proof, internal_bearer, unix_now, Api, Auth, Options, ProofFields, Stack,
+    eventually, gateway_proof, internal_bearer, unix_now, Admin, Api, Auth, Options, ProofFields,
+    Reply, Stack, ADMIN_EMAIL, ADMIN_PASSWORD,
 };
 
 /// A captured proof is good for its own request only, for at most 30 s; the bearer of
@@ -621,4 +625,354 @@ async fn idempotent_retries_race_each_other_and_a_failure_on_postgresql() {
     let pg = crate::postgres::Postgres::start().await;
     let stack = crate::postgres::stack_on(&pg, Options::default()).await;
     idempotent_retries_race_each_other_and_a_failure(&stack, &pg.url).await;
+}
+
+/// `POST /admin/session` through `base` with `headers` added.
+async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+    headers: &[(&str, String)],
+) -> Reply {
+    let mut request = http
+        .post(format!("{base}/admin/session"))
+        .json(&json!({"email": email, "password": password}));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    Api::send(request).await
+}
+
+/// A field of /proc/<pid>/status in KiB (`VmRSS`, `VmHWM`).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// Issue 9's lockout: failed logins with made-up emails and with the real admin's email, all from
+/// one client address, leave the admin free to log in from any other address (and the address's
+/// other users free to log in). The gateway trusts the test as a proxy, so X-Forwarded-For sets
+/// the client address it proves to the backend.
+#[tokio::test]
+async fn login_failures_never_lock_an_account_out_from_another_address() {
+    let stack = Stack::start_with(
+        Options::default()
+            .gateway("WIZ_GATEWAY__TRUSTED_PROXIES", "127.0.0.1/32")
+            .backend("WIZ_BACKEND__LOGIN_THROTTLE__EMAIL_SLOWDOWN_AFTER", "8"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = stack.gateway_url();
+    let from = |ip: &str| vec![("x-forwarded-for", ip.to_string())];
+    let attacker = from("203.0.113.5");
+
+    // Made-up emails from the attacker's address: each a plain wrong login.
+    for i in 0..6 {
+        login(
+            &http,
+            &base,
+            &format!("nobody{i}@example.test"),
+            "guess",
+            &attacker,
+        )
+        .await
+        .expect_error(401, "invalid_login");
+    }
+    // They do not block the real admin, even from that address.
+    login(&http, &base, ADMIN_EMAIL, ADMIN_PASSWORD, &attacker)
+        .await
+        .expect(200);
+    // Five wrong passwords for the admin from there: the sixth attempt is refused, even with the
+    // right password, with Retry-After.
+    for _ in 0..5 {
+        login(&http, &base, ADMIN_EMAIL, "guess", &attacker)
+            .await
+            .expect_error(401, "invalid_login");
+    }
+    for password in ["guess", ADMIN_PASSWORD] {
+        let refused = login(&http, &base, ADMIN_EMAIL, password, &attacker).await;
+        refused.expect_error(429, "too_many_login_attempts");
+        let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=300).contains(&retry), "Retry-After {retry}");
+    }
+    // The admin from another address logs in; another user from the attacker's address too.
+    login(
+        &http,
+        &base,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &from("198.51.100.7"),
+    )
+    .await
+    .expect(200);
+    let created = stack.backend_cli(&[
+        "accounts",
+        "create",
+        "--name",
+        "Neighbour",
+        "--plan",
+        "wiz_bot",
+        "--admin-email",
+        "neighbour@example.test",
+        "--admin-password",
+        "neighbour-password",
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    login(
+        &http,
+        &base,
+        "neighbour@example.test",
+        "neighbour-password",
+        &attacker,
+    )
+    .await
+    .expect(200);
+
+    // Failures sprayed over many addresses only slow the email down (beyond 8 here): the owner
+    // still logs in from a fresh address.
+    for i in 0..10 {
+        login(
+            &http,
+            &base,
+            ADMIN_EMAIL,
+            "guess",
+            &from(&format!("192.0.2.{}", 10 + i)),
+        )
+        .await
+        .expect_error(401, "invalid_login");
+    }
+    login(
+        &http,
+        &base,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &from("198.51.100.8"),
+    )
+    .await
+    .expect(200);
+    // An IPv6 client is one /64: a new address inside it does not get a fresh budget.
+    for _ in 0..5 {
+        login(&http, &base, ADMIN_EMAIL, "guess", &from("2001:db8:7:7::1"))
+            .await
+            .expect_error(401, "invalid_login");
+    }
+    login(
+        &http,
+        &base,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &from("2001:db8:7:7::2"),
+    )
+    .await
+    .expect_error(429, "too_many_login_attempts");
+    login(
+        &http,
+        &base,
+        ADMIN_EMAIL,
+        ADMIN_PASSWORD,
+        &from("2001:db8:7:8::1"),
+    )
+    .await
+    .expect(200);
+}
+
+/// The gateway replaces X-Forwarded-For / X-Real-IP from an untrusted client, so a new value on
+/// each attempt gets no new budget; and 20 parallel wrong passwords for one (email, address) get
+/// exactly the budget of password checks: 5 answers 401, 15 answers 429.
+#[tokio::test]
+async fn forwarded_for_and_parallel_guesses_do_not_escape_the_login_throttle() {
+    // A long wait for an Argon2 turn, so a loaded machine cannot turn a check into a 503.
+    let stack = Stack::start_with(
+        Options::default().backend("WIZ_BACKEND__PASSWORD_HASHING__MAX_WAIT", "60s"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = stack.gateway_url();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let spoofed = vec![
+            ("x-forwarded-for", format!("198.51.100.{i}")),
+            ("x-real-ip", format!("198.51.100.{i}")),
+        ];
+        let reply = login(&http, &base, ADMIN_EMAIL, "guess", &spoofed).await;
+        statuses.push((reply.status.as_u16(), reply.code().to_string()));
+    }
+    let expected: Vec<(u16, String)> = (0..12)
+        .map(|i| match i {
+            0..5 => (401, "invalid_login".to_string()),
+            _ => (429, "too_many_login_attempts".to_string()),
+        })
+        .collect();
+    assert_eq!(statuses, expected);
+
+    // The race: 20 wrong passwords at once for one email from one address.
+    let attempts = (0..20).map(|_| {
+        let http = http.clone();
+        let base = base.clone();
+        tokio::spawn(async move { login(&http, &base, "race@example.test", "guess", &[]).await })
+    });
+    let mut checked = 0;
+    let mut refused = 0;
+    for attempt in attempts.collect::<Vec<_>>() {
+        let reply = attempt.await.unwrap();
+        match reply.status.as_u16() {
+            401 => {
+                reply.expect_error(401, "invalid_login");
+                checked += 1;
+            }
+            429 => {
+                reply.expect_error(429, "too_many_login_attempts");
+                assert!(reply.header("retry-after").is_some());
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert_eq!((checked, refused), (5, 15));
+}
+
+/// Issue 9's memory exhaustion: 60 logins with a ~3.9 MB email from 8 concurrent tasks (a new
+/// X-Forwarded-For each) are all refused with an error object, and the backend's peak resident
+/// memory stays within 64 MiB of what it was before. Then a flood of real password checks on a
+/// backend allowed one at a time: the excess waits briefly and gets 503 `server_busy`.
+#[tokio::test]
+async fn oversized_logins_and_hash_floods_keep_backend_memory_bounded() {
+    let stack = Stack::start_with(
+        Options::default()
+            .backend("WIZ_BACKEND__PASSWORD_HASHING__MAX_CONCURRENT", "1")
+            .backend("WIZ_BACKEND__PASSWORD_HASHING__MAX_WAIT", "100ms"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = stack.gateway_url();
+    let pid = stack.backend_pid();
+    // One real login first, so Argon2's and the database's working memory count as baseline.
+    Admin::login(&base, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let before_kib = proc_status_kib(pid, "VmRSS");
+
+    let email = format!("{}@example.test", "a".repeat(3_900_000));
+    let body = std::sync::Arc::new(
+        serde_json::to_vec(&json!({"email": email, "password": "guess"})).unwrap(),
+    );
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..8).map(|_| {
+        let (http, base, body, next) = (http.clone(), base.clone(), body.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut replies = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 60 {
+                let n = replies.len();
+                let request = http
+                    .post(format!("{base}/admin/session"))
+                    .header("content-type", "application/json")
+                    .header("x-forwarded-for", format!("10.{n}.{}.1", body.len() % 250))
+                    .body(body.as_ref().clone());
+                replies.push(Api::send(request).await);
+            }
+            replies
+        })
+    });
+    let mut replies = Vec::new();
+    for worker in workers.collect::<Vec<_>>() {
+        replies.extend(worker.await.unwrap());
+    }
+    assert_eq!(replies.len(), 60);
+    for reply in &replies {
+        assert!(
+            reply.status.is_client_error(),
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+        reply.expect_error(413, "payload_too_large");
+    }
+    let peak_kib = proc_status_kib(pid, "VmHWM");
+    let growth_mib = peak_kib.saturating_sub(before_kib) / 1024;
+    eprintln!(
+        "backend RSS before {} MiB, peak after 60 oversized logins {} MiB (+{growth_mib} MiB)",
+        before_kib / 1024,
+        peak_kib / 1024
+    );
+    assert!(
+        growth_mib <= 64,
+        "backend peak RSS grew by {growth_mib} MiB"
+    );
+
+    // 12 wrong passwords at once for 12 emails: one check at a time, 100 ms of waiting for a
+    // turn, so some are refused with 503 and Retry-After; none of them is held indefinitely.
+    let attempts = (0..12).map(|i| {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            login(
+                &http,
+                &base,
+                &format!("flood{i}@example.test"),
+                "guess",
+                &[],
+            )
+            .await
+        })
+    });
+    let mut busy = 0;
+    for attempt in attempts.collect::<Vec<_>>() {
+        let reply = attempt.await.unwrap();
+        match reply.status.as_u16() {
+            401 => reply.expect_error(401, "invalid_login"),
+            503 => {
+                reply.expect_error(503, "server_busy");
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert!(busy > 0, "no attempt was refused for capacity");
+    let peak_kib = proc_status_kib(pid, "VmHWM");
+    assert!(
+        peak_kib.saturating_sub(before_kib) / 1024 <= 64,
+        "backend peak RSS {} MiB over {} MiB",
+        peak_kib / 1024,
+        before_kib / 1024
+    );
+    // A refusal for capacity is not a failed login: the same emails are not throttled for it.
+    Admin::login(&base, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+}
+
+/// A session ends at `session.absolute_lifetime` after the login (3 s here) even when it is used
+/// every 200 ms; until then it works.
+#[tokio::test]
+async fn sessions_end_at_their_absolute_lifetime_despite_constant_use() {
+    let stack = Stack::start_with(
+        Options::default()
+            .backend("WIZ_BACKEND__SESSION__TTL", "1h")
+            .backend("WIZ_BACKEND__SESSION__ABSOLUTE_LIFETIME", "3s"),
+    )
+    .await;
+    let started = Instant::now();
+    let admin = Admin::login(&stack.gateway_url(), ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let deadline = started + Duration::from_secs(30);
+    let ended_after = loop {
+        let reply = admin.get("/admin/session").await;
+        let elapsed = started.elapsed();
+        if reply.status == 401 {
+            reply.expect_error(401, "session_expired");
+            break elapsed;
+        }
+        reply.expect(200);
+        assert!(Instant::now() < deadline, "the session never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        ended_after >= Duration::from_secs(3),
+        "ended after {ended_after:?}"
+    );
+    // It stays ended.
+    admin
+        .get("/admin/keys")
+        .await
+        .expect_error(401, "session_expired");
 }

@@ -409,6 +409,11 @@ impl Stack {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
+    /// The running backend's process id (to read its memory from /proc).
+    pub fn backend_pid(&self) -> u32 {
+        self.backend.as_ref().expect("backend running").id()
+    }
+
     /// SIGKILL: a crash, nothing flushed.
     pub fn kill_backend(&mut self) {
         if let Some(mut child) = self.backend.take() {

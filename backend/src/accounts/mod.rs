@@ -132,6 +132,7 @@ pub async fn get_user(conn: &mut AnyConnection, id: &str) -> Result<Option<User>
 /// Creates an account and its first admin user (on the caller's transaction).
 pub async fn create(
     conn: &mut AnyConnection,
+    passwords: &password::Hasher,
     name: &str,
     plan: Plan,
     admin_email: &str,
@@ -147,6 +148,12 @@ pub async fn create(
     }
     if admin_password.is_empty() {
         bail!("admin password must not be empty");
+    }
+    if admin_password.len() > password::MAX_PASSWORD_BYTES {
+        bail!(
+            "admin password: at most {} bytes",
+            password::MAX_PASSWORD_BYTES
+        );
     }
     let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
         .bind(&email)
@@ -174,7 +181,7 @@ pub async fn create(
         email,
         account_id: account.id.clone(),
     };
-    let hash = password::hash(admin_password)?;
+    let hash = passwords.hash(admin_password).await?;
     sqlx::query(
         "INSERT INTO users (id, account_id, email, password_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -256,9 +263,16 @@ pub async fn bootstrap(state: &AppState) -> anyhow::Result<()> {
     } else {
         (admin.password.clone(), false)
     };
-    let (account, user) = create(&mut tx, "Demo", Plan::WizPro, &email, &password)
-        .await
-        .context("creating the demo account")?;
+    let (account, user) = create(
+        &mut tx,
+        &state.passwords,
+        "Demo",
+        Plan::WizPro,
+        &email,
+        &password,
+    )
+    .await
+    .context("creating the demo account")?;
     tx.commit().await?;
     tracing::info!(account_id = %account.id, email = %user.email, "created demo account and its admin user");
     println!("admin email: {}", user.email);
@@ -300,13 +314,27 @@ mod tests {
     async fn create_refuses_a_taken_email() {
         let app = crate::testing::TestApp::new().await;
         let mut tx = app.state.db.begin().await.unwrap();
-        let err = create(&mut tx, "X", Plan::Free, "ADMIN@demo.test", "password-x")
-            .await
-            .unwrap_err();
+        let err = create(
+            &mut tx,
+            &app.state.passwords,
+            "X",
+            Plan::Free,
+            "ADMIN@demo.test",
+            "password-x",
+        )
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
-        assert!(create(&mut tx, "X", Plan::Free, "not-an-email", "pw")
-            .await
-            .is_err());
+        assert!(create(
+            &mut tx,
+            &app.state.passwords,
+            "X",
+            Plan::Free,
+            "not-an-email",
+            "pw"
+        )
+        .await
+        .is_err());
         assert_eq!(
             set_plan(&mut tx, "acc_nope", Plan::Free).await.unwrap(),
             None

@@ -39,28 +39,34 @@ impl FromRequestParts<AppState> for AdminSession {
             || ApiError::unauthorized("not_authenticated", "log in first (POST /admin/session)");
         let token = cookie_token(parts).ok_or_else(unauthenticated)?;
         let token_hash = sha256_hex(&token);
-        let row: Option<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT user_id, account_id, csrf_token, expires_at FROM sessions WHERE token_hash = $1",
+        let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT user_id, account_id, csrf_token, created_at, expires_at FROM sessions \
+             WHERE token_hash = $1",
         )
         .bind(&token_hash)
         .fetch_optional(&state.db)
         .await?;
-        let Some((user_id, account_id, csrf_token, expires_at)) = row else {
+        let Some((user_id, account_id, csrf_token, created_at, expires_at)) = row else {
             return Err(unauthenticated());
         };
-        if expires_at <= now_ms() {
+        let config = &state.config.session;
+        let now = now_ms();
+        // The absolute end is checked on its own too, so lowering `absolute_lifetime` also ends
+        // sessions opened before.
+        let ends_at = created_at.saturating_add(config.absolute_lifetime.as_millis() as i64);
+        if expires_at <= now || ends_at <= now {
             return Err(ApiError::unauthorized(
                 "session_expired",
                 "the session has expired; log in again",
             ));
         }
-        // Sliding expiry: a session in use lives on. Written at most once per half-TTL, so
-        // ordinary requests stay read-only.
-        let ttl_ms = state.config.session.ttl.as_millis() as i64;
-        let now = now_ms();
-        if expires_at - now < ttl_ms / 2 {
+        // Sliding expiry: a session in use lives on, up to its absolute end. Written at most
+        // once per half-TTL, so ordinary requests stay read-only.
+        let ttl_ms = config.ttl.as_millis() as i64;
+        let extended = (now + ttl_ms).min(ends_at);
+        if expires_at - now < ttl_ms / 2 && extended > expires_at {
             sqlx::query("UPDATE sessions SET expires_at = $1 WHERE token_hash = $2")
-                .bind(now + ttl_ms)
+                .bind(extended)
                 .bind(&token_hash)
                 .execute(&state.db)
                 .await?;

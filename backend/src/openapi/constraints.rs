@@ -255,6 +255,16 @@ fn table() -> Vec<(&'static str, Option<&'static str>, Value)> {
             Some("body"),
             text(1, templates::MAX_BODY_CHARS),
         ),
+        (
+            "LoginBody",
+            Some("email"),
+            json!({"type": "string", "maxLength": crate::routes::admin::session::MAX_EMAIL_BYTES, "description": "At most 254 bytes of UTF-8 (`invalid_email` otherwise)."}),
+        ),
+        (
+            "LoginBody",
+            Some("password"),
+            json!({"type": "string", "maxLength": crate::auth::password::MAX_PASSWORD_BYTES, "description": "At most 1,024 bytes of UTF-8 (`invalid_password` otherwise)."}),
+        ),
         ("CreateWebhook", Some("url"), webhook_url()),
         ("CreateWebhook", Some("events"), events()),
         ("CreateWebhook", Some("description"), text(0, 500)),

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::{
-    accounts::{self, normalize_email},
+    accounts::{self, login_throttle::Admission, normalize_email},
     auth::{gateway::Origin, password, session::AdminSession, session::COOKIE, sha256_hex},
     error::{ApiError, ApiResult},
     ids::now_ms,
@@ -24,8 +24,21 @@ use crate::{
     state::AppState,
 };
 
+/// Longest accepted email, in bytes (the SMTP limit of a forward path).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// A login body holds two bounded strings; anything larger is refused (413) after reading at
+/// most this much, whatever the general body limit. JSON escapes may triple a string's size.
+pub const LOGIN_MAX_BODY_BYTES: usize = 8 * 1024;
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/session", post(login).get(current).delete(logout))
+    Router::new().route(
+        "/admin/session",
+        post(login)
+            .layer(DefaultBodyLimit::max(LOGIN_MAX_BODY_BYTES))
+            .get(current)
+            .delete(logout),
+    )
 }
 
 #[derive(OpenApi)]
@@ -84,8 +97,13 @@ fn random_token() -> String {
     security(()),
     responses(
         (status = 200, body = SessionView),
+        (status = 400, description = "`invalid_json`, `invalid_body`", body = ErrorBody),
         (status = 401, description = "`invalid_login`", body = ErrorBody),
-        (status = 429, description = "`too_many_login_attempts`, with Retry-After", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 8 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_email` (over 254 bytes), `invalid_password` (over 1,024 bytes)", body = ErrorBody),
+        (status = 429, description = "`too_many_login_attempts` for this email from this client address, with Retry-After", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many password checks running, with Retry-After", body = ErrorBody),
     )
 )]
 async fn login(
@@ -94,60 +112,72 @@ async fn login(
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body?;
-    let email = normalize_email(&body.email);
-    // The IP the gateway proved, never a header the client wrote.
-    let ip = origin.client_ip;
-    let email_key = format!("email:{email}");
-    let ip_key = ip.map(|ip| format!("ip:{ip}"));
-    let throttle_keys: Vec<&str> = std::iter::once(email_key.as_str())
-        .chain(ip_key.as_deref())
-        .collect();
-
-    if let Some(wait) = state.login_throttle.check(&throttle_keys, Instant::now()) {
-        return Err(ApiError::TooManyRequests {
-            code: "too_many_login_attempts",
-            message: "too many failed logins; try again later".into(),
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-        });
+    // Bounds before any work: nothing below (throttle, database, Argon2) sees an oversized value.
+    if body.email.len() > MAX_EMAIL_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_email",
+            format!("email: at most {MAX_EMAIL_BYTES} bytes"),
+        ));
     }
+    if body.password.len() > password::MAX_PASSWORD_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_password",
+            format!("password: at most {} bytes", password::MAX_PASSWORD_BYTES),
+        ));
+    }
+    let email = normalize_email(&body.email);
+    // The IP the gateway proved, never a header the client wrote (the TCP peer without a proof).
+    let reservation = match state
+        .login_throttle
+        .reserve(&email, origin.client_ip, Instant::now())
+    {
+        Admission::Refused { retry_after } => {
+            return Err(ApiError::TooManyRequests {
+                code: "too_many_login_attempts",
+                message: "too many failed logins for this email from this address; try again later"
+                    .into(),
+                retry_after_secs: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        Admission::Go { reservation, wait } => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            reservation
+        }
+    };
 
     let row: Option<(String, String, String)> =
         sqlx::query_as("SELECT id, account_id, password_hash FROM users WHERE email = $1")
             .bind(&email)
             .fetch_optional(&state.db)
             .await?;
-    // Argon2 is slow on purpose: off the async workers. An unknown email costs a hash as well,
-    // so timing does not tell which emails exist.
-    let password = body.password;
-    let stored = row.as_ref().map(|(_, _, hash)| hash.clone());
-    let verified = tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => password::verify(&password, &hash),
-        None => {
-            let _ = password::hash(&password);
-            false
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))?;
+    // An unknown email costs a check as well, so timing does not tell which emails exist.
+    let verified = state
+        .passwords
+        .verify(
+            &body.password,
+            row.as_ref().map(|(_, _, hash)| hash.as_str()),
+        )
+        .await?;
 
     let (user_id, account_id) = match row {
         Some((user_id, account_id, _)) if verified => (user_id, account_id),
         _ => {
-            state
-                .login_throttle
-                .record_failure(&throttle_keys, Instant::now());
+            reservation.failed();
             return Err(ApiError::unauthorized(
                 "invalid_login",
                 "email or password is wrong",
             ));
         }
     };
-    state.login_throttle.clear(&email_key);
+    reservation.succeeded();
 
     let token = random_token();
     let csrf_token = random_token();
     let now = now_ms();
-    let ttl_ms = state.config.session.ttl.as_millis() as i64;
+    let session = &state.config.session;
+    let ttl_ms = session.ttl.min(session.absolute_lifetime).as_millis() as i64;
     let mut tx = state.db.begin().await?;
     // Expired sessions go whenever someone logs in; no separate sweeper needed.
     sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -170,7 +200,7 @@ async fn login(
     tx.commit().await?;
 
     // No Max-Age: the browser keeps the cookie for its session, the server decides expiry
-    // (sliding, `session.ttl` after the last use).
+    // (sliding, `session.ttl` after the last use, and `session.absolute_lifetime` after login).
     let mut cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
     if state.config.session.cookie_secure || origin.https {
         cookie.push_str("; Secure");
@@ -395,7 +425,7 @@ mod session_tests {
     }
 
     #[tokio::test]
-    async fn failed_logins_are_throttled_per_email_and_per_ip() {
+    async fn failed_logins_block_only_their_email_and_ip_pair() {
         let app = TestApp::with_config(|c| {
             c.login_throttle.max_failures = 3;
             c.login_throttle.window = Duration::from_secs(60);
@@ -407,9 +437,9 @@ mod session_tests {
                 .await;
             assert_eq!(answer.code(), "invalid_login");
         }
-        // Per email: even the right password from another IP waits now.
+        // The pair is out of attempts, even with the right password.
         let throttled = app
-            .send(login_from("198.51.100.2", DEMO_EMAIL, DEMO_PASSWORD))
+            .send(login_from("198.51.100.1", DEMO_EMAIL, DEMO_PASSWORD))
             .await;
         assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(throttled.code(), "too_many_login_attempts");
@@ -420,7 +450,11 @@ mod session_tests {
             .unwrap();
         assert!((1..=60).contains(&retry));
 
-        // Per IP: other emails from the guessing IP wait too.
+        // The same account from another IP, another account from the same IP: both log in.
+        let other_ip = app
+            .send(login_from("198.51.100.2", DEMO_EMAIL, DEMO_PASSWORD))
+            .await;
+        assert_eq!(other_ip.status, StatusCode::OK, "{:?}", other_ip.body);
         app.create_account(
             "Other",
             crate::accounts::Plan::WizBot,
@@ -431,10 +465,115 @@ mod session_tests {
         let same_ip = app
             .send(login_from("198.51.100.1", "o@o.test", "password-o"))
             .await;
-        assert_eq!(same_ip.status, StatusCode::TOO_MANY_REQUESTS);
-        let other_ip = app
+        assert_eq!(same_ip.status, StatusCode::OK, "{:?}", same_ip.body);
+
+        // A success clears the pair's failures.
+        for _ in 0..2 {
+            app.send(login_from("198.51.100.3", "o@o.test", "wrong"))
+                .await;
+        }
+        let ok = app
             .send(login_from("198.51.100.3", "o@o.test", "password-o"))
             .await;
-        assert_eq!(other_ip.status, StatusCode::OK);
+        assert_eq!(ok.status, StatusCode::OK);
+        for _ in 0..3 {
+            let answer = app
+                .send(login_from("198.51.100.3", "o@o.test", "wrong"))
+                .await;
+            assert_eq!(answer.code(), "invalid_login");
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_fields_and_bodies_are_refused_before_any_work() {
+        let app = TestApp::new().await;
+        let too_long_email = format!("{}@demo.test", "a".repeat(245));
+        assert_eq!(too_long_email.len(), 255);
+        let answer = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": too_long_email, "password": DEMO_PASSWORD}),
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer.code(), "invalid_email");
+        assert!(answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("email:"));
+        // 254 bytes is still an email (and a wrong login).
+        let longest = format!("{}@demo.test", "a".repeat(244));
+        let answer = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": longest, "password": DEMO_PASSWORD}),
+            ))
+            .await;
+        assert_eq!(answer.code(), "invalid_login");
+
+        let answer = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": DEMO_EMAIL, "password": "é".repeat(513)}),
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer.code(), "invalid_password");
+        assert!(answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("password:"));
+
+        // A body over 8 KiB is refused whatever the fields.
+        let answer = app
+            .send(json_request(
+                "POST",
+                "/admin/session",
+                &json!({"email": "x".repeat(9000), "password": "p"}),
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(answer.code(), "payload_too_large");
+        // None of these counted as a failed login.
+        assert_eq!(app.state.login_throttle.entries().1, 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_end_at_their_absolute_lifetime_even_in_use() {
+        let app = TestApp::with_config(|c| {
+            c.session.ttl = Duration::from_secs(3600);
+            c.session.absolute_lifetime = Duration::from_secs(7200);
+        })
+        .await;
+        let console = app.demo_console().await;
+        // Opened almost 2 h ago (a minute left), idle expiry due in 10 s: a use slides the
+        // expiry, but only up to the absolute end.
+        let now = crate::ids::now_ms();
+        let created_at = now - 7_200_000 + 60_000;
+        sqlx::query("UPDATE sessions SET created_at = $1, expires_at = $2")
+            .bind(created_at)
+            .bind(now + 10_000)
+            .execute(&app.state.db)
+            .await
+            .unwrap();
+        let answer = app.admin(&console, "GET", "/admin/session", None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let (expires_at,): (i64,) = sqlx::query_as("SELECT expires_at FROM sessions")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(expires_at, created_at + 7_200_000);
+        sqlx::query("UPDATE sessions SET created_at = $1, expires_at = $2")
+            .bind(now - 7_200_000)
+            .bind(now + 3_000_000)
+            .execute(&app.state.db)
+            .await
+            .unwrap();
+        let answer = app.admin(&console, "GET", "/admin/keys", None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.code(), "session_expired");
     }
 }
