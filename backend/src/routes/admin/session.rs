@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{rejection::JsonRejection, DefaultBodyLimit, State},
+    extract::{rejection::JsonRejection, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -28,17 +28,12 @@ use crate::{
 pub const MAX_EMAIL_BYTES: usize = 254;
 
 /// A login body holds two bounded strings; anything larger is refused (413) after reading at
-/// most this much, whatever the general body limit. JSON escapes may triple a string's size.
+/// most this much, whatever the general body limit (applied by `routes::read_body_first`, before
+/// anything is buffered). JSON escapes may triple a string's size.
 pub const LOGIN_MAX_BODY_BYTES: usize = 8 * 1024;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/admin/session",
-        post(login)
-            .layer(DefaultBodyLimit::max(LOGIN_MAX_BODY_BYTES))
-            .get(current)
-            .delete(logout),
-    )
+    Router::new().route("/admin/session", post(login).get(current).delete(logout))
 }
 
 #[derive(OpenApi)]
