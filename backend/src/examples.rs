@@ -1,7 +1,7 @@
 //! What every account starts with: example templates and a demo chatbot flow. Seeded once per
-//! account (a marker row in `messaging_seeds`), lazily the first time the account lists or uses
-//! templates or flows, so accounts created by any path get them and deleting the examples does
-//! not bring them back.
+//! account (a marker row in `messaging_seeds`) in the transaction that creates the account
+//! (`accounts::create`); accounts from before that are seeded once at start
+//! (`seed_existing_accounts`). Deleting the examples does not bring them back.
 
 use serde_json::json;
 use sqlx::AnyConnection;
@@ -84,22 +84,22 @@ pub fn demo_flow() -> (&'static str, chatbot::Definition) {
     ("Support demo", definition)
 }
 
-/// Seeds the account's examples once, in a transaction of its own (so the marker and the
-/// examples commit together). Cheap when already done: one primary-key read. Call it before
-/// taking a connection or beginning a transaction (the SQLite pool has one connection).
-pub async fn ensure_seeded(db: &Db, account_id: &str) -> Result<(), ApiError> {
-    let done: Option<(String,)> =
-        sqlx::query_as("SELECT account_id FROM messaging_seeds WHERE account_id = $1")
-            .bind(account_id)
-            .fetch_optional(db)
-            .await?;
-    if done.is_some() {
-        return Ok(());
+/// Seeds the accounts that have no marker yet (created before seeding moved into account
+/// creation), each in a transaction of its own. Safe with several backends starting at once:
+/// the marker's insert decides which one seeds.
+pub async fn seed_existing_accounts(db: &Db) -> Result<usize, ApiError> {
+    let missing: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM accounts a WHERE NOT EXISTS \
+         (SELECT 1 FROM messaging_seeds s WHERE s.account_id = a.id)",
+    )
+    .fetch_all(db)
+    .await?;
+    for (account_id,) in &missing {
+        let mut tx = db.begin().await?;
+        seed(&mut tx, account_id).await?;
+        tx.commit().await?;
     }
-    let mut tx = db.begin().await?;
-    seed(&mut tx, account_id).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(missing.len())
 }
 
 /// Seeds on the caller's transaction unless the account was seeded already.
@@ -128,4 +128,62 @@ pub async fn seed(conn: &mut AnyConnection, account_id: &str) -> Result<(), ApiE
     let (name, definition) = demo_flow();
     chatbot::store::insert(conn, account_id, name, definition).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::TestApp;
+
+    async fn counts(app: &TestApp, account_id: &str) -> (i64, i64) {
+        let templates: (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM templates WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+        let flows: (i64,) =
+            sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM flows WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+        (templates.0, flows.0)
+    }
+
+    #[tokio::test]
+    async fn accounts_start_seeded_and_older_ones_are_seeded_once_at_start() {
+        let app = TestApp::new().await;
+        let demo = app.demo_console().await;
+        assert_eq!(
+            counts(&app, &demo.account_id).await,
+            (super::TEMPLATES.len() as i64, 1)
+        );
+        // An account from before seeding moved into account creation: no marker, no examples.
+        sqlx::query(
+            "INSERT INTO accounts (id, name, plan, created_at) VALUES ($1, 'Old', 'free', 0)",
+        )
+        .bind("acc_old")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+        assert_eq!(counts(&app, "acc_old").await, (0, 0));
+        assert_eq!(
+            super::seed_existing_accounts(&app.state.db).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            counts(&app, "acc_old").await,
+            (super::TEMPLATES.len() as i64, 1)
+        );
+        // Once: deleted examples stay deleted.
+        sqlx::query("DELETE FROM templates WHERE account_id = 'acc_old'")
+            .execute(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            super::seed_existing_accounts(&app.state.db).await.unwrap(),
+            0
+        );
+        assert_eq!(counts(&app, "acc_old").await, (0, 1));
+    }
 }

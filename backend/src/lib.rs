@@ -49,6 +49,9 @@ pub async fn open(mut config: Config) -> anyhow::Result<AppState> {
     let state = AppState::new(db, config);
     webhooks::endpoints::seal_plaintext_secrets(&state.db, &state.secrets).await?;
     accounts::bootstrap(&state).await?;
+    examples::seed_existing_accounts(&state.db)
+        .await
+        .context("seeding the examples of existing accounts")?;
     Ok(state)
 }
 

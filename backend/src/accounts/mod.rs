@@ -193,6 +193,8 @@ pub async fn create(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    // Every account starts with the example templates and demo flow, in its creating transaction.
+    crate::examples::seed(conn, &account.id).await?;
     Ok((account, user))
 }
 

@@ -25,7 +25,7 @@ use crate::{
     channel::window,
     contacts,
     error::ApiError,
-    events, examples,
+    events,
     idempotency::Idempotency,
     ids::{new_id, now_ms, rfc3339},
     messages::{
@@ -419,7 +419,6 @@ pub async fn accept(
             json!({"type": "text", "text": {"body": text.body}}),
         ),
         (BulkKind::Template, _, Some(t)) => {
-            examples::ensure_seeded(&state.db, account_id).await?;
             let template = {
                 let mut conn = state.db.acquire().await?;
                 templates::store::find(&mut conn, account_id, &t.name, t.language.as_deref())

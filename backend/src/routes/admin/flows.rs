@@ -16,7 +16,6 @@ use crate::{
     auth::session::AdminSession,
     chatbot::{self, store, Definition, FlowInput, FlowPatch, FlowView},
     error::{ApiError, ApiResult},
-    examples,
     ids::now_ms,
     openapi::ErrorBody,
     routes::v1::{
@@ -79,7 +78,6 @@ pub async fn create(
         steps: input.steps,
     };
     chatbot::validate(&definition)?;
-    examples::ensure_seeded(&state.db, &session.account_id).await?;
     let mut conn = state.db.acquire().await?;
     let flow = store::insert(
         &mut conn,

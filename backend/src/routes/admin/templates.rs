@@ -15,7 +15,6 @@ use utoipa::{OpenApi, ToSchema};
 use crate::{
     auth::session::AdminSession,
     error::{ApiError, ApiResult},
-    examples,
     ids::now_ms,
     openapi::ErrorBody,
     routes::v1::templates::{list_for, PageQuery, TemplateList},
@@ -100,8 +99,6 @@ pub async fn create(
     templates::validate_name(&input.name)?;
     templates::validate_language(&input.language)?;
     templates::validate_body(&input.body)?;
-    // Seed first, so the examples never take a name the user is creating now.
-    examples::ensure_seeded(&state.db, &session.account_id).await?;
     let mut tx = state.db.begin().await?;
     let template = store::insert(
         &mut tx,

@@ -24,7 +24,6 @@ use crate::{
     },
     contacts::{self, ChatbotState},
     error::{ApiError, ApiResult},
-    examples,
     idempotency::Idempotency,
     messages::{ReplyButton, Status},
     openapi::ErrorBody,
@@ -75,7 +74,6 @@ pub async fn list_for(
 ) -> ApiResult<Json<FlowList>> {
     let limit = crate::routes::pagination::page_limit(query.limit)?;
     let cursor = crate::routes::pagination::page_cursor(query.cursor, "flw")?;
-    examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
     let (flows, next_cursor) = store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
     Ok(Json(FlowList {
@@ -163,7 +161,6 @@ pub async fn trigger(
         templates::variable_text(name, value)?;
     }
     let account_id = caller.account_id.as_str();
-    examples::ensure_seeded(&state.db, account_id).await?;
     let mut tx = idem.begin(&state.db).await?;
     let flow = store::get(&mut tx, account_id, &id)
         .await?

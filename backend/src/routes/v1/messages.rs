@@ -20,7 +20,6 @@ use crate::{
     channel::window,
     contacts::{self, Contact},
     error::{ApiError, ApiResult},
-    examples,
     idempotency::Idempotency,
     ids::new_id,
     messages::{
@@ -184,9 +183,6 @@ pub async fn send(
         (Some(text), _) => messages::validate_text("text.body", &text.body)?,
         (_, Some(media)) => messages::validate_media(media)?,
         _ => {}
-    }
-    if req.template.is_some() {
-        examples::ensure_seeded(&state.db, &caller.account_id).await?;
     }
     let account_id = caller.account_id.as_str();
     let mut tx = idem.begin(&state.db).await?;
@@ -424,7 +420,6 @@ pub async fn inbound(
         }
     };
     let account_id = caller.account_id.as_str();
-    examples::ensure_seeded(&state.db, account_id).await?;
     let mut tx = idem.begin(&state.db).await?;
     let channel = state.messaging.channel_for(&mut tx, account_id).await?;
     let (message, outcome) = inbound::receive(

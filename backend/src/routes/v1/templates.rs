@@ -12,7 +12,6 @@ use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     error::ApiResult,
-    examples,
     openapi::ErrorBody,
     state::AppState,
     templates::{store, TemplateView},
@@ -54,7 +53,6 @@ pub async fn list_for(
 ) -> ApiResult<Json<TemplateList>> {
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "tpl")?;
-    examples::ensure_seeded(&state.db, account_id).await?;
     let mut conn = state.db.acquire().await?;
     let (templates, next_cursor) =
         store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
