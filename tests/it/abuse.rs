@@ -782,7 +782,8 @@ async fn login_failures_never_lock_an_account_out_from_another_address() {
 }
 
 /// The gateway replaces X-Forwarded-For / X-Real-IP from an untrusted client, so a new value on
-/// each attempt gets no new budget; and 20 parallel wrong passwords for one (email, address) get
+/// each attempt gets no new budget (nor does a forged x-wiz-client-ip sent straight to the
+/// backend); and 20 parallel wrong passwords for one (email, address) get
 /// exactly the budget of password checks: 5 answers 401, 15 answers 429.
 #[tokio::test]
 async fn forwarded_for_and_parallel_guesses_do_not_escape_the_login_throttle() {
@@ -809,6 +810,23 @@ async fn forwarded_for_and_parallel_guesses_do_not_escape_the_login_throttle() {
         })
         .collect();
     assert_eq!(statuses, expected);
+
+    // Straight to the backend, an unproven (or forged) x-wiz-client-ip is ignored: the TCP peer
+    // is the address, so a new value on each attempt gets no new budget either.
+    let backend = stack.backend_url();
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let mut headers = vec![("x-wiz-client-ip", format!("192.0.2.{i}"))];
+        if i % 2 == 1 {
+            headers.push((
+                "x-wiz-gateway-proof",
+                format!("v2,{},{}", unix_now(), "00".repeat(32)),
+            ));
+        }
+        let reply = login(&http, &backend, "direct@example.test", "guess", &headers).await;
+        statuses.push((reply.status.as_u16(), reply.code().to_string()));
+    }
+    assert_eq!(statuses, expected[..7].to_vec());
 
     // The race: 20 wrong passwords at once for one email from one address.
     let attempts = (0..20).map(|_| {
