@@ -83,10 +83,13 @@ async fn add_endpoints(state: &AppState, account: &str, url: &str, n: usize) {
             &state.db,
             &state.secrets,
             account,
-            url.to_string(),
-            vec!["*".into()],
-            "bench".into(),
-            true,
+            u32::MAX,
+            webhooks::endpoints::NewEndpoint {
+                url: url.to_string(),
+                events: vec!["*".into()],
+                description: "bench".into(),
+                enabled: true,
+            },
         )
         .await
         .unwrap();

@@ -34,6 +34,9 @@ pub struct Config {
     pub login_throttle: LoginThrottleConfig,
     pub password_hashing: PasswordHashingConfig,
     pub webhooks: WebhooksConfig,
+    /// What one account (tenant) may hold, so that no tenant can grow the database, the gateways'
+    /// key tables or the webhook outbox without bound.
+    pub account_limits: AccountLimitsConfig,
     pub channel: ChannelConfig,
     pub playground: PlaygroundConfig,
     /// The first admin user, created on first start (`WIZ_ADMIN_EMAIL`, `WIZ_ADMIN_PASSWORD`).
@@ -55,6 +58,7 @@ impl Default for Config {
             login_throttle: LoginThrottleConfig::default(),
             password_hashing: PasswordHashingConfig::default(),
             webhooks: WebhooksConfig::default(),
+            account_limits: AccountLimitsConfig::default(),
             channel: ChannelConfig::default(),
             playground: PlaygroundConfig::default(),
             admin: AdminConfig::default(),
@@ -252,6 +256,31 @@ impl Default for WebhooksConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct AccountLimitsConfig {
+    /// API keys not revoked (revoking one frees its place); over it, `POST /admin/keys` is 422
+    /// `too_many_api_keys`.
+    pub max_api_keys: u32,
+    /// Webhook endpoints (deleting one frees its place); over it, `POST /admin/webhooks` is 422
+    /// `too_many_webhook_endpoints`.
+    pub max_webhook_endpoints: u32,
+    /// Pending deliveries one endpoint may have. An event for an endpoint at the bound gets no
+    /// delivery to that endpoint (counted in `wiz_webhook_deliveries_refused_total`, logged with
+    /// the endpoint, noted in its log); other endpoints get theirs as usual.
+    pub max_pending_deliveries_per_endpoint: u32,
+}
+
+impl Default for AccountLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_api_keys: 100,
+            max_webhook_endpoints: 20,
+            max_pending_deliveries_per_endpoint: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Delays of the simulated channel's `sent`, `delivered` and `read` after the send.
     #[serde(
@@ -442,6 +471,22 @@ impl Config {
         }
         if self.webhooks.history_retention < Duration::from_secs(3600) {
             return invalid("webhooks.history_retention", "must be at least 1h");
+        }
+        let limits = &self.account_limits;
+        for (field, value) in [
+            ("account_limits.max_api_keys", limits.max_api_keys),
+            (
+                "account_limits.max_webhook_endpoints",
+                limits.max_webhook_endpoints,
+            ),
+            (
+                "account_limits.max_pending_deliveries_per_endpoint",
+                limits.max_pending_deliveries_per_endpoint,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(field, "must be at least 1");
+            }
         }
         if self.channel.timeline.len() != 3 {
             return invalid(
@@ -638,6 +683,43 @@ mod tests {
         assert_eq!(config.channel.timeline[2], Duration::from_millis(30));
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.admin.email, "ops@example.com");
+    }
+
+    #[test]
+    fn account_limits_default_and_refuse_zero() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/backend.yaml");
+        let config = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)])).unwrap();
+        let limits = &config.account_limits;
+        assert_eq!(
+            (
+                limits.max_api_keys,
+                limits.max_webhook_endpoints,
+                limits.max_pending_deliveries_per_endpoint
+            ),
+            (100, 20, 10_000)
+        );
+        let config = Config::load(
+            &path,
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__ACCOUNT_LIMITS__MAX_API_KEYS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.account_limits.max_api_keys, 3);
+        let err = Config::load(
+            &path,
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__ACCOUNT_LIMITS__MAX_WEBHOOK_ENDPOINTS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("account_limits.max_webhook_endpoints"),
+            "{err}"
+        );
     }
 
     #[test]

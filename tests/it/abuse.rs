@@ -613,18 +613,171 @@ pub async fn idempotent_retries_race_each_other_and_a_failure(stack: &Stack, dat
     assert_eq!(batch.expect(200)["total"], 2);
 }
 
-#[tokio::test]
-async fn idempotent_retries_race_each_other_and_a_failure_on_sqlite() {
-    let stack = Stack::start().await;
-    let url = stack.database_url();
-    idempotent_retries_race_each_other_and_a_failure(&stack, &url).await;
+/// API keys of the session's account that are not revoked.
+async fn live_keys(admin: &crate::harness::Admin) -> usize {
+    admin.get("/admin/keys?limit=200").await.expect(200)["data"]
+        .as_array()
+        .map_or(0, |keys| {
+            keys.iter().filter(|k| k["status"] != "revoked").count()
+        })
+}
+
+/// Small per-account bounds, so the bound tests reach them quickly.
+fn small_bounds() -> Options {
+    Options::default()
+        .backend("WIZ_BACKEND__ACCOUNT_LIMITS__MAX_API_KEYS", "3")
+        .backend("WIZ_BACKEND__ACCOUNT_LIMITS__MAX_WEBHOOK_ENDPOINTS", "2")
+        .backend(
+            "WIZ_BACKEND__ACCOUNT_LIMITS__MAX_PENDING_DELIVERIES_PER_ENDPOINT",
+            "5",
+        )
+}
+
+/// Per-account bounds (issue 9 point 8), configured to 3 keys, 2 endpoints and 5 pending
+/// deliveries per endpoint: parallel creates at the bound never overshoot it, the refusals are
+/// 422s naming the bound, a revoked key frees its place, and an endpoint at its delivery bound
+/// misses events (counted, logged) while the healthy endpoint beside it gets every one.
+pub async fn per_account_bounds_hold_under_parallel_creates(stack: &Stack) {
+    let admin = stack.admin().await;
+    let before = live_keys(&admin).await;
+    assert!(before < 3, "{before} keys before the test");
+    let creates = futures::future::join_all(
+        (0..10).map(|i| admin.post("/admin/keys", json!({"name": format!("burst {i}")}))),
+    )
+    .await;
+    let created: Vec<_> = creates.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(created.len(), 3 - before, "keys created in the burst");
+    for refused in creates.iter().filter(|r| r.status != 201) {
+        refused.expect_error(422, "too_many_api_keys");
+    }
+    assert_eq!(live_keys(&admin).await, 3);
+    let first_id = created[0].body["id"].as_str().unwrap().to_string();
+    admin
+        .post(&format!("/admin/keys/{first_id}/revoke"), json!({}))
+        .await
+        .expect(200);
+    let key = admin.create_key(json!({})).await;
+    admin
+        .post("/admin/keys", json!({"name": "one too many"}))
+        .await
+        .expect_error(422, "too_many_api_keys");
+
+    // Endpoints: one healthy receiver, one that never answers (connection refused).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let healthy_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let inbox = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let inbox = inbox.clone();
+            async move {
+                inbox.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dead_url = format!("http://127.0.0.1:{}/hook", crate::harness::free_port());
+    let creates = futures::future::join_all((0..6).map(|i| {
+        let url = if i % 2 == 0 { &healthy_url } else { &dead_url };
+        admin.post(
+            "/admin/webhooks",
+            json!({"url": url, "events": ["contact.created"], "description": format!("burst {i}")}),
+        )
+    }))
+    .await;
+    let created: Vec<_> = creates.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(created.len(), 2, "endpoints created in the burst");
+    for refused in creates.iter().filter(|r| r.status != 201) {
+        refused.expect_error(422, "too_many_webhook_endpoints");
+    }
+    // Make it one healthy and one dead endpoint, whichever two won.
+    let ids: Vec<String> = created
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap().to_string())
+        .collect();
+    for (id, url) in ids.iter().zip([&healthy_url, &dead_url]) {
+        admin
+            .patch(&format!("/admin/webhooks/{id}"), json!({"url": url}))
+            .await
+            .expect(200);
+    }
+    let (healthy, dead) = (&ids[0], &ids[1]);
+
+    stack.wait_synced().await;
+    let api = stack.api(&key);
+    // One event at a time, each delivered to the healthy endpoint before the next, so only the
+    // dead endpoint's deliveries pile up (a burst of more than 5 events in one fan-out pass
+    // would meet the healthy endpoint's bound too).
+    for i in 0..12 {
+        api.post(
+            "/v1/contacts",
+            json!({"phone": format!("+1415555030{i:02}")}),
+        )
+        .await
+        .expect(201);
+        eventually(
+            "the healthy endpoint's delivery",
+            Duration::from_secs(20),
+            || async { (received.lock().unwrap().len() > i).then_some(()) },
+        )
+        .await;
+    }
+    let refused = eventually("the refusals counted", Duration::from_secs(20), || async {
+        let metrics = stack.backend_metrics().await;
+        crate::harness::metric_value(
+            &metrics,
+            "wiz_webhook_deliveries_refused_total{reason=\"endpoint_backlog_full\"}",
+        )
+        .filter(|n| *n >= 7.0)
+    })
+    .await;
+    assert_eq!(refused, 7.0);
+    let deliveries = admin
+        .get(&format!("/admin/webhooks/{dead}/deliveries?limit=200"))
+        .await;
+    let deliveries = deliveries.expect(200)["data"].as_array().unwrap().clone();
+    assert_eq!(
+        deliveries.len(),
+        5,
+        "pending deliveries of the dead endpoint"
+    );
+    let detail = admin.get(&format!("/admin/webhooks/{dead}")).await;
+    assert!(
+        detail
+            .body
+            .to_string()
+            .contains("max_pending_deliveries_per_endpoint"),
+        "the endpoint's log tells why: {}",
+        detail.body
+    );
+    let healthy_deliveries = admin
+        .get(&format!("/admin/webhooks/{healthy}/deliveries?limit=200"))
+        .await;
+    assert_eq!(
+        healthy_deliveries.expect(200)["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        12
+    );
 }
 
 #[tokio::test]
-async fn idempotent_retries_race_each_other_and_a_failure_on_postgresql() {
+async fn idempotency_and_per_account_bounds_hold_on_sqlite() {
+    let stack = Stack::start_with(small_bounds()).await;
+    let url = stack.database_url();
+    idempotent_retries_race_each_other_and_a_failure(&stack, &url).await;
+    per_account_bounds_hold_under_parallel_creates(&stack).await;
+}
+
+#[tokio::test]
+async fn idempotency_and_per_account_bounds_hold_on_postgresql() {
     let pg = crate::postgres::Postgres::start().await;
-    let stack = crate::postgres::stack_on(&pg, Options::default()).await;
+    let stack = crate::postgres::stack_on(&pg, small_bounds()).await;
     idempotent_retries_race_each_other_and_a_failure(&stack, &pg.url).await;
+    per_account_bounds_hold_under_parallel_creates(&stack).await;
 }
 
 /// `POST /admin/session` through `base` with `headers` added.

@@ -1,6 +1,7 @@
 //! Accounts (tenants), their plans and their console users. Ops manage accounts from the command
 //! line (`cli.rs`); the first start creates a demo account (`bootstrap`).
 
+pub mod bounds;
 pub mod login_throttle;
 
 use std::{fmt, str::FromStr};

@@ -9,6 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::sign::Secret;
 use crate::secrets::Secrets;
 use crate::{
+    accounts::bounds::{self, Bounded},
     db::Db,
     error::{ApiError, ApiResult},
     events::EVENT_TYPES,
@@ -159,18 +160,39 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint, sqlx::Error> {
 }
 
 /// Creates an endpoint; the secret is returned here and never again.
+/// A validated endpoint to create.
+pub struct NewEndpoint {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+}
+
+/// Creates the endpoint unless the account has `max_endpoints` already.
 pub async fn create(
     db: &Db,
     secrets: &Secrets,
     account_id: &str,
-    url: String,
-    events: Vec<String>,
-    description: String,
-    enabled: bool,
-) -> Result<(Endpoint, Secret), sqlx::Error> {
+    max_endpoints: u32,
+    new: NewEndpoint,
+) -> ApiResult<(Endpoint, Secret)> {
+    let NewEndpoint {
+        url,
+        events,
+        description,
+        enabled,
+    } = new;
     let id = new_id("whk");
     let secret = Secret::generate();
     let now = now_ms();
+    let mut tx = db.begin().await?;
+    bounds::check(
+        &mut tx,
+        account_id,
+        Bounded::WebhookEndpoints,
+        max_endpoints,
+    )
+    .await?;
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, account_id, url, description, events, enabled, secret, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
@@ -183,8 +205,9 @@ pub async fn create(
     .bind(i64::from(enabled))
     .bind(secrets.encrypt_str(secret.expose()))
     .bind(now)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let endpoint = get(db, account_id, &id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;

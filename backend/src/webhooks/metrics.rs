@@ -57,6 +57,9 @@ pub struct WebhookMetrics {
     pub outbox_depth: IntGauge,
     pub oldest_pending_age: Gauge,
     pub disabled_endpoints: IntGauge,
+    /// Deliveries not created, by reason (`endpoint_backlog_full`: the endpoint had
+    /// `account_limits.max_pending_deliveries_per_endpoint` pending).
+    pub deliveries_refused: IntCounterVec,
 }
 
 impl WebhookMetrics {
@@ -108,12 +111,25 @@ impl WebhookMetrics {
             )
             .expect("metric"),
         );
+        let deliveries_refused = registry.register(
+            &IntCounterVec::new(
+                Opts::new(
+                    "wiz_webhook_deliveries_refused_total",
+                    "Webhook deliveries not created because their endpoint was at its bound of \
+                     pending deliveries, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
+        );
+        deliveries_refused.with_label_values(&["endpoint_backlog_full"]);
         Self {
             attempts,
             attempt_duration,
             outbox_depth,
             oldest_pending_age,
             disabled_endpoints,
+            deliveries_refused,
         }
     }
 

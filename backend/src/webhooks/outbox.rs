@@ -9,7 +9,10 @@
 //! several connections) can commit an event well behind the cursor; a periodic sweep of the last
 //! minute finds those stragglers through the markers.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use rand::Rng;
 use serde::Serialize;
@@ -63,6 +66,10 @@ pub struct FanOut {
     /// The newest `created_at` fanned out by this process.
     cursor: i64,
     last_sweep: Option<Instant>,
+    /// `account_limits.max_pending_deliveries_per_endpoint` (unbounded until `bounded` sets it).
+    max_pending: u32,
+    /// Deliveries not created because their endpoint was at `max_pending`, since the last `take`.
+    refused: u64,
 }
 
 /// Events not yet marked as fanned out, oldest first.
@@ -79,7 +86,20 @@ impl FanOut {
         Ok(Self {
             cursor: newest.map_or(0, |t| t - LOOKBACK_MS),
             last_sweep: None,
+            max_pending: u32::MAX,
+            refused: 0,
         })
+    }
+
+    /// Bounds the pending deliveries of each endpoint.
+    pub fn bounded(mut self, max_pending_per_endpoint: u32) -> Self {
+        self.max_pending = max_pending_per_endpoint;
+        self
+    }
+
+    /// Deliveries refused at the bound since the last call.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
     }
 
     /// Fans out everything new; returns how many deliveries were created.
@@ -100,7 +120,7 @@ impl FanOut {
                 self.cursor = self.cursor.max(newest);
             }
             let full = rows.len() as i64 == FAN_OUT_BATCH;
-            created += fan_out(db, &rows).await?;
+            created += self.fan_out(db, &rows).await?;
             if !full {
                 break;
             }
@@ -116,7 +136,7 @@ impl FanOut {
                 )
                 .await?;
                 let full = rows.len() as i64 == FAN_OUT_BATCH;
-                created += fan_out(db, &rows).await?;
+                created += self.fan_out(db, &rows).await?;
                 if !full {
                     break;
                 }
@@ -168,9 +188,23 @@ fn placeholders_with(rows: usize, columns: usize, constants: &str) -> String {
         .join(", ")
 }
 
-/// Marks the events and creates their deliveries in one transaction.
+impl FanOut {
+    /// `fan_out` under this fan-out's bound, counting what the bound refused.
+    async fn fan_out(&mut self, db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
+        let (created, refused) = fan_out(db, events, self.max_pending).await?;
+        self.refused += refused;
+        Ok(created)
+    }
+}
+
+/// Marks the events and creates their deliveries in one transaction, except deliveries to an
+/// endpoint that has `max_pending` pending already (returned as the second count).
 #[tracing::instrument(name = "webhook_fan_out", skip_all, fields(events = events.len()))]
-async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
+async fn fan_out(
+    db: &Db,
+    events: &[EventRow],
+    max_pending: u32,
+) -> Result<(usize, u64), sqlx::Error> {
     // Read outside the transaction: the endpoint table is small, and the SQLite connection
     // should be held by the transaction as briefly as possible.
     let endpoints: Vec<EndpointRow> = sqlx::query_as::<_, (String, String, String, i64)>(
@@ -204,7 +238,7 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
         }
     }
     let now = now_ms();
-    let deliveries: Vec<(String, &EventRow, &EndpointRow)> = events
+    let mut deliveries: Vec<(String, &EventRow, &EndpointRow)> = events
         .iter()
         .filter(|e| marked.contains(&e.id))
         .flat_map(|event| {
@@ -219,6 +253,7 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
                 .map(move |ep| (new_id("dlv"), event, ep))
         })
         .collect();
+    let refused = apply_pending_bound(&mut tx, &mut deliveries, max_pending, now).await?;
     for chunk in deliveries.chunks(INSERT_CHUNK) {
         let sql = format!(
             "INSERT INTO webhook_deliveries (id, account_id, endpoint_id, event_id, event_type, \
@@ -251,7 +286,80 @@ async fn fan_out(db: &Db, events: &[EventRow]) -> Result<usize, sqlx::Error> {
             "webhook delivery created"
         );
     }
-    Ok(deliveries.len())
+    Ok((deliveries.len(), refused))
+}
+
+/// Drops the deliveries that would take an endpoint past `max_pending` pending deliveries
+/// (issue 9 point 8: a tenant whose endpoint is down cannot fill the outbox). Only that endpoint
+/// misses those events; the refusal is noted in its log (once per pass) and returned for the
+/// metric and the warning. Counting costs at most `max_pending` index entries per endpoint (the
+/// partial index of pending deliveries). With several backends fanning out at once, each counts
+/// before the others commit: the bound can be passed by at most one pass of each.
+async fn apply_pending_bound(
+    tx: &mut sqlx::AnyConnection,
+    deliveries: &mut Vec<(String, &EventRow, &EndpointRow)>,
+    max_pending: u32,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if max_pending == u32::MAX || deliveries.is_empty() {
+        return Ok(0);
+    }
+    let mut wanted: HashMap<&str, i64> = HashMap::new();
+    for (_, _, ep) in deliveries.iter() {
+        *wanted.entry(ep.id.as_str()).or_default() += 1;
+    }
+    let ids: Vec<&str> = wanted.keys().copied().collect();
+    let mut room: HashMap<String, i64> = ids
+        .iter()
+        .map(|id| (id.to_string(), i64::from(max_pending)))
+        .collect();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "SELECT endpoint_id, CAST(COUNT(*) AS BIGINT) FROM webhook_deliveries \
+             WHERE status = 'pending' AND endpoint_id IN ({}) GROUP BY endpoint_id",
+            (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for (id, pending) in query.fetch_all(&mut *tx).await? {
+            if let Some(left) = room.get_mut(&id) {
+                *left -= pending;
+            }
+        }
+    }
+    let mut refused: HashMap<String, u64> = HashMap::new();
+    deliveries.retain(|(_, _, ep)| match room.get_mut(&ep.id) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => {
+            *refused.entry(ep.id.clone()).or_default() += 1;
+            false
+        }
+    });
+    let mut total = 0;
+    for (endpoint_id, count) in refused {
+        total += count;
+        tracing::warn!(
+            endpoint_id = %endpoint_id,
+            events = count,
+            max_pending,
+            "webhook endpoint at its bound of pending deliveries; events not queued for it"
+        );
+        let note = format!(
+            "{count} event(s) not queued: {max_pending} deliveries already pending \
+             (account_limits.max_pending_deliveries_per_endpoint); fix the endpoint, \
+             its backlog is retried"
+        );
+        endpoints::add_log(tx, &endpoint_id, now, &note).await?;
+    }
+    Ok(total)
 }
 
 /// Keeps `webhook_fanout` from growing forever; the newest markers stay as the resume point.
@@ -324,9 +432,13 @@ async fn prune(state: &AppState) {
 
 /// The fan-out loop: woken by `events_written()`, polling as a fallback.
 pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
+    let max_pending = state
+        .config
+        .account_limits
+        .max_pending_deliveries_per_endpoint;
     let mut fan_out = loop {
         match FanOut::resume(&state.db).await {
-            Ok(f) => break f,
+            Ok(f) => break f.bounded(max_pending),
             Err(e) => {
                 tracing::error!(error = %e, "webhook fan-out cannot start; retrying");
                 tokio::select! {
@@ -347,6 +459,15 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(_) => state.webhooks.wake.notify_one(),
             Err(e) => tracing::warn!(error = %e, "webhook fan-out failed; will retry"),
+        }
+        let refused = fan_out.take_refused();
+        if refused > 0 {
+            state
+                .webhooks
+                .metrics
+                .deliveries_refused
+                .with_label_values(&["endpoint_backlog_full"])
+                .inc_by(refused);
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();

@@ -1453,10 +1453,13 @@ async fn plaintext_secrets_are_sealed_on_start() {
         &app.state.db,
         &app.state.secrets,
         &account,
-        "http://127.0.0.1:9/hook".into(),
-        vec!["*".into()],
-        String::new(),
-        true,
+        u32::MAX,
+        super::endpoints::NewEndpoint {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec!["*".into()],
+            description: String::new(),
+            enabled: true,
+        },
     )
     .await
     .unwrap();

@@ -17,7 +17,11 @@ use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::{
-    accounts::{self, Plan},
+    accounts::{
+        self,
+        bounds::{self, Bounded},
+        Plan,
+    },
     auth::session::AdminSession,
     error::{ApiError, ApiResult},
     ids::{now_ms, rfc3339},
@@ -198,7 +202,7 @@ fn with_credentials(view: KeyView, credentials: &Credentials) -> Value {
     responses(
         (status = 201, body = NewCredentials),
         (status = 403, description = "`plan_required` on the free plan, `csrf_failed`", body = ErrorBody),
-        (status = 422, description = "`invalid_name`, `invalid_limit`, `invalid_ip_whitelist`, `invalid_expires_at`", body = ErrorBody),
+        (status = 422, description = "`invalid_name`, `invalid_limit`, `invalid_ip_whitelist`, `invalid_expires_at`; `too_many_api_keys`: the account has `account_limits.max_api_keys` keys that are not revoked already (default 100)", body = ErrorBody),
     )
 )]
 async fn create(
@@ -235,6 +239,8 @@ async fn create(
     if !account.plan.allows_api() {
         return Err(plan_required(account.plan));
     }
+    let max_keys = state.config.account_limits.max_api_keys;
+    bounds::check(&mut tx, &session.account_id, Bounded::ApiKeys, max_keys).await?;
     let (id, version) =
         store::insert(&mut tx, &session.account_id, &settings, &credentials, now).await?;
     let record = load(&mut tx, &session, &id, now).await?;

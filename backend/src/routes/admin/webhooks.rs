@@ -209,7 +209,7 @@ async fn list(
     responses(
         (status = 201, body = CreatedWebhook),
         (status = 400, description = "`invalid_url`, `invalid_events`, `invalid_description`, `invalid_body`", body = ErrorBody),
-        (status = 422, description = "`webhook_url_not_allowed`: an address of the IANA special-purpose registries (private, loopback, link-local, NAT64, 6to4, Teredo, documentation, reserved, ...) while the SSRF guard is on", body = ErrorBody),
+        (status = 422, description = "`webhook_url_not_allowed`: an address of the IANA special-purpose registries (private, loopback, link-local, NAT64, 6to4, Teredo, documentation, reserved, ...) while the SSRF guard is on; `too_many_webhook_endpoints`: the account has `account_limits.max_webhook_endpoints` endpoints already (default 20)", body = ErrorBody),
     ),
     security(("session" = []))
 )]
@@ -227,10 +227,13 @@ async fn create(
         &state.db,
         &state.secrets,
         &session.account_id,
-        url,
-        events,
-        description,
-        body.enabled,
+        state.config.account_limits.max_webhook_endpoints,
+        endpoints::NewEndpoint {
+            url,
+            events,
+            description,
+            enabled: body.enabled,
+        },
     )
     .await?;
     Ok((
