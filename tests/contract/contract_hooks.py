@@ -29,6 +29,8 @@ STATE_DEPENDENT_422 = {
     "invalid_flow",            # cross-references between steps (ids, targets): see below
     "channel_not_configured",  # test connection before WhatsApp settings were saved
     "outside_customer_service_window",  # no inbound message from the number in 24 h
+    "too_many_api_keys",       # the account holds account_limits.max_api_keys keys already
+    "too_many_webhook_endpoints",  # ... account_limits.max_webhook_endpoints endpoints
 }
 # invalid_flow is accepted only for these cross-field rules, not for a field's own shape.
 FLOW_CROSS_FIELD = ("duplicate", "unknown step", "no step with id", "unreachable", "{{")
