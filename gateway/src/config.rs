@@ -205,12 +205,16 @@ impl Default for SyncConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
     pub flush_interval_ms: u64,
+    /// With the memory store: where accepted requests not yet reported survive a SIGKILL
+    /// (`usage_journal`); relative to the working directory; `null` turns it off.
+    pub journal: Option<String>,
 }
 
 impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig {
             flush_interval_ms: 1000,
+            journal: Some("data/gateway-usage.journal".to_owned()),
         }
     }
 }
@@ -540,6 +544,7 @@ pub struct RuntimeConfig {
     pub long_poll: Duration,
     pub retry_max: Duration,
     pub flush_interval: Duration,
+    pub usage_journal: Option<PathBuf>,
     pub log: LogConfig,
 }
 
@@ -570,6 +575,9 @@ impl RuntimeConfig {
         }
         if self.upgrade_sock != new.upgrade_sock {
             changed.push("upgrade_sock");
+        }
+        if self.usage_journal != new.usage_journal {
+            changed.push("usage.journal");
         }
         if self.clients.max_connections != new.clients.max_connections {
             changed.push("clients.max_connections");
@@ -859,6 +867,13 @@ impl GatewayConfig {
                     long_poll: Duration::from_secs(self.sync.long_poll_seconds),
                     retry_max: Duration::from_secs(self.sync.retry_max_seconds),
                     flush_interval: Duration::from_millis(self.usage.flush_interval_ms),
+                    usage_journal: self
+                        .usage
+                        .journal
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(PathBuf::from),
                     log: self.log.clone(),
                 })
             }

@@ -27,6 +27,7 @@ pub mod throttle;
 pub mod tls;
 pub mod upstream;
 pub mod usage;
+pub mod usage_journal;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,6 +39,8 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tokio::sync::oneshot;
+
+use crate::config::StoreKind;
 
 pub use config::{ConfigSource, GatewayConfig, RuntimeConfig};
 pub use proxy::Gateway;
@@ -88,6 +91,16 @@ pub fn build_server(
     server.bootstrap();
 
     let state = GatewayState::new(config.clone());
+    if let (StoreKind::Memory, Some(path)) = (config.store, &config.usage_journal) {
+        match usage_journal::UsageJournal::open(path) {
+            Ok(journal) => state.usage.attach_journal(journal),
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %path.display(),
+                "no usage journal: a SIGKILL can lose up to one flush interval of usage"
+            ),
+        }
+    }
 
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
     let mut options = HttpServerOptions::default();

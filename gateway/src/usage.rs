@@ -3,7 +3,8 @@
 //! whatever arrived meanwhile) for the next attempt, so nothing is lost while the backend is down.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use crate::state::GatewayState;
 use crate::sync::wire::{
     RefusedCounts, UsageEntry, UsageReport, INTERNAL_TOKEN_HEADER, USAGE_PATH,
 };
+use crate::usage_journal::UsageJournal;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Pending {
@@ -36,9 +38,21 @@ type PerKey = HashMap<Arc<str>, Pending, IdHashBuilder>;
 
 /// Accumulates per-key counts between flushes, by UTC minute then key id (so the hot path finds
 /// an existing entry by `&str` without cloning the id). The lock is held only for a map update.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UsageRecorder {
     pending: Mutex<HashMap<i64, PerKey, IdHashBuilder>>,
+    /// With the memory store: the unreported accepted counts, kept where a SIGKILL leaves them.
+    journal: OnceLock<UsageJournal>,
+    /// Counts a previous process left in the journal are pending and not yet reported.
+    replay_pending: AtomicBool,
+}
+
+impl std::fmt::Debug for UsageRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageRecorder")
+            .field("journal", &self.journal.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn minute_of(now_ms: i64) -> i64 {
@@ -61,8 +75,45 @@ impl UsageRecorder {
         f(entry);
     }
 
+    /// Journals from now on (memory store): takes over what a previous process left
+    /// unreported, as pending counts that the next flush reports.
+    pub fn attach_journal(&self, mut journal: UsageJournal) {
+        let left = journal.unreported();
+        if left.is_empty() {
+            if let Err(e) = journal.reset() {
+                tracing::warn!(error = %e, "could not reset the usage journal; not using it");
+                return;
+            }
+        } else {
+            let requests: u64 = left.iter().map(|e| e.accepted).sum();
+            tracing::warn!(
+                keys = left.len(),
+                requests,
+                "the previous gateway left accepted requests unreported; reporting them"
+            );
+            self.restore(left);
+            self.replay_pending.store(true, Ordering::Release);
+        }
+        let _ = self.journal.set(journal);
+    }
+
+    pub fn replay_pending(&self) -> bool {
+        self.replay_pending.load(Ordering::Acquire)
+    }
+
     pub fn record_accepted(&self, key_id: &Arc<str>, now_ms: i64) {
         self.update(key_id, now_ms, |p| p.accepted += 1);
+        if let Some(journal) = self.journal.get() {
+            journal.add(key_id, minute_of(now_ms), 1);
+        }
+    }
+
+    /// The backend has these counts: they are no longer only in this process.
+    pub fn acknowledge(&self, entries: &[UsageEntry]) {
+        if let Some(journal) = self.journal.get() {
+            journal.acknowledge(entries);
+        }
+        self.replay_pending.store(false, Ordering::Release);
     }
 
     /// Takes back an accepted request that the gateway then answered itself with 502/503/504,
@@ -74,7 +125,12 @@ impl UsageRecorder {
             .get_mut(&minute_of(counted_at_ms))
             .and_then(|per_key| per_key.get_mut(key_id))
         {
-            entry.accepted = entry.accepted.saturating_sub(1);
+            if entry.accepted > 0 {
+                entry.accepted -= 1;
+                if let Some(journal) = self.journal.get() {
+                    journal.add(key_id, minute_of(counted_at_ms), -1);
+                }
+            }
         }
     }
 
@@ -189,7 +245,10 @@ impl UsageReporter {
             None => Some("no backend configured".to_owned()),
         };
         match failure {
-            None => true,
+            None => {
+                self.state.usage.acknowledge(&report.entries);
+                true
+            }
             Some(reason) => {
                 self.state.metrics.usage_flush_errors.inc();
                 tracing::warn!(

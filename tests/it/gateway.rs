@@ -429,6 +429,52 @@ async fn a_gateway_restart_keeps_daily_usage() {
         .expect_error(429, "daily_limit_exceeded");
 }
 
+/// SPEC §10: the daily cap stays exact across a gateway SIGKILL with the default memory store.
+/// Usage reports are made rare here, so without the usage journal every request of the first
+/// half would be forgotten and admitted again (measured: 40 admitted after the kill, not 15).
+#[tokio::test]
+async fn a_gateway_killed_with_sigkill_keeps_the_daily_cap_exact() {
+    let mut stack = Stack::start_with(
+        Options::default().gateway("WIZ_GATEWAY__USAGE__FLUSH_INTERVAL_MS", "60000"),
+    )
+    .await;
+    let admin = stack.admin().await;
+    let key = admin
+        .create_key(json!({"daily_limit": 40, "rate_limit_per_minute": 1000}))
+        .await;
+    stack.wait_synced().await;
+    let api = stack.api(&key);
+    for _ in 0..25 {
+        contacts(&api, Auth::Bearer).await.expect(200);
+    }
+    stack.kill_gateway();
+    stack.start_gateway().await;
+    stack.wait_synced().await;
+    let mut accepted = 0;
+    loop {
+        let r = contacts(&api, Auth::Bearer).await;
+        if r.status == 429 {
+            r.expect_error(429, "daily_limit_exceeded");
+            break;
+        }
+        r.expect(200);
+        accepted += 1;
+        assert!(
+            accepted <= 40,
+            "the restarted gateway forgot the killed one's usage"
+        );
+    }
+    assert_eq!(
+        accepted, 15,
+        "25 before the kill, 15 after: exactly the daily limit of 40"
+    );
+    assert!(
+        stack.logs().contains("left accepted requests unreported"),
+        "{}",
+        stack.logs()
+    );
+}
+
 #[tokio::test]
 async fn backend_down_answers_json_for_good_keys_and_401_for_bad_ones_then_recovers() {
     let mut stack = Stack::start().await;

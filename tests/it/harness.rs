@@ -422,6 +422,14 @@ impl Stack {
         }
     }
 
+    /// SIGKILL of the gateway: nothing flushed, no shutdown step.
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut child) = self.gateway.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub async fn restart_backend(&mut self) {
         self.stop_backend().await;
         self.start_backend().await;

@@ -178,6 +178,13 @@ impl KeySync {
             if *shutdown.borrow() {
                 return;
             }
+            if !have_snapshot && self.state.usage.replay_pending() {
+                // What a killed predecessor admitted but never reported must be in the
+                // backend's usage before the snapshot's counts seed the daily limits.
+                crate::usage::UsageReporter::new(self.state.clone())
+                    .flush()
+                    .await;
+            }
             let since = if have_snapshot {
                 self.state.keys.version()
             } else {

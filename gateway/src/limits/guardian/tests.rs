@@ -37,6 +37,7 @@ async fn a_store_that_lost_its_counters_is_reseeded_from_the_backend_before_admi
         },
         usage: UsageConfig {
             flush_interval_ms: 50,
+            ..UsageConfig::default()
         },
         ..GatewayConfig::default()
     }
