@@ -43,6 +43,9 @@ pub struct GatewayConfig {
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub trusted_proxies: Vec<String>,
     pub threads: usize,
+    /// Whether the proxy's threads share one work-stealing runtime (`true`) or each run their
+    /// own and keep the connections they accepted (`false`, nginx's model; cheaper per request).
+    pub work_stealing: bool,
     pub shutdown_grace_seconds: u64,
     pub max_body_bytes: u64,
     /// Unix socket over which a new process started with `--upgrade` takes over the listeners.
@@ -67,6 +70,7 @@ impl Default for GatewayConfig {
             internal_token: None,
             trusted_proxies: Vec::new(),
             threads: 2,
+            work_stealing: true,
             shutdown_grace_seconds: 5,
             max_body_bytes: 4 * 1024 * 1024,
             upgrade_sock: "/tmp/wiz-gateway-upgrade.sock".into(),
@@ -530,8 +534,11 @@ pub struct RuntimeConfig {
     pub backends: Vec<Backend>,
     pub backend_ca: Option<PathBuf>,
     pub internal_token: Secret,
+    /// Derived from `internal_token` once, for the proof on every forwarded request.
+    pub proof_key: crate::backend_auth::ProofKey,
     pub trusted_proxies: TrustedProxies,
     pub threads: usize,
+    pub work_stealing: bool,
     pub shutdown_grace: Duration,
     pub max_body_bytes: u64,
     pub upgrade_sock: PathBuf,
@@ -561,6 +568,9 @@ impl RuntimeConfig {
         }
         if self.threads != new.threads {
             changed.push("threads");
+        }
+        if self.work_stealing != new.work_stealing {
+            changed.push("work_stealing");
         }
         if self.backends != new.backends {
             changed.push("backends");
@@ -840,9 +850,11 @@ impl GatewayConfig {
                     metrics_listen,
                     backends,
                     backend_ca: self.backend_ca.as_deref().map(|p| PathBuf::from(p.trim())),
+                    proof_key: crate::backend_auth::ProofKey::derive(internal_token.expose()),
                     internal_token,
                     trusted_proxies: TrustedProxies::new(nets),
                     threads: self.threads,
+                    work_stealing: self.work_stealing,
                     shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
                     max_body_bytes: self.max_body_bytes,
                     upgrade_sock: PathBuf::from(self.upgrade_sock.trim()),

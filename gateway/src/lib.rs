@@ -75,6 +75,7 @@ pub fn build_server(
 ) -> BuiltGateway {
     let server_conf = ServerConf {
         threads: config.threads,
+        work_stealing: config.work_stealing,
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: config.upgrade_sock.display().to_string(),

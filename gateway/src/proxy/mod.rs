@@ -23,7 +23,6 @@ use crate::config::RuntimeConfig;
 use crate::errors::{error_body, Refusal};
 use crate::keys::KeyRecord;
 use crate::limits::LimitState;
-use crate::metrics::status_class;
 use crate::state::{unix_ms, GatewayState};
 use crate::upstream;
 pub use routes::RouteClass;
@@ -356,14 +355,21 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let internal: Vec<http::HeaderName> = upstream
+        // Headers of our namespace the client sent are dropped; collected only when present.
+        if upstream
             .headers
             .keys()
-            .filter(|n| n.as_str().starts_with(headers::INTERNAL_PREFIX))
-            .cloned()
-            .collect();
-        for name in internal {
-            upstream.remove_header(&name);
+            .any(|n| n.as_str().starts_with(headers::INTERNAL_PREFIX))
+        {
+            let internal: Vec<http::HeaderName> = upstream
+                .headers
+                .keys()
+                .filter(|n| n.as_str().starts_with(headers::INTERNAL_PREFIX))
+                .cloned()
+                .collect();
+            for name in internal {
+                upstream.remove_header(&name);
+            }
         }
         upstream.remove_header(&http::header::AUTHORIZATION);
         upstream.remove_header(headers::API_SECRET);
@@ -371,41 +377,32 @@ impl ProxyHttp for Gateway {
         // wrote are replaced so that nothing behind the gateway can mistake them for ours.
         upstream.remove_header(headers::FORWARDED);
         let client_ip = ctx.client_ip.to_string();
-        upstream.insert_header(headers::FORWARDED_FOR, client_ip.as_str())?;
-        upstream.insert_header(headers::REAL_IP, client_ip.as_str())?;
-        upstream.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
-        upstream.insert_header(headers::CLIENT_IP, client_ip.as_str())?;
-        upstream.insert_header(headers::SCHEME, ctx.scheme)?;
         let (key_id, account_id) = match (&ctx.route, &ctx.key) {
-            (RouteClass::V1, Some(key)) => {
-                upstream.insert_header(headers::KEY_ID, &*key.id)?;
-                upstream.insert_header(headers::ACCOUNT_ID, &*key.account_id)?;
-                upstream.insert_header(headers::KEY_PREFIX, &*key.prefix)?;
-                (&*key.id, &*key.account_id)
-            }
+            (RouteClass::V1, Some(key)) => (&*key.id, &*key.account_id),
             _ => ("", ""),
         };
         // Every forwarded request carries a proof, with or without a key: the backend trusts
         // `x-wiz-client-ip` (console login throttle, per-IP decisions) only when it verifies.
-        let method = upstream.method.as_str().to_owned();
-        let path_and_query = upstream
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let proof = backend_auth::gateway_proof(
-            ctx.config.internal_token.expose(),
-            &backend_auth::ProofInput {
-                unix_secs: unix_ms() / 1000,
-                scheme: ctx.scheme,
-                method: &method,
-                path_and_query: &path_and_query,
-                client_ip: &client_ip,
-                key_id,
-                account_id,
-                request_id: &ctx.request_id,
-            },
-        );
+        let proof = ctx.config.proof_key.prove(&backend_auth::ProofInput {
+            unix_secs: unix_ms() / 1000,
+            scheme: ctx.scheme,
+            method: upstream.method.as_str(),
+            path_and_query: upstream.uri.path_and_query().map_or("/", |p| p.as_str()),
+            client_ip: &client_ip,
+            key_id,
+            account_id,
+            request_id: &ctx.request_id,
+        });
+        upstream.insert_header(headers::FORWARDED_FOR, client_ip.as_str())?;
+        upstream.insert_header(headers::REAL_IP, client_ip.as_str())?;
+        upstream.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        upstream.insert_header(headers::CLIENT_IP, client_ip)?;
+        upstream.insert_header(headers::SCHEME, ctx.scheme)?;
+        if let (RouteClass::V1, Some(key)) = (&ctx.route, &ctx.key) {
+            upstream.insert_header(headers::KEY_ID, &*key.id)?;
+            upstream.insert_header(headers::ACCOUNT_ID, &*key.account_id)?;
+            upstream.insert_header(headers::KEY_PREFIX, &*key.prefix)?;
+        }
         upstream.insert_header(headers::GATEWAY_PROOF, proof)?;
         ctx.upstream_started = Some(Instant::now());
         Ok(())
@@ -549,9 +546,7 @@ impl ProxyHttp for Gateway {
             .unwrap_or(0);
         let latency = ctx.started.elapsed();
         let m = &self.state.metrics;
-        m.requests
-            .with_label_values(&[ctx.route.label(), status_class(status)])
-            .inc();
+        m.count_request(ctx.route.label(), status);
         m.request_duration.observe(latency.as_secs_f64());
         if let Some(r) = ctx.refusal {
             m.refusals.with_label_values(&[r.code()]).inc();
