@@ -1,0 +1,233 @@
+//! Leasing: which endpoints have claimable deliveries, the probe of an endpoint whose circuit is
+//! half open, claiming deliveries under a lease, and giving them back.
+
+use sqlx::Row;
+
+use super::{event_body, Job, INSERT_CHUNK};
+use crate::{db::Db, ids::now_ms, webhooks::endpoints};
+
+fn exclusion(column: &str, busy: &[String], first: usize) -> String {
+    if busy.is_empty() {
+        return String::new();
+    }
+    let list = (0..busy.len())
+        .map(|i| format!("${}", i + first))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("AND {column} NOT IN ({list})")
+}
+
+/// An endpoint with deliveries the worker may claim now, and what its circuit says.
+#[derive(Debug, Clone)]
+pub struct Claimable {
+    pub id: String,
+    /// Its last attempt failed: only a probe (one delivery) may go out, and only once the
+    /// circuit's backoff has passed.
+    pub failing: bool,
+    /// It answered successfully at least once; until then it gets one delivery at a time.
+    pub proven: bool,
+}
+
+/// Enabled endpoints not in `busy` whose circuit is closed (or half open: backoff over) and that
+/// have due, unleased deliveries. Healthy ones that answered before first, then those that never
+/// answered yet, then failing ones; each group by id.
+/// Claims go per endpoint from here, never in one global queue order: a pile of due deliveries
+/// for dead endpoints cannot push a healthy endpoint's delivery back.
+pub async fn claimable_endpoints(
+    db: &Db,
+    busy: &[String],
+    now: i64,
+) -> Result<Vec<Claimable>, sqlx::Error> {
+    let sql = format!(
+        "SELECT w.id, w.consecutive_failures, w.last_success_at FROM webhook_endpoints w \
+         WHERE w.enabled = 1 AND (w.circuit_until IS NULL OR w.circuit_until <= $1) {} \
+           AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
+             AND d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.locked_until IS NULL OR d.locked_until <= $1)) \
+         ORDER BY CASE WHEN w.consecutive_failures > 0 THEN 2 \
+                       WHEN w.last_success_at IS NULL THEN 1 ELSE 0 END, w.id",
+        exclusion("w.id", busy, 2)
+    );
+    let mut query = sqlx::query_as::<_, (String, i64, Option<i64>)>(&sql).bind(now);
+    for id in busy {
+        query = query.bind(id);
+    }
+    Ok(query
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|(id, failures, success)| Claimable {
+            id,
+            failing: failures > 0,
+            proven: success.is_some(),
+        })
+        .collect())
+}
+
+/// Takes a failing endpoint's probe: holds its circuit until `lease_until`, so no other worker
+/// (of any backend) probes it meanwhile; the attempt's result sets the circuit anew. `false`
+/// if someone else took it first.
+pub async fn take_probe(
+    db: &Db,
+    endpoint_id: &str,
+    now: i64,
+    lease_until: i64,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE webhook_endpoints SET circuit_until = $1 WHERE id = $2 \
+         AND consecutive_failures > 0 AND (circuit_until IS NULL OR circuit_until <= $3)",
+    )
+    .bind(lease_until)
+    .bind(endpoint_id)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Leases up to `limit` of one endpoint's due deliveries, oldest due first, to `worker` until
+/// `lease_until`. Rows another backend is claiming are skipped, not waited for; the UPDATE
+/// re-checks, so two backends never both get one.
+pub async fn claim_endpoint(
+    db: &Db,
+    worker: &str,
+    endpoint_id: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    let sql = format!(
+        "UPDATE webhook_deliveries SET locked_until = $1, locked_by = $2 \
+         WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $3 \
+             AND status = 'pending' AND next_attempt_at <= $4 \
+             AND (locked_until IS NULL OR locked_until <= $4) \
+             ORDER BY next_attempt_at, id LIMIT {limit}{lock}) \
+           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= $4) \
+         RETURNING id",
+        lock = crate::db::skip_locked(&conn),
+    );
+    let rows = sqlx::query_as::<_, (String,)>(&sql)
+        .bind(lease_until)
+        .bind(worker)
+        .bind(endpoint_id)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Loads deliveries (claimed ones, or the one a test sends) with their endpoint and event.
+pub async fn load_jobs(
+    db: &Db,
+    secrets: &crate::secrets::Secrets,
+    ids: &[String],
+) -> Result<Vec<Job>, sqlx::Error> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    let now = now_ms();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.attempt_count, d.payload, \
+                    d.account_id, w.url, w.secret, w.previous_secret, w.previous_secret_until, \
+                    e.data, e.created_at \
+             FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+             LEFT JOIN events e ON e.id = d.event_id \
+             WHERE d.id IN ({list}) ORDER BY d.next_attempt_at, d.id"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(db).await? {
+            let event_id: String = row.try_get("event_id")?;
+            let event_type: String = row.try_get("event_type")?;
+            let body = match row.try_get::<Option<String>, _>("payload")? {
+                Some(payload) => payload,
+                None => event_body(
+                    &event_id,
+                    &event_type,
+                    row.try_get::<Option<i64>, _>("created_at")?.unwrap_or(now),
+                    &row.try_get::<String, _>("account_id")?,
+                    &row.try_get::<Option<String>, _>("data")?
+                        .unwrap_or_default(),
+                ),
+            };
+            let secret: String = row.try_get("secret")?;
+            let previous: Option<String> = row.try_get("previous_secret")?;
+            jobs.push(Job {
+                delivery_id: row.try_get("id")?,
+                endpoint_id: row.try_get("endpoint_id")?,
+                event_id,
+                event_type,
+                attempt_count: row.try_get("attempt_count")?,
+                url: row.try_get("url")?,
+                keys: endpoints::signing_keys(
+                    secrets,
+                    &secret,
+                    previous.as_deref(),
+                    row.try_get("previous_secret_until")?,
+                    now,
+                ),
+                body: bytes::Bytes::from(body),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Gives claimed deliveries back (shutdown, or a queued one whose lease would run out before it
+/// could be sent), so they are due again at once rather than when the lease expires.
+pub async fn release(db: &Db, worker: &str, ids: Option<&[String]>) -> Result<(), sqlx::Error> {
+    match ids {
+        None => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL \
+                 WHERE locked_by = $1 AND status = 'pending'",
+            )
+            .bind(worker)
+            .execute(db)
+            .await?;
+        }
+        Some(ids) => {
+            for id in ids {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL \
+                     WHERE id = $1 AND locked_by = $2 AND status = 'pending'",
+                )
+                .bind(id)
+                .bind(worker)
+                .execute(db)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The earliest time a delivery of an endpoint not in `busy` becomes due (its endpoint's circuit
+/// permitting), for the worker's sleep. Read per endpoint from the `(endpoint_id,
+/// next_attempt_at)` index: one lookup per endpoint, however many deliveries are pending (a
+/// scan of every pending delivery, done after each claim round, was what a backlog of hundreds
+/// of thousands made slow). Leases are not looked at: the worker's poll covers their expiry.
+pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Error> {
+    let exclude = exclusion("w.id", busy, 1);
+    let sql = format!(
+        "SELECT MIN(CASE WHEN circuit_until IS NOT NULL AND circuit_until > due \
+                    THEN circuit_until ELSE due END) \
+         FROM (SELECT w.circuit_until, \
+                 (SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d \
+                  WHERE d.endpoint_id = w.id AND d.status = 'pending') AS due \
+               FROM webhook_endpoints w WHERE w.enabled = 1 {exclude}) due_by_endpoint \
+         WHERE due IS NOT NULL"
+    );
+    let mut query = sqlx::query_as::<_, (Option<i64>,)>(&sql);
+    for id in busy {
+        query = query.bind(id);
+    }
+    Ok(query.fetch_one(db).await?.0)
+}
