@@ -167,6 +167,7 @@ start_gateway() { # name binary env...
             WIZ_GATEWAY__BACKEND_URL="http://127.0.0.1:$upstream_port" \
             WIZ_GATEWAY__THREADS=1 \
             WIZ_GATEWAY__UPGRADE_SOCK="$work/upgrade-$name.sock" \
+            WIZ_GATEWAY__USAGE__JOURNAL="$work/usage-$name.journal" \
             "$@" ${EXTRA_GATEWAY_ENV:-} \
             "$binary" >"$work/$name.log" 2>&1
     ) &

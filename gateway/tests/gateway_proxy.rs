@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use support::fake_backend::{key_json, proof_key, FakeBackend, TOKEN};
-use wiz_gateway::config::{AuthThrottleConfig, GatewayConfig, Secret};
+use wiz_gateway::config::{AuthThrottleConfig, GatewayConfig, Secret, UsageConfig};
 
 const KEY: &str = "pk_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const SECRET: &str = "sk_live_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
@@ -72,6 +72,8 @@ async fn gateway_end_to_end_against_a_fake_backend() {
 
     let listen = free_addr();
     let metrics_listen = free_addr();
+    // The usage journal goes where the test can throw it away, not into the crate's directory.
+    let data = tempfile::tempdir().unwrap();
     let config = GatewayConfig {
         listen: listen.to_string(),
         metrics_listen: metrics_listen.to_string(),
@@ -84,6 +86,10 @@ async fn gateway_end_to_end_against_a_fake_backend() {
         },
         trusted_proxies: vec!["127.0.0.1/32".into()],
         shutdown_grace_seconds: 0,
+        usage: UsageConfig {
+            journal: Some(data.path().join("usage.journal").display().to_string()),
+            ..UsageConfig::default()
+        },
         ..GatewayConfig::default()
     }
     .validate()
