@@ -213,10 +213,20 @@ fn breakdown(state: &GatewayState, requests: &[(Vec<u8>, Vec<u8>)], ip: IpAddr, 
             .usage
             .record_accepted(&records[n % HOT_KEYS].id, now_ms);
     });
+    // The memory store's usage journal adds one 16-byte pwrite per accepted request.
+    let journal_dir = tempfile::tempdir().unwrap();
+    let journaled = wiz_gateway::usage::UsageRecorder::new();
+    journaled.attach_journal(
+        wiz_gateway::usage_journal::UsageJournal::open(&journal_dir.path().join("journal"))
+            .unwrap(),
+    );
+    let usage_journaled = median_ns(|n| {
+        journaled.record_accepted(&records[n % HOT_KEYS].id, now_ms);
+    });
     println!(
         "breakdown (median ns): parse {parse:.0}, 2x sha256 {hashes:.0}, table lookup {lookup:.0}, \
          auth::check (hashes+lookup+checks) {auth_check:.0}, \
-         limiters {limiter:.0}, usage record {usage:.0}"
+         limiters {limiter:.0}, usage record {usage:.0}, usage record + journal {usage_journaled:.0}"
     );
 }
 
