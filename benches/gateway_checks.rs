@@ -14,24 +14,20 @@ use std::net::IpAddr;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+#[path = "support/keys.rs"]
+mod bench_keys;
+
+use bench_keys::{api_key, api_secret};
 use criterion::{criterion_group, criterion_main, Criterion};
 use wiz_gateway::checks::check_v1;
 use wiz_gateway::config::{GatewayConfig, Secret};
-use wiz_gateway::keys::{Digest, KeyRecord, KeyStatus, Plan, Whitelist};
+use wiz_gateway::keys::{Digest, KeyRecord, Whitelist};
 use wiz_gateway::state::unix_ms;
 use wiz_gateway::GatewayState;
 
 const KEYS: usize = 1_000_000;
 /// Requests rotate over this many keys, spread across the table, so lookups touch cold memory.
 const HOT_KEYS: usize = 4096;
-
-fn api_key(i: usize) -> String {
-    format!("pk_live_{i:032}")
-}
-
-fn api_secret(i: usize) -> String {
-    format!("sk_live_{i:040}")
-}
 
 /// The memory store never awaits, so its futures complete on the first poll; no runtime needed.
 fn poll_now<F: Future>(f: F) -> F::Output {
@@ -65,21 +61,7 @@ fn build_state() -> (std::sync::Arc<GatewayState>, wiz_gateway::RuntimeConfig) {
 
     let before = rss_bytes();
     let records: Vec<KeyRecord> = (0..KEYS)
-        .map(|i| KeyRecord {
-            id: format!("key_{i:022}").into(),
-            account_id: format!("acc_{:022}", i / 10).into(),
-            prefix: api_key(i)[..12].into(),
-            key_hash: Digest::of(api_key(i).as_bytes()),
-            secret_hash: Digest::of(api_secret(i).as_bytes()),
-            previous: None,
-            status: KeyStatus::Active,
-            expires_at_ms: None,
-            plan: Plan::WizPro,
-            // High enough that every benched request is admitted and counted.
-            rate_limit_per_minute: u32::MAX,
-            daily_limit: u32::MAX,
-            whitelist: whitelist.clone(),
-        })
+        .map(|i| bench_keys::record(i, &whitelist))
         .collect();
     state.keys.replace_all(records, 1);
     let after = rss_bytes();

@@ -13,10 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/keys.rs"]
+mod bench_keys;
+
+use bench_keys::{api_key, api_secret};
 use criterion::{criterion_group, criterion_main, Criterion};
 use wiz_gateway::checks::check_v1;
 use wiz_gateway::config::{GatewayConfig, LimitsConfig, Secret, StoreKind};
-use wiz_gateway::keys::{Digest, KeyRecord, KeyStatus, Plan, Whitelist};
+use wiz_gateway::keys::Whitelist;
 use wiz_gateway::state::unix_ms;
 use wiz_gateway::{GatewayState, RuntimeConfig};
 
@@ -52,14 +56,6 @@ fn start_redis() -> (Redis, String) {
     (Redis(child), format!("redis://127.0.0.1:{port}/0"))
 }
 
-fn api_key(i: usize) -> String {
-    format!("pk_live_{i:032}")
-}
-
-fn api_secret(i: usize) -> String {
-    format!("sk_live_{i:040}")
-}
-
 fn state_with(limits: LimitsConfig) -> (Arc<GatewayState>, RuntimeConfig) {
     let config = GatewayConfig {
         internal_token: Some(Secret::new("b".repeat(32))),
@@ -71,20 +67,7 @@ fn state_with(limits: LimitsConfig) -> (Arc<GatewayState>, RuntimeConfig) {
     let state = GatewayState::new(config.clone());
     let (whitelist, _) = Whitelist::compile(&["203.0.113.0/24"]);
     let records = (0..KEYS)
-        .map(|i| KeyRecord {
-            id: format!("key_{i:022}").into(),
-            account_id: format!("acc_{:022}", i / 10).into(),
-            prefix: api_key(i)[..12].into(),
-            key_hash: Digest::of(api_key(i).as_bytes()),
-            secret_hash: Digest::of(api_secret(i).as_bytes()),
-            previous: None,
-            status: KeyStatus::Active,
-            expires_at_ms: None,
-            plan: Plan::WizPro,
-            rate_limit_per_minute: u32::MAX,
-            daily_limit: u32::MAX,
-            whitelist: whitelist.clone(),
-        })
+        .map(|i| bench_keys::record(i, &whitelist))
         .collect();
     state.keys.replace_all(records, 1);
     (state, config)
