@@ -8,13 +8,11 @@
 
 use std::time::Duration;
 
-use axum::{
-    extract::{rejection::QueryRejection, Query, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use tokio::time::Instant;
 
 use super::wire::{KeysQuery, KeysResponse, WireKey, WirePrevious, WireUsageToday, MAX_WAIT_MS};
+use crate::routes::extract::QueryParams;
 use crate::{
     error::ApiResult,
     ids::now_ms,
@@ -83,9 +81,8 @@ async fn answer(state: &AppState, since: i64) -> ApiResult<Option<KeysResponse>>
 
 pub async fn handler(
     State(state): State<AppState>,
-    query: Result<Query<KeysQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<KeysQuery>,
 ) -> ApiResult<Json<KeysResponse>> {
-    let Query(query) = query?;
     let since = query.since.unwrap_or(0);
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let deadline = Instant::now() + wait;

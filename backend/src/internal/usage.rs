@@ -1,13 +1,10 @@
 //! `POST /internal/usage`: the gateways' per-key counts, flushed every second. Added to the
 //! per-minute and per-day usage and refusal tables; `last_used_at` moves forward.
 
-use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode};
 
 use super::wire::UsageReport;
+use crate::routes::extract::JsonBody;
 use crate::{
     error::{ApiError, ApiResult},
     ids::now_ms,
@@ -22,9 +19,8 @@ const MAX_ENTRIES: usize = 100_000;
 
 pub async fn handler(
     State(state): State<AppState>,
-    body: Result<Json<UsageReport>, JsonRejection>,
+    JsonBody(mut report): JsonBody<UsageReport>,
 ) -> ApiResult<StatusCode> {
-    let Json(mut report) = body?;
     if report.entries.len() > MAX_ENTRIES {
         return Err(ApiError::bad_request(
             "too_many_entries",

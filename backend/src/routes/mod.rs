@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod channels;
+pub mod extract;
 pub mod health;
 pub mod internal;
 pub mod pagination;

@@ -3,12 +3,13 @@
 //! answers show them masked.
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
+    extract::State,
     routing::{get, post},
     Json, Router,
 };
 use utoipa::OpenApi;
 
+use crate::routes::extract::JsonBody;
 use crate::{
     auth::session::AdminSession,
     channel::{
@@ -71,9 +72,8 @@ pub async fn fetch(
 pub async fn save(
     State(state): State<AppState>,
     session: AdminSession,
-    body: Result<Json<ChannelInput>, JsonRejection>,
+    JsonBody(input): JsonBody<ChannelInput>,
 ) -> ApiResult<Json<ChannelView>> {
-    let Json(input) = body?;
     let mut tx = state.db.begin().await?;
     let stored = settings::save(
         &mut tx,

@@ -1,17 +1,10 @@
 //! `/admin/flows` (SPEC §6): the console manages the account's chatbot flows. A flow is
 //! validated as a whole on every save (`chatbot::validate`).
 
-use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
-    http::StatusCode,
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use utoipa::OpenApi;
 
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
     chatbot::{self, store, Definition, FlowInput, FlowPatch, FlowView},
@@ -49,9 +42,8 @@ pub struct ApiDoc;
 pub async fn list(
     State(state): State<AppState>,
     session: AdminSession,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
-    let Query(query) = query?;
     list_for(&state, &session.account_id, query).await
 }
 
@@ -68,9 +60,8 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     session: AdminSession,
-    body: Result<Json<FlowInput>, JsonRejection>,
+    JsonBody(input): JsonBody<FlowInput>,
 ) -> ApiResult<(StatusCode, Json<FlowView>)> {
-    let Json(input) = body?;
     chatbot::validate_name(&input.name)?;
     let definition = Definition {
         keywords: input.keywords,
@@ -99,9 +90,8 @@ pub async fn create(
 pub async fn fetch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowView>> {
-    let Path(id) = id?;
     let mut conn = state.db.acquire().await?;
     store::get(&mut conn, &session.account_id, &id)
         .await?
@@ -127,11 +117,9 @@ pub async fn fetch(
 pub async fn patch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<FlowPatch>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(patch): JsonBody<FlowPatch>,
 ) -> ApiResult<Json<FlowView>> {
-    let Path(id) = id?;
-    let Json(patch) = body?;
     let mut tx = state.db.begin().await?;
     let mut flow = store::get(&mut tx, &session.account_id, &id)
         .await?
@@ -168,9 +156,8 @@ pub async fn patch(
 pub async fn remove(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let Path(id) = id?;
     let mut tx = state.db.begin().await?;
     let deleted = store::delete(&mut tx, &session.account_id, &id).await?;
     tx.commit().await?;

@@ -4,10 +4,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{
-        rejection::{JsonRejection, PathRejection},
-        Path, State,
-    },
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Json, Router,
@@ -16,6 +13,7 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::routes::extract::{JsonBody, PathParams};
 use crate::{
     accounts::{
         self,
@@ -155,9 +153,8 @@ async fn list(State(state): State<AppState>, session: AdminSession) -> ApiResult
 async fn fetch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<KeyView>> {
-    let Path(id) = id?;
     let now = now_ms();
     let mut conn = state.db.acquire().await?;
     let record = load(&mut conn, &session, &id, now).await?;
@@ -208,9 +205,8 @@ fn with_credentials(view: KeyView, credentials: &Credentials) -> Value {
 async fn create(
     State(state): State<AppState>,
     session: AdminSession,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
     let now = now_ms();
     let settings = KeySettings {
         name: keys::validate_name(&body.name)?,
@@ -310,11 +306,9 @@ fn key_revoked() -> ApiError {
 async fn patch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<PatchBody>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<PatchBody>,
 ) -> ApiResult<Json<KeyView>> {
-    let Path(id) = id?;
-    let Json(body) = body?;
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     let current = load(&mut tx, &session, &id, now).await?;
@@ -366,9 +360,8 @@ async fn patch(
 async fn revoke(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<KeyView>> {
-    let Path(id) = id?;
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     let current = load(&mut tx, &session, &id, now).await?;
@@ -429,10 +422,9 @@ fn optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
 async fn rotate(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = id?;
     let body: RotateBody = optional_json(&body)?;
     let grace_seconds = match &body.grace_seconds {
         None | Some(Value::Null) => 0,
@@ -505,13 +497,12 @@ pub struct PlaygroundCredential {
 async fn playground_credential(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<(
     StatusCode,
     [(http::HeaderName, &'static str); 1],
     Json<PlaygroundCredential>,
 )> {
-    let Path(id) = id?;
     let now = now_ms();
     let mut conn = state.db.acquire().await?;
     let record = load(&mut conn, &session, &id, now).await?;
@@ -559,9 +550,8 @@ const DAY_MS: i64 = 86_400_000;
 async fn usage(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = id?;
     let now = now_ms();
     let today = utc_day(now);
     let mut conn = state.db.acquire().await?;

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
+    extract::State,
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::routes::extract::JsonBody;
 use crate::{
     accounts::{self, login_throttle::Admission, normalize_email},
     auth::{gateway::Origin, password, session::AdminSession, session::COOKIE, sha256_hex},
@@ -104,9 +105,8 @@ fn random_token() -> String {
 async fn login(
     State(state): State<AppState>,
     origin: Origin,
-    body: Result<Json<LoginBody>, JsonRejection>,
+    JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Response> {
-    let Json(body) = body?;
     // Bounds before any work: nothing below (throttle, database, Argon2) sees an oversized value.
     if body.email.len() > MAX_EMAIL_BYTES {
         return Err(ApiError::unprocessable(

@@ -1,17 +1,10 @@
 //! `/admin/templates` (SPEC §6): the console manages the account's message templates.
 
-use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
-    http::StatusCode,
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
     error::{ApiError, ApiResult},
@@ -71,9 +64,8 @@ pub struct TemplatePatch {
 pub async fn list(
     State(state): State<AppState>,
     session: AdminSession,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
-    let Query(query) = query?;
     list_for(&state, &session.account_id, query).await
 }
 
@@ -93,9 +85,8 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     session: AdminSession,
-    body: Result<Json<TemplateInput>, JsonRejection>,
+    JsonBody(input): JsonBody<TemplateInput>,
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
-    let Json(input) = body?;
     templates::validate_name(&input.name)?;
     templates::validate_language(&input.language)?;
     templates::validate_body(&input.body)?;
@@ -122,9 +113,8 @@ pub async fn create(
 pub async fn fetch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<TemplateView>> {
-    let Path(id) = id?;
     let mut conn = state.db.acquire().await?;
     store::get(&mut conn, &session.account_id, &id)
         .await?
@@ -150,11 +140,9 @@ pub async fn fetch(
 pub async fn patch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<TemplatePatch>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(patch): JsonBody<TemplatePatch>,
 ) -> ApiResult<Json<TemplateView>> {
-    let Path(id) = id?;
-    let Json(patch) = body?;
     let mut tx = state.db.begin().await?;
     let mut template = store::get(&mut tx, &session.account_id, &id)
         .await?
@@ -187,9 +175,8 @@ pub async fn patch(
 pub async fn remove(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let Path(id) = id?;
     let mut conn = state.db.acquire().await?;
     if store::delete(&mut conn, &session.account_id, &id).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -3,10 +3,7 @@
 //! and rotate-secret. Every query is scoped to the session's account (another account's id is 404).
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Json, Router,
@@ -14,6 +11,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::session::AdminSession,
@@ -193,9 +191,8 @@ pub struct DeliveryParams {
 async fn list(
     State(state): State<AppState>,
     session: AdminSession,
-    query: Result<Query<PageParams>, QueryRejection>,
+    QueryParams(query): QueryParams<PageParams>,
 ) -> ApiResult<Json<WebhookList>> {
-    let Query(query) = query?;
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "whk")?;
     let (data, next_cursor) =
@@ -216,9 +213,8 @@ async fn list(
 async fn create(
     State(state): State<AppState>,
     session: AdminSession,
-    body: Result<Json<CreateWebhook>, JsonRejection>,
+    JsonBody(body): JsonBody<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    let Json(body) = body?;
     let allow_private = state.config.webhooks.allow_private_targets;
     let url = endpoints::validate_url(&body.url, allow_private)?;
     let events = endpoints::validate_events(&body.events)?;
@@ -254,9 +250,8 @@ async fn create(
 async fn fetch(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<WebhookDetail>> {
-    let Path(id) = id?;
     let endpoint = endpoints::get(&state.db, &session.account_id, &id)
         .await?
         .ok_or_else(not_found)?;
@@ -274,11 +269,9 @@ async fn fetch(
 async fn update(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<UpdateWebhook>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateWebhook>,
 ) -> ApiResult<Json<Endpoint>> {
-    let Path(id) = id?;
-    let Json(body) = body?;
     let allow_private = state.config.webhooks.allow_private_targets;
     let changes = Changes {
         url: body
@@ -314,9 +307,8 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let Path(id) = id?;
     if endpoints::delete(&state.db, &session.account_id, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -333,9 +325,8 @@ async fn remove(
 async fn rotate_secret(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<RotatedSecret>> {
-    let Path(id) = id?;
     let overlap = state.config.webhooks.rotation_overlap;
     let (secret, until) =
         endpoints::rotate_secret(&state.db, &state.secrets, &session.account_id, &id, overlap)
@@ -362,9 +353,8 @@ async fn rotate_secret(
 async fn test(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<TestOutcome>> {
-    let Path(id) = id?;
     let endpoint = endpoints::get(&state.db, &session.account_id, &id)
         .await?
         .ok_or_else(not_found)?;
@@ -424,11 +414,9 @@ async fn test(
 async fn deliveries(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
-    query: Result<Query<DeliveryParams>, QueryRejection>,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<DeliveryParams>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let Path(id) = id?;
-    let Query(query) = query?;
     let endpoint = endpoints::get(&state.db, &session.account_id, &id)
         .await?
         .ok_or_else(not_found)?;
@@ -464,9 +452,8 @@ async fn deliveries(
 async fn retry(
     State(state): State<AppState>,
     session: AdminSession,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
-    let Path(id) = id?;
     let not_found = || ApiError::not_found("delivery");
     let endpoint_id = outbox::delivery_endpoint(&state.db, &session.account_id, &id)
         .await?

@@ -1,10 +1,7 @@
 //! `/v1/messages/bulk` and `/v1/batches/...` (SPEC §7): bulk sends and their progress.
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Json, Router,
@@ -13,6 +10,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
 use super::messages::{parse_status, MessageList};
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
@@ -67,9 +65,8 @@ pub async fn bulk(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    body: Result<Json<BulkRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<BulkRequest>,
 ) -> ApiResult<(StatusCode, Json<BulkAccepted>)> {
-    let Json(req) = body?;
     let answer = batches::accept(&state, &idem, &caller.account_id, req).await?;
     let status = if answer.dry_run {
         StatusCode::OK
@@ -100,9 +97,8 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> Result<BatchView,
 pub async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    let Path(id) = id?;
     Ok(Json(load(&state, &caller.account_id, &id).await?))
 }
 
@@ -132,11 +128,9 @@ pub struct BatchMessagesQuery {
 pub async fn batch_messages(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
-    query: Result<Query<BatchMessagesQuery>, QueryRejection>,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<BatchMessagesQuery>,
 ) -> ApiResult<Json<MessageList>> {
-    let Path(id) = id?;
-    let Query(query) = query?;
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "msg")?;
     let status = parse_status(query.status.as_deref())?;
@@ -178,9 +172,8 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    let Path(id) = id?;
     let mut tx = idem.begin(&state.db).await?;
     let (batch, failed) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
     let counts = store::counts(&mut tx, &id).await?;

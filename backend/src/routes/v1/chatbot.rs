@@ -2,10 +2,7 @@
 //! start one for a contact, and hand a conversation to a human and back.
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Json, Router,
@@ -15,6 +12,7 @@ use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use super::{messages::resolve_contact, templates::PageQuery};
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::gateway::Caller,
     channel::window,
@@ -91,9 +89,8 @@ pub async fn list_for(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
-    let Query(query) = query?;
     list_for(&state, &caller.account_id, query).await
 }
 
@@ -152,11 +149,9 @@ pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<TriggerRequest>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(req): JsonBody<TriggerRequest>,
 ) -> ApiResult<(StatusCode, Json<TriggerAnswer>)> {
-    let Path(id) = id?;
-    let Json(req) = body?;
     for (name, value) in &req.variables {
         templates::variable_text(name, value)?;
     }
@@ -250,9 +245,8 @@ pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = id?;
     pause_or_resume(&state, &idem, &caller.account_id, &id, true).await
 }
 
@@ -273,8 +267,7 @@ pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    let Path(id) = id?;
     pause_or_resume(&state, &idem, &caller.account_id, &id, false).await
 }

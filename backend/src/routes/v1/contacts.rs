@@ -1,18 +1,11 @@
 //! `/v1/contacts` (SPEC §7): the caller's account's contacts, nothing else.
 
-use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
-    http::StatusCode,
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::routes::v1::chatbot::ChatbotStateSchema;
 use crate::{
@@ -95,9 +88,8 @@ pub struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ContactList>> {
-    let Query(query) = query?;
     let limit = page_limit(query.limit)?;
     let filter = ListFilter {
         tag: query.tag.filter(|t| !t.is_empty()),
@@ -147,9 +139,8 @@ async fn create(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Contact>)> {
-    let Json(body) = body?;
     contacts::validate_phone(&body.phone)?;
     contacts::validate_attributes(&body.attributes, false)?;
     let new = NewContact {
@@ -175,9 +166,8 @@ async fn create(
 async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Contact>> {
-    let Path(id) = id?;
     let mut conn = state.db.acquire().await?;
     contacts::get(&mut conn, &caller.account_id, &id)
         .await?
@@ -228,11 +218,9 @@ pub struct PatchBody {
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<PatchBody>, JsonRejection>,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<PatchBody>,
 ) -> ApiResult<Json<Contact>> {
-    let Path(id) = id?;
-    let Json(body) = body?;
     let patch = ContactPatch {
         name: body.name,
         tags: body.tags,
@@ -260,9 +248,8 @@ async fn patch(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let Path(id) = id?;
     let mut tx = state.db.begin().await?;
     let deleted = store::delete(&mut tx, &caller.account_id, &id).await?;
     tx.commit().await?;

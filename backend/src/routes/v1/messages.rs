@@ -2,10 +2,7 @@
 //! simulate a customer writing in.
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Json, Router,
@@ -14,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
@@ -172,9 +170,8 @@ pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    body: Result<Json<SendMessage>, JsonRejection>,
+    JsonBody(req): JsonBody<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
-    let Json(req) = body?;
     check_body_matches_type(&req)?;
     if let Some(reference) = &req.reference {
         messages::validate_reference("reference", reference)?;
@@ -268,9 +265,8 @@ pub async fn send(
 pub async fn fetch(
     State(state): State<AppState>,
     caller: Caller,
-    id: Result<Path<String>, PathRejection>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<MessageView>> {
-    let Path(id) = id?;
     let mut conn = state.db.acquire().await?;
     store::get(&mut conn, &caller.account_id, &id)
         .await?
@@ -329,9 +325,8 @@ pub fn parse_status(status: Option<&str>) -> Result<Option<Status>, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<MessageList>> {
-    let Query(query) = query?;
     let direction = query
         .direction
         .as_deref()
@@ -386,9 +381,8 @@ pub async fn inbound(
     State(state): State<AppState>,
     caller: Caller,
     idem: Idempotency,
-    body: Result<Json<InboundRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<InboundRequest>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
-    let Json(req) = body?;
     contacts::validate_phone_field("from", &req.from)?;
     let content = match (req.text, req.button) {
         (Some(text), None) => {

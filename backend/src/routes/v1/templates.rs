@@ -1,13 +1,10 @@
 //! `GET /v1/templates` (SPEC §7): the account's message templates (managed in `/admin/templates`).
 
-use axum::{
-    extract::{rejection::QueryRejection, Query, State},
-    routing::get,
-    Json, Router,
-};
+use axum::{extract::State, routing::get, Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::routes::extract::QueryParams;
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
@@ -71,8 +68,7 @@ pub async fn list_for(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
-    let Query(query) = query?;
     list_for(&state, &caller.account_id, query).await
 }
