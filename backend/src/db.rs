@@ -32,6 +32,27 @@ impl Engine {
     }
 }
 
+/// Keyset pages: a list reads `limit + 1` rows (`page_rows`) so that it knows whether another
+/// page follows; `into_page` keeps `limit` of them and names the last kept id as the next
+/// cursor when rows were left over.
+pub fn page_rows(limit: i64) -> i64 {
+    limit + 1
+}
+
+pub fn into_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> &str,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        let next = rows.last().map(|r| id(r).to_owned());
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
 /// The locking clause a background job's claim SELECT ends with. On PostgreSQL,
 /// `FOR UPDATE SKIP LOCKED`: several backends claiming at once each lock rows nobody else holds
 /// and never wait for one another on them, so two claim transactions cannot deadlock on their
@@ -118,4 +139,21 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     };
     MIGRATOR.run(&pool).await.context("applying migrations")?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::{into_page, page_rows};
+
+    #[test]
+    fn a_page_keeps_limit_rows_and_names_the_next_cursor_only_when_more_follow() {
+        let ids = |n: usize| (0..n).map(|i| format!("id_{i}")).collect::<Vec<_>>();
+        assert_eq!(page_rows(50), 51);
+        let (rows, next) = into_page(ids(3), 2, |s| s);
+        assert_eq!((rows.len(), next.as_deref()), (2, Some("id_1")));
+        let (rows, next) = into_page(ids(2), 2, |s| s);
+        assert_eq!((rows.len(), next), (2, None));
+        let (rows, next) = into_page(ids(0), 2, |s| s);
+        assert_eq!((rows.len(), next), (0, None));
+    }
 }

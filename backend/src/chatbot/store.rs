@@ -37,23 +37,17 @@ pub async fn list(
 ) -> Result<(Vec<Flow>, Option<String>), sqlx::Error> {
     let rows: Vec<FlowRow> = sqlx::query_as(&format!(
         "SELECT {FLOW_COLUMNS} FROM flows WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT {}",
-        limit + 1
+        crate::db::page_rows(limit)
     ))
     .bind(account_id)
     .bind(cursor.unwrap_or(""))
     .fetch_all(conn)
     .await?;
-    let mut flows = rows
+    let flows = rows
         .into_iter()
         .map(flow_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if flows.len() as i64 > limit {
-        flows.truncate(limit as usize);
-        flows.last().map(|f| f.id.clone())
-    } else {
-        None
-    };
-    Ok((flows, next))
+    Ok(crate::db::into_page(flows, limit, |f| &f.id))
 }
 
 pub async fn get(

@@ -388,18 +388,15 @@ pub async fn list(
             " AND (LOWER(COALESCE(name, '')) LIKE ${n} ESCAPE '\\' OR phone LIKE ${n} ESCAPE '\\')"
         ));
     }
-    sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit + 1));
+    sql.push_str(&format!(
+        " ORDER BY id LIMIT {}",
+        crate::db::page_rows(filter.limit)
+    ));
     let mut query = sqlx::query(&sql);
     for value in &binds {
         query = query.bind(value);
     }
     let rows = query.fetch_all(conn).await?;
-    let mut contacts = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if contacts.len() as i64 > filter.limit {
-        contacts.truncate(filter.limit as usize);
-        contacts.last().map(|c| c.id.clone())
-    } else {
-        None
-    };
-    Ok((contacts, next_cursor))
+    let contacts = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::db::into_page(contacts, filter.limit, |c| &c.id))
 }

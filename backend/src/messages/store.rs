@@ -251,7 +251,10 @@ pub async fn list(
     if let Some(cursor) = &filter.cursor {
         add("id <", cursor.clone(), &mut sql);
     }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit + 1));
+    sql.push_str(&format!(
+        " ORDER BY id DESC LIMIT {}",
+        crate::db::page_rows(filter.limit)
+    ));
     let mut query = sqlx::query(&sql);
     for value in &binds {
         query = query.bind(value);
@@ -275,7 +278,10 @@ pub async fn list_batch(
     if status.is_some() {
         sql.push_str(" AND status = $4");
     }
-    sql.push_str(&format!(" ORDER BY id LIMIT {}", limit + 1));
+    sql.push_str(&format!(
+        " ORDER BY id LIMIT {}",
+        crate::db::page_rows(limit)
+    ));
     let mut query = sqlx::query(&sql)
         .bind(batch_id)
         .bind(account_id)
@@ -288,14 +294,8 @@ pub async fn list_batch(
 }
 
 fn page(rows: Vec<AnyRow>, limit: i64) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
-    let mut messages = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if messages.len() as i64 > limit {
-        messages.truncate(limit as usize);
-        messages.last().map(|m| m.id.clone())
-    } else {
-        None
-    };
-    Ok((messages, next))
+    let messages = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::db::into_page(messages, limit, |m| &m.id))
 }
 
 /// Moves a message to `to` at `at` unless that would move it backwards (or sideways); emits the

@@ -33,20 +33,14 @@ pub async fn list(
 ) -> Result<(Vec<Template>, Option<String>), sqlx::Error> {
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT {}",
-        limit + 1
+        crate::db::page_rows(limit)
     ))
     .bind(account_id)
     .bind(cursor.unwrap_or(""))
     .fetch_all(conn)
     .await?;
-    let mut templates: Vec<Template> = rows.into_iter().map(from_row).collect();
-    let next = if templates.len() as i64 > limit {
-        templates.truncate(limit as usize);
-        templates.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
-    Ok((templates, next))
+    let templates: Vec<Template> = rows.into_iter().map(from_row).collect();
+    Ok(crate::db::into_page(templates, limit, |t| &t.id))
 }
 
 pub async fn get(

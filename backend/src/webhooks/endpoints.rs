@@ -238,17 +238,11 @@ pub async fn list(
     ))
     .bind(account_id)
     .bind(cursor.unwrap_or(""))
-    .bind(limit + 1)
+    .bind(crate::db::page_rows(limit))
     .fetch_all(db)
     .await?;
-    let mut data = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok((data, next))
+    let data = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::db::into_page(data, limit, |e| &e.id))
 }
 
 /// Applies validated changes. Re-enabling clears the sender's verdict (failing_since, reason) so

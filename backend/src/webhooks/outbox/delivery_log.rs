@@ -109,13 +109,11 @@ pub async fn list_deliveries(
     for b in &binds {
         query = query.bind(b);
     }
-    let mut rows = query.bind(filter.limit + 1).fetch_all(db).await?;
-    let next_cursor = if rows.len() as i64 > filter.limit {
-        rows.truncate(filter.limit as usize);
-        rows.last().map(|r| r.0.clone())
-    } else {
-        None
-    };
+    let rows = query
+        .bind(crate::db::page_rows(filter.limit))
+        .fetch_all(db)
+        .await?;
+    let (rows, next_cursor) = crate::db::into_page(rows, filter.limit, |r| &r.0);
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     let mut attempts = attempts_of(db, &ids).await?;
     let data = rows
