@@ -22,6 +22,8 @@ use crate::harness::{eventually, Admin, Options, Stack};
 struct Delivery {
     headers: BTreeMap<String, String>,
     body: String,
+    /// When the receiver got it (after any hang), for latency checks.
+    at: std::time::Instant,
 }
 
 impl Delivery {
@@ -55,11 +57,11 @@ async fn receiver() -> (String, Arc<Inbox>) {
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
             .collect();
         let body = String::from_utf8_lossy(&body).into_owned();
-        inbox
-            .delivered
-            .lock()
-            .unwrap()
-            .push(Delivery { headers, body });
+        inbox.delivered.lock().unwrap().push(Delivery {
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
         "ok"
     }
     let inbox = Arc::new(Inbox::default());
@@ -299,29 +301,8 @@ pub async fn healthy_endpoint_beside_dead_ones(stack: &Stack, label: &str) {
             }
         }
     });
-    // The healthy receiver notes when each contact's event arrived.
-    let arrivals: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
-    let healthy = {
-        let arrivals = arrivals.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new().route(
-            "/hook",
-            post(move |body: Bytes| async move {
-                let event: Value = serde_json::from_slice(&body).unwrap_or_default();
-                if let Some(id) = event["data"]["id"].as_str() {
-                    arrivals
-                        .lock()
-                        .unwrap()
-                        .entry(id.to_string())
-                        .or_insert_with(Instant::now);
-                }
-                "ok"
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}/hook")
-    };
+    // The healthy receiver notes when each event arrived.
+    let (healthy, inbox) = receiver().await;
 
     // Ten accounts with 20 endpoints each: the main one has the healthy endpoint.
     let mut apis = Vec::new();
@@ -406,13 +387,19 @@ pub async fn healthy_endpoint_beside_dead_ones(stack: &Stack, label: &str) {
         "every event at the healthy endpoint",
         Duration::from_secs(60),
         || {
-            let arrivals = arrivals.clone();
+            let delivered = inbox.delivered.lock().unwrap().clone();
             let caused = caused.clone();
             async move {
-                let arrivals = arrivals.lock().unwrap();
+                // The first arrival of each contact's event (a retry could come again).
+                let mut first: BTreeMap<String, Instant> = BTreeMap::new();
+                for d in &delivered {
+                    if let Some(id) = d.event()["data"]["id"].as_str() {
+                        first.entry(id.to_string()).or_insert(d.at);
+                    }
+                }
                 caused
                     .iter()
-                    .map(|(id, at)| Some(arrivals.get(id)?.saturating_duration_since(*at)))
+                    .map(|(id, at)| Some(first.get(id)?.saturating_duration_since(*at)))
                     .collect::<Option<Vec<_>>>()
             }
         },
