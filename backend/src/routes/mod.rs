@@ -37,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Outermost last: request id first, so every answer below (errors included) can name it.
         .layer((
+            // `read_body_first` has already bounded the body; this only lifts the extractors'
+            // own 2 MB default to the same limit.
             DefaultBodyLimit::max(limit),
             middleware::from_fn_with_state(state.clone(), observe),
             TimeoutLayer::with_status_code(
