@@ -570,6 +570,12 @@ impl ProxyHttp for Gateway {
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"
         );
+        // The backend may answer before it has read the whole body (a 413 for a login body over
+        // its own limit): the client is still writing, so the same lingering close applies.
+        if ctx.refusal.is_none() && !session.as_downstream_mut().is_body_done() {
+            session.set_keepalive(None);
+            linger(session).await;
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
