@@ -20,9 +20,9 @@ mod bench_keys;
 use bench_keys::{api_key, api_secret};
 use criterion::{criterion_group, criterion_main, Criterion};
 use wiz_gateway::checks::check_v1;
+use wiz_gateway::clock::unix_ms;
 use wiz_gateway::config::{GatewayConfig, Secret};
 use wiz_gateway::keys::{Digest, KeyRecord, Whitelist};
-use wiz_gateway::state::unix_ms;
 use wiz_gateway::GatewayState;
 
 const KEYS: usize = 1_000_000;

@@ -19,9 +19,9 @@ mod bench_keys;
 use bench_keys::{api_key, api_secret};
 use criterion::{criterion_group, criterion_main, Criterion};
 use wiz_gateway::checks::check_v1;
+use wiz_gateway::clock::unix_ms;
 use wiz_gateway::config::{GatewayConfig, LimitsConfig, Secret, StoreKind};
 use wiz_gateway::keys::Whitelist;
-use wiz_gateway::state::unix_ms;
 use wiz_gateway::{GatewayState, RuntimeConfig};
 
 const KEYS: usize = 10_000;

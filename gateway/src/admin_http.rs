@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::state::{unix_ms, GatewayState};
+use crate::clock::unix_ms;
+use crate::state::GatewayState;
 
 pub struct MetricsApp {
     state: Arc<GatewayState>,

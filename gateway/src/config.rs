@@ -544,15 +544,34 @@ pub struct RuntimeConfig {
     pub upgrade_sock: PathBuf,
     pub tls: Option<TlsListener>,
     pub clients: ClientLimits,
+    pub limits: LimitsSettings,
+    pub auth_throttle: ThrottleSettings,
+    pub sync: SyncSettings,
+    pub usage: UsageSettings,
+    pub log: LogConfig,
+}
+
+/// The compiled `limits` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsSettings {
     pub store: StoreKind,
     pub redis_url: Option<Secret>,
     pub on_store_error: OnStoreError,
-    pub throttle: ThrottleSettings,
+}
+
+/// The compiled `sync` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
     pub long_poll: Duration,
     pub retry_max: Duration,
+}
+
+/// The compiled `usage` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSettings {
     pub flush_interval: Duration,
-    pub usage_journal: Option<PathBuf>,
-    pub log: LogConfig,
+    /// `None`: no journal (set to `null` or empty).
+    pub journal: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -586,16 +605,13 @@ impl RuntimeConfig {
         if self.upgrade_sock != new.upgrade_sock {
             changed.push("upgrade_sock");
         }
-        if self.usage_journal != new.usage_journal {
+        if self.usage.journal != new.usage.journal {
             changed.push("usage.journal");
         }
         if self.clients.max_connections != new.clients.max_connections {
             changed.push("clients.max_connections");
         }
-        if self.store != new.store
-            || self.redis_url != new.redis_url
-            || self.on_store_error != new.on_store_error
-        {
+        if self.limits != new.limits {
             changed.push("limits");
         }
         if self.log != new.log {
@@ -867,25 +883,31 @@ impl GatewayConfig {
                         max_header_bytes: c.max_header_bytes,
                         keepalive_timeout: Duration::from_secs(c.keepalive_timeout_seconds),
                     },
-                    store: self.limits.store,
-                    redis_url: self.limits.redis_url.clone(),
-                    on_store_error: self.limits.on_store_error,
-                    throttle: ThrottleSettings {
+                    limits: LimitsSettings {
+                        store: self.limits.store,
+                        redis_url: self.limits.redis_url.clone(),
+                        on_store_error: self.limits.on_store_error,
+                    },
+                    auth_throttle: ThrottleSettings {
                         max_failures: self.auth_throttle.max_failures,
                         window: Duration::from_secs(self.auth_throttle.window_seconds),
                         capacity: NonZeroUsize::new(self.auth_throttle.tracked_ips)
                             .unwrap_or(NonZeroUsize::MIN),
                     },
-                    long_poll: Duration::from_secs(self.sync.long_poll_seconds),
-                    retry_max: Duration::from_secs(self.sync.retry_max_seconds),
-                    flush_interval: Duration::from_millis(self.usage.flush_interval_ms),
-                    usage_journal: self
-                        .usage
-                        .journal
-                        .as_deref()
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(PathBuf::from),
+                    sync: SyncSettings {
+                        long_poll: Duration::from_secs(self.sync.long_poll_seconds),
+                        retry_max: Duration::from_secs(self.sync.retry_max_seconds),
+                    },
+                    usage: UsageSettings {
+                        flush_interval: Duration::from_millis(self.usage.flush_interval_ms),
+                        journal: self
+                            .usage
+                            .journal
+                            .as_deref()
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(PathBuf::from),
+                    },
                     log: self.log.clone(),
                 })
             }
@@ -963,10 +985,10 @@ mod tests {
         assert_eq!(rt.backends.len(), 1);
         assert_eq!(rt.backends[0].addr, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(rt.backends[0].base_url, "http://127.0.0.1:8081");
-        assert_eq!(rt.on_store_error, OnStoreError::Refuse);
+        assert_eq!(rt.limits.on_store_error, OnStoreError::Refuse);
         assert_eq!(rt.threads, 2);
-        assert_eq!(rt.store, StoreKind::Memory);
-        assert_eq!(rt.throttle.max_failures, 20);
+        assert_eq!(rt.limits.store, StoreKind::Memory);
+        assert_eq!(rt.auth_throttle.max_failures, 20);
         assert!(
             !format!("{rt:?}").contains(TOKEN),
             "token must not be printed"
@@ -997,13 +1019,13 @@ mod tests {
         assert!(rt.backends[0].addr.ip().is_loopback());
         assert_eq!(rt.internal_token.expose(), TOKEN);
         assert_eq!(
-            rt.redis_url.as_ref().map(Secret::expose),
+            rt.limits.redis_url.as_ref().map(Secret::expose),
             Some("redis://127.0.0.1:6379/0")
         );
         assert!(rt.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
         assert!(rt.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
         assert!(!rt.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
-        assert_eq!(rt.throttle.max_failures, 7);
+        assert_eq!(rt.auth_throttle.max_failures, 7);
     }
 
     #[test]
@@ -1016,8 +1038,8 @@ mod tests {
         ])
         .load_runtime()
         .unwrap();
-        assert_eq!(rt.store, StoreKind::Redis);
-        assert_eq!(rt.redis_url.as_ref().map(Secret::expose), Some(url));
+        assert_eq!(rt.limits.store, StoreKind::Redis);
+        assert_eq!(rt.limits.redis_url.as_ref().map(Secret::expose), Some(url));
         assert!(!format!("{rt:?}").contains("hunter2"));
 
         let err = env(&[
@@ -1106,7 +1128,7 @@ mod tests {
             .collect();
         assert_eq!(ports, vec![(0, 18081), (1, 18082)]);
         assert_eq!(rt.backends[1].host, "localhost");
-        assert_eq!(rt.on_store_error, OnStoreError::Local);
+        assert_eq!(rt.limits.on_store_error, OnStoreError::Local);
 
         let (_d, src) = yaml("backends:\n  - http://127.0.0.1:18083\n");
         let rt = src

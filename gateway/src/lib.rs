@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend_auth;
 pub mod checks;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod credentials;
@@ -92,7 +93,7 @@ pub fn build_server(
     server.bootstrap();
 
     let state = GatewayState::new(config.clone());
-    if let (StoreKind::Memory, Some(path)) = (config.store, &config.usage_journal) {
+    if let (StoreKind::Memory, Some(path)) = (config.limits.store, &config.usage.journal) {
         match usage_journal::UsageJournal::open(path) {
             Ok(journal) => state.usage.attach_journal(journal),
             Err(e) => tracing::warn!(

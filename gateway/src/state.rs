@@ -3,7 +3,6 @@
 //! run in one test process.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
@@ -42,7 +41,7 @@ impl GatewayState {
             .unwrap_or_else(|e| panic!("limits.redis_url: {e}"));
         let upstreams = Upstreams::new(&config.backends, config.backend_ca.as_deref(), &metrics);
         Arc::new(GatewayState {
-            throttle: AuthThrottle::new(config.throttle),
+            throttle: AuthThrottle::new(config.auth_throttle),
             config: ArcSwap::from_pointee(config),
             keys: KeyTable::new(),
             limits: Arc::new(limits),
@@ -56,7 +55,7 @@ impl GatewayState {
     /// Installs a reloaded configuration; fields that need a restart are reported, not applied.
     pub fn apply_config(&self, new: RuntimeConfig) -> Vec<&'static str> {
         let restart_only = self.config.load().restart_only_changes(&new);
-        self.throttle.reconfigure(new.throttle);
+        self.throttle.reconfigure(new.auth_throttle);
         self.config.store(Arc::new(new));
         restart_only
     }
@@ -70,11 +69,4 @@ fn gateway_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "gateway".to_owned());
     format!("{host}:{}", std::process::id())
-}
-
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

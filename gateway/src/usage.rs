@@ -264,7 +264,7 @@ impl UsageReporter {
 
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let interval = self.state.config.load().flush_interval;
+            let interval = self.state.config.load().usage.flush_interval;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => { self.flush().await; }
                 changed = shutdown.changed() => {

@@ -23,7 +23,8 @@ use pingora::services::ServiceReadyNotifier;
 
 use super::limiter::{Shared, StoreState};
 use super::{parse_day, utc_day};
-use crate::state::{unix_ms, GatewayState};
+use crate::clock::unix_ms;
+use crate::state::GatewayState;
 use crate::sync::KeySync;
 
 /// Probe interval while the store works: the heartbeat, and a check of the marker.
@@ -178,7 +179,7 @@ impl Guardian {
     }
 
     async fn reseed(&self, shared: &Shared) {
-        let flush_interval = self.state.config.load().flush_interval;
+        let flush_interval = self.state.config.load().usage.flush_interval;
         let grace = reseed_grace(flush_interval);
         let gateway_id = &self.state.gateway_id;
         match shared
@@ -242,7 +243,7 @@ impl Guardian {
         };
         // Never hold the proxy back for long: without a usable store it answers 503s, which
         // is still better than a closed port.
-        let flush_interval = self.state.config.load().flush_interval;
+        let flush_interval = self.state.config.load().usage.flush_interval;
         let deadline = tokio::spawn({
             let ready = ready.clone();
             async move {

@@ -127,6 +127,7 @@ pub trait LimitStore: Send + Sync {
 
 /// The limiter `limits.store` asks for. Restart-only: a reload keeps the store it started with.
 pub fn limiter_for(config: &RuntimeConfig, metrics: LimiterMetrics) -> Result<Limiter, StoreError> {
+    let config = &config.limits;
     match (config.store, &config.redis_url) {
         (StoreKind::Memory, _) => Ok(Limiter::local_only(Arc::new(MemoryStore::new()), metrics)),
         (StoreKind::Redis, Some(url)) => {
@@ -166,7 +167,7 @@ impl pingora::services::background::BackgroundService for LimitsMaintenance {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Self::INTERVAL) => self.limiter.sweep(crate::state::unix_ms()),
+                _ = tokio::time::sleep(Self::INTERVAL) => self.limiter.sweep(crate::clock::unix_ms()),
                 _ = shutdown.changed() => return,
             }
         }

@@ -19,11 +19,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::backend_auth;
 use crate::checks;
 use crate::client_ip;
+use crate::clock::unix_ms;
 use crate::config::RuntimeConfig;
 use crate::errors::{error_body, Refusal};
 use crate::keys::KeyRecord;
 use crate::limits::LimitState;
-use crate::state::{unix_ms, GatewayState};
+use crate::state::GatewayState;
 use crate::upstream;
 pub use routes::RouteClass;
 

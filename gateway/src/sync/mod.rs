@@ -15,9 +15,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 
+use crate::clock::unix_ms;
 use crate::keys::{Digest, KeyRecord, KeyStatus, Plan, PreviousPair, Whitelist};
 use crate::limits::parse_day;
-use crate::state::{unix_ms, GatewayState};
+use crate::state::GatewayState;
 use wire::{KeysResponse, WireKey, INTERNAL_TOKEN_HEADER, KEYS_PATH};
 
 /// How long the proxy waits for the first snapshot before it starts serving anyway.
@@ -190,7 +191,7 @@ impl KeySync {
             } else {
                 0
             };
-            let long_poll = self.state.config.load().long_poll;
+            let long_poll = self.state.config.load().sync.long_poll;
             let result = tokio::select! {
                 r = self.fetch(since, long_poll) => r,
                 _ = shutdown.changed() => return,
@@ -228,7 +229,7 @@ impl KeySync {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => return,
                     }
-                    let cap = self.state.config.load().retry_max;
+                    let cap = self.state.config.load().sync.retry_max;
                     backoff = (backoff * 2).min(cap);
                 }
             }

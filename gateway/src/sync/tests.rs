@@ -11,10 +11,11 @@ use serde_json::json;
 
 use super::KeySync;
 use crate::auth::{self, AuthOutcome};
+use crate::clock::unix_ms;
 use crate::config::{GatewayConfig, Secret, SyncConfig};
 use crate::credentials::Credentials;
 use crate::limits::Quota;
-use crate::state::{unix_ms, GatewayState};
+use crate::state::GatewayState;
 use fake_backend::{key_json, FakeBackend, TOKEN};
 
 const K1: &str = "pk_live_111111111111111111111111111111aa";
