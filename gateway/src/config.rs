@@ -1,6 +1,8 @@
 //! Gateway configuration: YAML file + `WIZ_GATEWAY__*` overrides → `GatewayConfig` (every field
 //! has a default) → `validate()` → `RuntimeConfig`, the compiled form the proxy reads through an
-//! `ArcSwap`.
+//! `ArcSwap`. Each section checks and compiles itself, and the compiled form keeps the sections
+//! and names of the file (`config.sync.retry_max` is `sync.retry_max_seconds`), so a consumer reads
+//! the names an operator writes. The backend's `config` module is written the same way.
 //!
 //! This module never reads the process environment: `main` captures the variables once and hands
 //! them over in a `ConfigSource`, so a hot reload re-applies the same overrides and tests stay
@@ -9,6 +11,7 @@
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,6 +88,126 @@ impl Default for GatewayConfig {
     }
 }
 
+impl GatewayConfig {
+    /// Checks every field and compiles the runtime form; all problems are reported at once.
+    pub fn validate(&self) -> Result<RuntimeConfig, ConfigError> {
+        let mut problems = Problems::default();
+        let p = &mut problems;
+        let listen = p.socket_addr("listen", &self.listen);
+        let metrics_listen = p.socket_addr("metrics_listen", &self.metrics_listen);
+        let backends = self.compile_backends(p);
+        if let Some(ca) = &self.backend_ca {
+            if let Err(reason) = crate::tls::read_ca_file(Path::new(ca)) {
+                p.add("backend_ca", reason);
+            }
+        }
+        let internal_token = self.compile_internal_token(p);
+        let trusted_proxies = self.compile_trusted_proxies(p);
+        p.range("threads", self.threads, 1..=256);
+        if self.shutdown_grace_seconds > 600 {
+            p.add("shutdown_grace_seconds", "must be at most 600");
+        }
+        if self.max_body_bytes < 1024 {
+            p.add("max_body_bytes", "must be at least 1024");
+        }
+        if self.upgrade_sock.trim().is_empty() {
+            p.add("upgrade_sock", "must be a path for a Unix socket");
+        }
+        let tls = p.section("tls", |p| self.tls.compile(p));
+        let clients = p.section("clients", |p| self.clients.compile(p));
+        let limits = p.section("limits", |p| self.limits.compile(p));
+        let auth_throttle = p.section("auth_throttle", |p| self.auth_throttle.compile(p));
+        let sync = p.section("sync", |p| self.sync.compile(p));
+        let usage = p.section("usage", |p| self.usage.compile(p));
+        p.section("log", |p| self.log.check(p));
+        problems.into_result()?;
+
+        let (Some(listen), Some(metrics_listen), Some(internal_token)) =
+            (listen, metrics_listen, internal_token)
+        else {
+            return Err(ConfigError::Invalid(Vec::new())); // each `None` added a problem above
+        };
+        Ok(RuntimeConfig {
+            listen,
+            metrics_listen,
+            backends,
+            backend_ca: self.backend_ca.as_deref().map(|p| PathBuf::from(p.trim())),
+            proof_key: crate::backend_auth::ProofKey::derive(internal_token.expose()),
+            internal_token,
+            trusted_proxies,
+            threads: self.threads,
+            work_stealing: self.work_stealing,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            max_body_bytes: self.max_body_bytes,
+            upgrade_sock: PathBuf::from(self.upgrade_sock.trim()),
+            tls,
+            clients,
+            limits,
+            auth_throttle,
+            sync,
+            usage,
+            log: self.log.clone(),
+        })
+    }
+
+    /// `backends`, or else the one `backend_url`.
+    fn compile_backends(&self, p: &mut Problems) -> Vec<Backend> {
+        let mut backends = Vec::new();
+        if self.backends.is_empty() {
+            match parse_backend_url(&self.backend_url, 0) {
+                Ok(b) => backends.push(b),
+                Err(reason) => p.add("backend_url", reason),
+            }
+        }
+        for (i, raw) in self.backends.iter().enumerate() {
+            let field = format!("backends[{i}]");
+            match parse_backend_url(raw, i) {
+                Ok(b) if backends.iter().any(|o: &Backend| o.addr == b.addr) => {
+                    p.add(&field, format!("`{}` is listed twice", b.base_url))
+                }
+                Ok(b) => backends.push(b),
+                Err(reason) => p.add(&field, reason),
+            }
+        }
+        backends
+    }
+
+    fn compile_internal_token(&self, p: &mut Problems) -> Option<Secret> {
+        let reason = match &self.internal_token {
+            None => "is required (shared with the backend; set `internal_token` or \
+                     WIZ_GATEWAY__INTERNAL_TOKEN)"
+                .to_owned(),
+            Some(t) if t.expose().chars().count() < MIN_INTERNAL_TOKEN_LEN => {
+                format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters")
+            }
+            Some(t)
+                if t.expose()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                "must not contain whitespace or control characters".to_owned()
+            }
+            Some(t) => return Some(t.clone()),
+        };
+        p.add("internal_token", reason);
+        None
+    }
+
+    fn compile_trusted_proxies(&self, p: &mut Problems) -> TrustedProxies {
+        let mut nets = Vec::new();
+        for (i, raw) in self.trusted_proxies.iter().enumerate() {
+            match parse_net(raw) {
+                Some(n) => nets.push(n),
+                None => p.add(
+                    &format!("trusted_proxies[{i}]"),
+                    format!("`{raw}` is not an IP address or CIDR"),
+                ),
+            }
+        }
+        TrustedProxies::new(nets)
+    }
+}
+
 /// The HTTPS listener; opened only when both `cert` and `key` are set.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -105,6 +228,34 @@ impl Default for TlsConfig {
             cert: None,
             key: None,
             hsts_max_age_seconds: 31_536_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    fn compile(&self, p: &mut Problems) -> Option<TlsListener> {
+        let listen = p.socket_addr("listen", &self.listen);
+        // An empty value is the same as none (handy to switch an inherited variable off).
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        match (set(&self.cert), set(&self.key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => listen.map(|listen| TlsListener {
+                listen,
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                hsts: (self.hsts_max_age_seconds > 0)
+                    .then(|| format!("max-age={}", self.hsts_max_age_seconds)),
+            }),
+            (cert, _) => {
+                p.add(
+                    if cert.is_none() { "cert" } else { "key" },
+                    "tls.cert and tls.key must be set together (PEM files) to open the HTTPS \
+                     listener",
+                );
+                None
+            }
         }
     }
 }
@@ -142,6 +293,33 @@ impl Default for ClientsConfig {
     }
 }
 
+impl ClientsConfig {
+    fn compile(&self, p: &mut Problems) -> ClientLimits {
+        p.range("max_connections", self.max_connections, 1..=1_000_000);
+        for (field, value) in [
+            ("handshake_timeout_seconds", self.handshake_timeout_seconds),
+            ("header_timeout_seconds", self.header_timeout_seconds),
+            ("body_timeout_seconds", self.body_timeout_seconds),
+            ("keepalive_timeout_seconds", self.keepalive_timeout_seconds),
+        ] {
+            p.range(field, value, 1..=3600);
+        }
+        p.range(
+            "max_header_bytes",
+            self.max_header_bytes,
+            1024..=1024 * 1024,
+        );
+        ClientLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs(self.body_timeout_seconds),
+            max_header_bytes: self.max_header_bytes,
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_seconds),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
@@ -170,6 +348,34 @@ pub struct LimitsConfig {
     pub on_store_error: OnStoreError,
 }
 
+impl LimitsConfig {
+    fn compile(&self, p: &mut Problems) -> LimitsSettings {
+        if self.store == StoreKind::Redis {
+            // The messages show the URL with its password masked.
+            match self.redis_url.as_ref().map(Secret::expose) {
+                None => p.add("redis_url", "is required when limits.store is `redis`"),
+                Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => p.add(
+                    "redis_url",
+                    format!("`{}` must start with redis:// or rediss://", redact_url(u)),
+                ),
+                Some(u) => {
+                    if let Err(e) = crate::limits::RedisStore::open(u) {
+                        p.add(
+                            "redis_url",
+                            format!("`{}` is not a valid Redis URL: {e}", redact_url(u)),
+                        );
+                    }
+                }
+            }
+        }
+        LimitsSettings {
+            store: self.store,
+            redis_url: self.redis_url.clone(),
+            on_store_error: self.on_store_error,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthThrottleConfig {
@@ -185,6 +391,21 @@ impl Default for AuthThrottleConfig {
             max_failures: 20,
             window_seconds: 10,
             tracked_ips: 100_000,
+        }
+    }
+}
+
+impl AuthThrottleConfig {
+    fn compile(&self, p: &mut Problems) -> ThrottleSettings {
+        if self.max_failures == 0 {
+            p.add("max_failures", "must be at least 1");
+        }
+        p.range("window_seconds", self.window_seconds, 1..=3600);
+        p.range("tracked_ips", self.tracked_ips, 1..=10_000_000);
+        ThrottleSettings {
+            max_failures: self.max_failures,
+            window: Duration::from_secs(self.window_seconds),
+            capacity: NonZeroUsize::new(self.tracked_ips).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -205,6 +426,22 @@ impl Default for SyncConfig {
     }
 }
 
+impl SyncConfig {
+    fn compile(&self, p: &mut Problems) -> SyncSettings {
+        if !(1..=30).contains(&self.long_poll_seconds) {
+            p.add(
+                "long_poll_seconds",
+                "must be between 1 and 30 (the backend holds a poll at most 30 s)",
+            );
+        }
+        p.range("retry_max_seconds", self.retry_max_seconds, 1..=300);
+        SyncSettings {
+            long_poll: Duration::from_secs(self.long_poll_seconds),
+            retry_max: Duration::from_secs(self.retry_max_seconds),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UsageConfig {
@@ -219,6 +456,21 @@ impl Default for UsageConfig {
         UsageConfig {
             flush_interval_ms: 1000,
             journal: Some("data/gateway-usage.journal".to_owned()),
+        }
+    }
+}
+
+impl UsageConfig {
+    fn compile(&self, p: &mut Problems) -> UsageSettings {
+        p.range("flush_interval_ms", self.flush_interval_ms, 50..=60_000);
+        UsageSettings {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            journal: self
+                .journal
+                .as_deref()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -243,6 +495,17 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    fn check(&self, p: &mut Problems) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            p.add(
+                "level",
+                format!("`{}` is not a valid level or filter: {e}", self.level),
+            );
         }
     }
 }
@@ -288,7 +551,7 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
     })
 }
 
-/// One invalid field: which one, and why.
+/// One invalid field: its full key path (`limits.redis_url`, `backends[1]`), and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -299,7 +562,7 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`: {}", self.field, self.reason)?;
+        write!(f, "{}: {}", self.field, self.reason)?;
         if let Some(origin) = &self.origin {
             write!(f, " (from {origin})")?;
         }
@@ -311,7 +574,7 @@ impl fmt::Display for FieldError {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("invalid gateway configuration: {}", join(.0))]
+    #[error("{}", join(.0))]
     Invalid(Vec<FieldError>),
 }
 
@@ -324,19 +587,102 @@ fn join(errors: &[FieldError]) -> String {
 }
 
 impl ConfigError {
-    fn field(field: &str, reason: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            reason: reason.into(),
-            origin: None,
-        }
-    }
-
     /// The fields named in this error (empty for read errors).
     pub fn fields(&self) -> Vec<&str> {
         match self {
             ConfigError::Read { .. } => Vec::new(),
             ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
+        }
+    }
+
+    /// Figment's parse errors, each under its key path and with the file or variable it came
+    /// from.
+    fn parse(err: figment::Error, file: Option<&str>) -> ConfigError {
+        ConfigError::Invalid(
+            err.into_iter()
+                .map(|e| {
+                    let origin = match &e.metadata {
+                        Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
+                        _ => file.map(str::to_owned),
+                    };
+                    FieldError {
+                        field: if e.path.is_empty() {
+                            "(top level)".into()
+                        } else {
+                            e.path.join(".")
+                        },
+                        reason: e.kind.to_string(),
+                        origin,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What one validation found wrong, every field at once. Each section checks its own fields
+/// under [`Problems::section`], which prefixes their names into full key paths.
+#[derive(Debug, Default)]
+struct Problems {
+    prefix: String,
+    found: Vec<FieldError>,
+}
+
+impl Problems {
+    fn add(&mut self, field: &str, reason: impl Into<String>) {
+        let field = if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        };
+        self.found.push(FieldError {
+            field,
+            reason: reason.into(),
+            origin: None,
+        });
+    }
+
+    /// Runs `check` with field names relative to the section `name`.
+    fn section<T>(&mut self, name: &str, check: impl FnOnce(&mut Problems) -> T) -> T {
+        let inner = if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        let outer = std::mem::replace(&mut self.prefix, inner);
+        let compiled = check(self);
+        self.prefix = outer;
+        compiled
+    }
+
+    /// Adds "must be between …" unless `value` lies in `range`.
+    fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        field: &str,
+        value: T,
+        range: RangeInclusive<T>,
+    ) {
+        if !range.contains(&value) {
+            let reason = format!("must be between {} and {}", range.start(), range.end());
+            self.add(field, reason);
+        }
+    }
+
+    fn socket_addr(&mut self, field: &str, value: &str) -> Option<SocketAddr> {
+        let parsed = value.trim().parse().ok();
+        if parsed.is_none() {
+            self.add(
+                field,
+                format!("`{value}` is not an IP:port socket address (e.g. 0.0.0.0:8080)"),
+            );
+        }
+        parsed
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        match self.found.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigError::Invalid(self.found)),
         }
     }
 }
@@ -369,7 +715,7 @@ impl ConfigSource {
         self
     }
 
-    /// Reads and parses (no validation).
+    /// Reads and parses (no validation): the file, then the variables on top.
     pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
         let mut figment = Figment::new();
         let mut file_name = None;
@@ -389,33 +735,13 @@ impl ConfigSource {
             }
         }
         for (name, value) in &self.env {
-            if let Some(var) = EnvVar::new(name, value) {
+            if let Some(var) = EnvVar::prefixed(ENV_PREFIX, name, value) {
                 figment = figment.merge(var);
             }
         }
-        figment.extract::<GatewayConfig>().map_err(|e| {
-            ConfigError::Invalid(
-                e.into_iter()
-                    .map(|e| {
-                        let origin = match &e.metadata {
-                            Some(m) if m.name.starts_with("environment variable") => {
-                                Some(m.name.to_string())
-                            }
-                            _ => file_name.clone(),
-                        };
-                        FieldError {
-                            field: if e.path.is_empty() {
-                                "(top level)".into()
-                            } else {
-                                e.path.join(".")
-                            },
-                            reason: e.kind.to_string(),
-                            origin,
-                        }
-                    })
-                    .collect(),
-            )
-        })
+        figment
+            .extract_lossy()
+            .map_err(|e| ConfigError::parse(e, file_name.as_deref()))
     }
 
     /// Reads, parses, validates and compiles.
@@ -424,63 +750,46 @@ impl ConfigSource {
     }
 }
 
-/// Fields whose env value stays a string even when it looks like a number or a bool.
-const STRING_FIELDS: &[&str] = &[
-    "listen",
-    "metrics_listen",
-    "backend_url",
-    "backends",
-    "backend_ca",
-    "upgrade_sock",
-    "tls.listen",
-    "tls.cert",
-    "tls.key",
-    "internal_token",
-    "trusted_proxies",
-    "limits.redis_url",
-    "log.level",
-];
+const ENV_SOURCE: &str = "environment variable";
 
-/// One `WIZ_GATEWAY__A__B=value` variable as a figment provider, so errors name the variable.
+/// One `PREFIX` + `A__B=value` variable as a figment provider. The rule is figment's
+/// `Env::prefixed(PREFIX).split("__")` — the rest of the name lowercased, `__` between nesting
+/// levels — applied to the variables `main` captured: `Env` reads the process environment
+/// itself, which library code does not (a reload re-applies the same variables, tests hand
+/// theirs over). The value stays a string and `extract_lossy` reads it as the field's type
+/// (`true`, `8`, `a,b`), so a digits-only token stays a string. One provider per variable, so
+/// that an error names the variable.
 struct EnvVar {
     var: String,
     key: String,
-    value: Value,
+    value: String,
 }
 
 impl EnvVar {
-    fn new(name: &str, value: &str) -> Option<EnvVar> {
-        let rest = name.strip_prefix(ENV_PREFIX)?;
-        let key = rest
+    fn prefixed(prefix: &str, name: &str, value: &str) -> Option<EnvVar> {
+        let key = name
+            .strip_prefix(prefix)?
             .split("__")
-            .map(|s| s.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(".");
-        if key.is_empty() || key.split('.').any(str::is_empty) {
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>();
+        if key.iter().any(String::is_empty) {
             return None;
         }
-        let value = if STRING_FIELDS.contains(&key.as_str()) {
-            Value::from(value.to_owned())
-        } else {
-            value
-                .parse()
-                .unwrap_or_else(|_| Value::from(value.to_owned()))
-        };
         Some(EnvVar {
             var: name.to_owned(),
-            key,
-            value,
+            key: key.join("."),
+            value: value.to_owned(),
         })
     }
 }
 
 impl Provider for EnvVar {
     fn metadata(&self) -> Metadata {
-        Metadata::named(format!("environment variable {}", self.var))
+        Metadata::named(format!("{ENV_SOURCE} {}", self.var))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let dict = figment::util::nest(&self.key, self.value.clone())
+        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
             .into_dict()
             .unwrap_or_default();
         Ok(Profile::Default.collect(dict))
@@ -618,301 +927,6 @@ impl RuntimeConfig {
             changed.push("log");
         }
         changed
-    }
-}
-
-impl GatewayConfig {
-    /// Checks every field and compiles the runtime form; all problems are reported at once.
-    pub fn validate(&self) -> Result<RuntimeConfig, ConfigError> {
-        let mut errors = Vec::new();
-        let mut addr = |field: &str, value: &str| match value.trim().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(ConfigError::field(
-                    field,
-                    format!("`{value}` is not an IP:port socket address (e.g. 0.0.0.0:8080)"),
-                ));
-                None
-            }
-        };
-        let listen = addr("listen", &self.listen);
-        let metrics_listen = addr("metrics_listen", &self.metrics_listen);
-        let tls_listen = addr("tls.listen", &self.tls.listen);
-
-        let mut backends = Vec::new();
-        if self.backends.is_empty() {
-            match parse_backend_url(&self.backend_url, 0) {
-                Ok(b) => backends.push(b),
-                Err(reason) => errors.push(ConfigError::field("backend_url", reason)),
-            }
-        }
-        for (i, raw) in self.backends.iter().enumerate() {
-            match parse_backend_url(raw, i) {
-                Ok(b) if backends.iter().any(|o: &Backend| o.addr == b.addr) => {
-                    errors.push(ConfigError::field(
-                        &format!("backends[{i}]"),
-                        format!("`{}` is listed twice", b.base_url),
-                    ))
-                }
-                Ok(b) => backends.push(b),
-                Err(reason) => errors.push(ConfigError::field(&format!("backends[{i}]"), reason)),
-            }
-        }
-
-        if let Some(ca) = &self.backend_ca {
-            if let Err(reason) = crate::tls::read_ca_file(Path::new(ca)) {
-                errors.push(ConfigError::field("backend_ca", reason));
-            }
-        }
-
-        // An empty value is the same as none (handy to switch an inherited variable off).
-        fn set(v: &Option<String>) -> Option<&str> {
-            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
-        }
-        let tls = match (set(&self.tls.cert), set(&self.tls.key)) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => tls_listen.map(|listen| TlsListener {
-                listen,
-                cert: PathBuf::from(cert),
-                key: PathBuf::from(key),
-                hsts: (self.tls.hsts_max_age_seconds > 0)
-                    .then(|| format!("max-age={}", self.tls.hsts_max_age_seconds)),
-            }),
-            (cert, _) => {
-                errors.push(ConfigError::field(
-                    if cert.is_none() {
-                        "tls.cert"
-                    } else {
-                        "tls.key"
-                    },
-                    "tls.cert and tls.key must be set together (PEM files) to open the HTTPS \
-                     listener",
-                ));
-                None
-            }
-        };
-        if self.upgrade_sock.trim().is_empty() {
-            errors.push(ConfigError::field(
-                "upgrade_sock",
-                "must be a path for a Unix socket",
-            ));
-        }
-        let c = &self.clients;
-        if !(1..=1_000_000).contains(&c.max_connections) {
-            errors.push(ConfigError::field(
-                "clients.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        for (field, value) in [
-            (
-                "clients.handshake_timeout_seconds",
-                c.handshake_timeout_seconds,
-            ),
-            ("clients.header_timeout_seconds", c.header_timeout_seconds),
-            ("clients.body_timeout_seconds", c.body_timeout_seconds),
-            (
-                "clients.keepalive_timeout_seconds",
-                c.keepalive_timeout_seconds,
-            ),
-        ] {
-            if !(1..=3600).contains(&value) {
-                errors.push(ConfigError::field(field, "must be between 1 and 3600"));
-            }
-        }
-        if !(1024..=1024 * 1024).contains(&c.max_header_bytes) {
-            errors.push(ConfigError::field(
-                "clients.max_header_bytes",
-                "must be between 1024 and 1048576",
-            ));
-        }
-
-        let internal_token = match &self.internal_token {
-            None => {
-                errors.push(ConfigError::field(
-                    "internal_token",
-                    "is required (shared with the backend; set `internal_token` or \
-                     WIZ_GATEWAY__INTERNAL_TOKEN)",
-                ));
-                None
-            }
-            Some(t) if t.expose().chars().count() < MIN_INTERNAL_TOKEN_LEN => {
-                errors.push(ConfigError::field(
-                    "internal_token",
-                    format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters"),
-                ));
-                None
-            }
-            Some(t)
-                if t.expose()
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control()) =>
-            {
-                errors.push(ConfigError::field(
-                    "internal_token",
-                    "must not contain whitespace or control characters",
-                ));
-                None
-            }
-            Some(t) => Some(t.clone()),
-        };
-
-        let mut nets = Vec::new();
-        for (i, p) in self.trusted_proxies.iter().enumerate() {
-            match parse_net(p) {
-                Some(n) => nets.push(n),
-                None => errors.push(ConfigError::field(
-                    &format!("trusted_proxies[{i}]"),
-                    format!("`{p}` is not an IP address or CIDR"),
-                )),
-            }
-        }
-
-        if self.threads == 0 || self.threads > 256 {
-            errors.push(ConfigError::field("threads", "must be between 1 and 256"));
-        }
-        if self.shutdown_grace_seconds > 600 {
-            errors.push(ConfigError::field(
-                "shutdown_grace_seconds",
-                "must be at most 600",
-            ));
-        }
-
-        if self.max_body_bytes < 1024 {
-            errors.push(ConfigError::field(
-                "max_body_bytes",
-                "must be at least 1024",
-            ));
-        }
-
-        match self.limits.store {
-            StoreKind::Memory => {}
-            StoreKind::Redis => match &self.limits.redis_url {
-                None => errors.push(ConfigError::field(
-                    "limits.redis_url",
-                    "is required when limits.store is `redis`",
-                )),
-                // The messages show the URL with its password masked.
-                Some(u)
-                    if !(u.expose().starts_with("redis://")
-                        || u.expose().starts_with("rediss://")) =>
-                {
-                    errors.push(ConfigError::field(
-                        "limits.redis_url",
-                        format!(
-                            "`{}` must start with redis:// or rediss://",
-                            redact_url(u.expose())
-                        ),
-                    ))
-                }
-                Some(u) => {
-                    if let Err(e) = crate::limits::RedisStore::open(u.expose()) {
-                        errors.push(ConfigError::field(
-                            "limits.redis_url",
-                            format!("`{}` is not a valid Redis URL: {e}", redact_url(u.expose())),
-                        ));
-                    }
-                }
-            },
-        }
-
-        if self.auth_throttle.max_failures == 0 {
-            errors.push(ConfigError::field(
-                "auth_throttle.max_failures",
-                "must be at least 1",
-            ));
-        }
-        if !(1..=3600).contains(&self.auth_throttle.window_seconds) {
-            errors.push(ConfigError::field(
-                "auth_throttle.window_seconds",
-                "must be between 1 and 3600",
-            ));
-        }
-        if !(1..=10_000_000).contains(&self.auth_throttle.tracked_ips) {
-            errors.push(ConfigError::field(
-                "auth_throttle.tracked_ips",
-                "must be between 1 and 10000000",
-            ));
-        }
-        if !(1..=30).contains(&self.sync.long_poll_seconds) {
-            errors.push(ConfigError::field(
-                "sync.long_poll_seconds",
-                "must be between 1 and 30 (the backend holds a poll at most 30 s)",
-            ));
-        }
-        if !(1..=300).contains(&self.sync.retry_max_seconds) {
-            errors.push(ConfigError::field(
-                "sync.retry_max_seconds",
-                "must be between 1 and 300",
-            ));
-        }
-        if !(50..=60_000).contains(&self.usage.flush_interval_ms) {
-            errors.push(ConfigError::field(
-                "usage.flush_interval_ms",
-                "must be between 50 and 60000",
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            errors.push(ConfigError::field(
-                "log.level",
-                format!("`{}` is not a valid level or filter: {e}", self.log.level),
-            ));
-        }
-
-        match (listen, metrics_listen, internal_token) {
-            (Some(listen), Some(metrics_listen), Some(internal_token)) if errors.is_empty() => {
-                Ok(RuntimeConfig {
-                    listen,
-                    metrics_listen,
-                    backends,
-                    backend_ca: self.backend_ca.as_deref().map(|p| PathBuf::from(p.trim())),
-                    proof_key: crate::backend_auth::ProofKey::derive(internal_token.expose()),
-                    internal_token,
-                    trusted_proxies: TrustedProxies::new(nets),
-                    threads: self.threads,
-                    work_stealing: self.work_stealing,
-                    shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
-                    max_body_bytes: self.max_body_bytes,
-                    upgrade_sock: PathBuf::from(self.upgrade_sock.trim()),
-                    tls,
-                    clients: ClientLimits {
-                        max_connections: c.max_connections,
-                        handshake_timeout: Duration::from_secs(c.handshake_timeout_seconds),
-                        header_timeout: Duration::from_secs(c.header_timeout_seconds),
-                        body_timeout: Duration::from_secs(c.body_timeout_seconds),
-                        max_header_bytes: c.max_header_bytes,
-                        keepalive_timeout: Duration::from_secs(c.keepalive_timeout_seconds),
-                    },
-                    limits: LimitsSettings {
-                        store: self.limits.store,
-                        redis_url: self.limits.redis_url.clone(),
-                        on_store_error: self.limits.on_store_error,
-                    },
-                    auth_throttle: ThrottleSettings {
-                        max_failures: self.auth_throttle.max_failures,
-                        window: Duration::from_secs(self.auth_throttle.window_seconds),
-                        capacity: NonZeroUsize::new(self.auth_throttle.tracked_ips)
-                            .unwrap_or(NonZeroUsize::MIN),
-                    },
-                    sync: SyncSettings {
-                        long_poll: Duration::from_secs(self.sync.long_poll_seconds),
-                        retry_max: Duration::from_secs(self.sync.retry_max_seconds),
-                    },
-                    usage: UsageSettings {
-                        flush_interval: Duration::from_millis(self.usage.flush_interval_ms),
-                        journal: self
-                            .usage
-                            .journal
-                            .as_deref()
-                            .map(str::trim)
-                            .filter(|p| !p.is_empty())
-                            .map(PathBuf::from),
-                    },
-                    log: self.log.clone(),
-                })
-            }
-            _ => Err(ConfigError::Invalid(errors)),
-        }
     }
 }
 
@@ -1180,5 +1194,91 @@ mod tests {
             .with_env([("WIZ_GATEWAY__INTERNAL_TOKEN".to_string(), TOKEN.to_string())])
             .load_runtime()
             .unwrap();
+    }
+
+    #[test]
+    fn env_values_are_read_as_the_field_type() {
+        // A token of digits only stays a string; `false`, numbers and lists become what the
+        // field asks for.
+        let digits = "01234567890123456789012345678901234";
+        let rt = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", digits),
+            ("WIZ_GATEWAY__WORK_STEALING", "false"),
+            ("WIZ_GATEWAY__THREADS", "4"),
+            ("WIZ_GATEWAY__SYNC__RETRY_MAX_SECONDS", "9"),
+            ("WIZ_GATEWAY__TRUSTED_PROXIES", "[10.0.0.0/8, 192.168.0.1]"),
+            ("WIZ_GATEWAY__TLS__CERT", ""),
+        ])
+        .load_runtime()
+        .unwrap();
+        assert_eq!(rt.internal_token.expose(), digits);
+        assert!(!rt.work_stealing);
+        assert_eq!(rt.threads, 4);
+        assert_eq!(rt.sync.retry_max, Duration::from_secs(9));
+        assert!(rt.trusted_proxies.contains("192.168.0.1".parse().unwrap()));
+        assert!(
+            rt.tls.is_none(),
+            "an empty variable switches the listener off"
+        );
+
+        let msg = env(&[
+            ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+            ("WIZ_GATEWAY__CLIENTS__MAX_CONNECTIONS", "lots"),
+        ])
+        .load_runtime()
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("clients.max_connections"), "{msg}");
+        assert!(
+            msg.contains("WIZ_GATEWAY__CLIENTS__MAX_CONNECTIONS"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_under_its_full_key_path() {
+        let (_d, src) = yaml(
+            "threads: 0\nclients:\n  max_header_bytes: 1\ntls:\n  cert: c.pem\n\
+             sync:\n  retry_max_seconds: 0\nlimits:\n  store: redis\n",
+        );
+        let err = src.load_runtime().unwrap_err();
+        assert_eq!(
+            err.fields(),
+            vec![
+                "internal_token",
+                "threads",
+                "tls.key",
+                "clients.max_header_bytes",
+                "limits.redis_url",
+                "sync.retry_max_seconds",
+            ]
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("clients.max_header_bytes: must be between 1024 and 1048576"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn compiled_form_keeps_the_sections_and_the_documented_defaults() {
+        let rt = env(&[("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN)])
+            .load_runtime()
+            .unwrap();
+        assert_eq!(rt.sync.long_poll, Duration::from_secs(25));
+        assert_eq!(rt.sync.retry_max, Duration::from_secs(5));
+        assert_eq!(rt.usage.flush_interval, Duration::from_millis(1000));
+        assert_eq!(
+            rt.usage.journal.as_deref(),
+            Some(Path::new("data/gateway-usage.journal"))
+        );
+        assert_eq!(rt.auth_throttle.window, Duration::from_secs(10));
+        assert_eq!(rt.auth_throttle.capacity.get(), 100_000);
+        assert_eq!(rt.clients.body_timeout, Duration::from_secs(30));
+        assert_eq!(rt.clients.max_header_bytes, 32 * 1024);
+        assert_eq!(rt.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(rt.max_body_bytes, 4 * 1024 * 1024);
+        assert!(rt.tls.is_none());
+        assert_eq!(rt.limits.redis_url, None);
     }
 }

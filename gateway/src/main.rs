@@ -40,13 +40,13 @@ fn main() -> ExitCode {
     let runtime = match source.load_runtime() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("wiz-gateway: {e}");
+            eprintln!("wiz-gateway: invalid configuration: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Some(tls) = &runtime.tls {
         if let Err(e) = wiz_gateway::tls::load_pair(&tls.cert, &tls.key) {
-            eprintln!("wiz-gateway: invalid gateway configuration: `tls.cert` / `tls.key`: {e}");
+            eprintln!("wiz-gateway: invalid configuration: tls.cert / tls.key: {e}");
             return ExitCode::FAILURE;
         }
     }
