@@ -26,7 +26,7 @@ use axum::{
     Router,
 };
 use tokio::{net::TcpListener, sync::mpsc};
-use wiz_backend::{config::Config, events, state::AppState, webhooks};
+use wiz_backend::{config::Config, events, state::AppState, unit_of_work::UnitOfWork, webhooks};
 
 struct Receiver {
     url: String,
@@ -109,10 +109,10 @@ async fn throughput(endpoints: usize, events_count: usize) {
 
     // Fill the outbox: events in a few transactions, then one fan-out run.
     for chunk in (0..events_count).collect::<Vec<_>>().chunks(1000) {
-        let mut tx = state.db.begin().await.unwrap();
+        let mut work = UnitOfWork::begin(&state).await.unwrap();
         for i in chunk {
             events::emit(
-                &mut tx,
+                &mut work,
                 &account,
                 "message.delivered",
                 serde_json::json!({"message_id": format!("msg_{i}"), "status": "delivered"}),
@@ -120,7 +120,7 @@ async fn throughput(endpoints: usize, events_count: usize) {
             .await
             .unwrap();
         }
-        tx.commit().await.unwrap();
+        work.commit().await.unwrap();
     }
     let mut fan_out = webhooks::outbox::FanOut::resume(&state.db).await.unwrap();
     let fanned = Instant::now();
@@ -163,17 +163,16 @@ async fn latency(events_count: usize) {
     for i in 0..events_count {
         tick.tick().await;
         let at = Instant::now();
-        let mut tx = state.db.begin().await.unwrap();
+        let mut work = UnitOfWork::begin(&state).await.unwrap();
         let id = events::emit(
-            &mut tx,
+            &mut work,
             &account,
             "message.read",
             serde_json::json!({"message_id": format!("msg_{i}")}),
         )
         .await
         .unwrap();
-        tx.commit().await.unwrap();
-        state.events_written();
+        work.commit().await.unwrap();
         emitted.insert(id, at);
     }
     let mut latencies = Vec::with_capacity(events_count);

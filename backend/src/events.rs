@@ -3,9 +3,11 @@
 //! sender reads this table; nothing else sends events.
 
 use serde_json::Value;
-use sqlx::AnyConnection;
 
-use crate::ids::{new_id, now_ms};
+use crate::{
+    ids::{new_id, now_ms},
+    unit_of_work::UnitOfWork,
+};
 
 /// Every event type a webhook endpoint can subscribe to (SPEC §8).
 pub const EVENT_TYPES: &[&str] = &[
@@ -20,10 +22,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "chatbot.handover",
 ];
 
-/// Writes one event on the caller's connection (pass `&mut *tx`) and returns its `evt_` id.
-/// After the transaction commits, call `AppState::events_written()` so the sender wakes at once.
+/// Writes one event in the operation's unit of work and returns its `evt_` id; the unit's
+/// commit wakes the webhook sender.
 pub async fn emit(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     account_id: &str,
     event_type: &str,
     data: Value,
@@ -41,7 +43,8 @@ pub async fn emit(
     .bind(event_type)
     .bind(data.to_string())
     .bind(now_ms())
-    .execute(conn)
+    .execute(&mut **work)
     .await?;
+    work.event_written();
     Ok(id)
 }

@@ -31,9 +31,11 @@ use axum::{
 use prometheus::IntCounterVec;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Any, AnyConnection, Transaction};
+use sqlx::AnyConnection;
 
-use crate::{auth::gateway::Caller, db::Db, error::ApiError, ids::now_ms, state::AppState};
+use crate::{
+    auth::gateway::Caller, error::ApiError, ids::now_ms, state::AppState, unit_of_work::UnitOfWork,
+};
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -63,20 +65,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
 }
 
 impl Idempotency {
-    /// Begins the effect's transaction, its first statement claiming the key.
-    pub async fn begin(&self, db: &Db) -> Result<Transaction<'static, Any>, ApiError> {
-        let mut tx = db.begin().await?;
+    /// Begins the effect's unit of work, its first statement claiming the key.
+    pub async fn begin(&self, state: &AppState) -> Result<UnitOfWork, ApiError> {
+        let mut work = UnitOfWork::begin(state).await?;
         if let Some(claim) = &self.0 {
-            claim.take(&mut tx).await?;
+            claim.take(&mut work).await?;
         }
-        Ok(tx)
+        Ok(work)
     }
 
-    /// Stores the answer in the transaction and commits effect and record at once. `body` is what
-    /// the handler answers (as `Json(body)`), so a replay is byte for byte the first answer.
+    /// Stores the answer in the unit of work and commits effect and record at once. `body` is
+    /// what the handler answers (as `Json(body)`), so a replay is byte for byte the first answer.
     pub async fn commit<T: Serialize>(
         &self,
-        mut tx: Transaction<'static, Any>,
+        mut work: UnitOfWork,
         status: StatusCode,
         body: &T,
     ) -> Result<(), ApiError> {
@@ -91,12 +93,12 @@ impl Idempotency {
             .bind(body)
             .bind(&claim.account_id)
             .bind(&claim.key)
-            .execute(&mut *tx)
+            .execute(&mut *work)
             .await?;
-            tx.commit().await?;
+            work.commit().await?;
             claim.metrics.with_label_values(&["stored"]).inc();
         } else {
-            tx.commit().await?;
+            work.commit().await?;
         }
         Ok(())
     }
@@ -250,7 +252,7 @@ fn replay(status: u16, body: String) -> Response {
 
 /// The committed record of a key, younger than 24 h. Rows without an answer are no record.
 async fn lookup(
-    db: &Db,
+    db: &crate::db::Db,
     account_id: &str,
     key: &str,
     hash: &str,

@@ -32,6 +32,7 @@ pub mod templates;
 #[cfg(test)]
 pub mod testing;
 pub mod tls;
+pub mod unit_of_work;
 pub mod webhooks;
 
 use std::{future::Future, path::PathBuf};

@@ -13,7 +13,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The newest key table version; gateways long-polling `/internal/keys` wait on it.
     pub key_version: watch::Sender<i64>,
-    /// Signalled after a transaction that wrote events commits, to wake the webhook sender.
+    /// Signalled by `UnitOfWork::commit` when events were written, to wake the webhook sender.
     pub events_notify: Arc<Notify>,
     /// The `/internal` bearer and the gateway-proof key, derived from `config.internal_token`.
     pub token_keys: Arc<crate::auth::token_keys::TokenKeys>,
@@ -59,10 +59,5 @@ impl AppState {
             passwords: crate::auth::password::Hasher::new(&config.password_hashing),
             config: Arc::new(config),
         }
-    }
-
-    /// Call after committing a transaction that emitted events.
-    pub fn events_written(&self) {
-        self.events_notify.notify_waiters();
     }
 }

@@ -35,6 +35,7 @@ use crate::{
     },
     state::AppState,
     templates::{self, Compiled},
+    unit_of_work::UnitOfWork,
 };
 
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -447,7 +448,7 @@ pub async fn accept(
     let recipients = std::mem::take(&mut req.recipients);
     let (accepted, mut rejected) = validate_recipients(&source, recipients);
 
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(state).await?;
     let (mut rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
     rejected.extend(opted_out);
     let channel = state.messaging.channel_for(&mut tx, account_id).await?;
@@ -492,6 +493,7 @@ pub async fn accept(
         finished_at: None,
     };
     store::insert(&mut tx, &batch, &spec.to_string()).await?;
+    tx.batch_reached(BatchStatus::Running);
     messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
     let answer = BulkAccepted {
         batch_id: Some(batch.id),
@@ -500,17 +502,13 @@ pub async fn accept(
         dry_run: false,
     };
     idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
-    state.messaging.wake_dispatcher();
-    let metrics = &state.messaging.metrics;
-    metrics.batches.with_label_values(&["running"]).inc();
-    metrics.messages_n(Status::Queued, rows.len() as u64);
     Ok(answer)
 }
 
 /// Completes the batch if none of its messages is still queued or sent, emitting
-/// `batch.completed` on `conn`. Returns whether it completed now.
+/// `batch.completed`. Returns whether it completed now.
 pub async fn check_completed(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     account_id: &str,
     batch_id: &str,
 ) -> Result<bool, sqlx::Error> {
@@ -519,19 +517,20 @@ pub async fn check_completed(
     // both still see the other's message in flight, and the batch would never complete. Waiting
     // for the batch row lock means the second one counts after the first has committed. On
     // SQLite (one connection) transactions are serial anyway and this is a no-op.
-    if !store::lock_running(conn, batch_id).await? || store::in_flight(conn, batch_id).await? > 0 {
+    if !store::lock_running(work, batch_id).await? || store::in_flight(work, batch_id).await? > 0 {
         return Ok(false);
     }
     let now = now_ms();
-    if !store::finish(conn, batch_id, BatchStatus::Completed, now).await? {
+    if !store::finish(work, batch_id, BatchStatus::Completed, now).await? {
         return Ok(false);
     }
-    let Some(batch) = store::get(conn, account_id, batch_id).await? else {
+    let Some(batch) = store::get(work, account_id, batch_id).await? else {
         return Ok(false);
     };
-    let counts = store::counts(conn, batch_id).await?;
+    let counts = store::counts(work, batch_id).await?;
     let data = serde_json::to_value(batch.view(counts)).expect("batch serializes");
-    events::emit(conn, account_id, "batch.completed", data).await?;
+    events::emit(work, account_id, "batch.completed", data).await?;
+    work.batch_reached(BatchStatus::Completed);
     Ok(true)
 }
 
@@ -539,11 +538,11 @@ pub async fn check_completed(
 /// failed (`None`: it was cancelled already, nothing changed); 409 `batch_completed` if it
 /// already completed.
 pub async fn cancel(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     account_id: &str,
     batch_id: &str,
 ) -> Result<(Batch, Option<u64>), ApiError> {
-    let batch = store::get(conn, account_id, batch_id)
+    let batch = store::get(work, account_id, batch_id)
         .await?
         .ok_or(ApiError::not_found("batch"))?;
     match batch.status {
@@ -575,18 +574,18 @@ pub async fn cancel(
         .bind(&error.message)
         .bind(batch_id)
         .bind(account_id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut **work)
         .await?;
     let cancelled = rows.len() as u64;
     for row in &rows {
         let msg = messages::store::from_row(row)?;
-        events::emit(conn, account_id, "message.failed", msg.to_json()).await?;
+        events::emit(work, account_id, "message.failed", msg.to_json()).await?;
     }
-    let finished = store::finish(conn, batch_id, BatchStatus::Cancelled, now).await?;
-    let batch = store::get(conn, account_id, batch_id)
+    let finished = store::finish(work, batch_id, BatchStatus::Cancelled, now).await?;
+    let batch = store::get(work, account_id, batch_id)
         .await?
         .ok_or(ApiError::not_found("batch"))?;
-    // Another connection (PostgreSQL, several backends) may have completed or cancelled the
+    // Another workection (PostgreSQL, several backends) may have completed or cancelled the
     // batch since it was read above: then it is not ours to announce.
     if !finished {
         return match batch.status {
@@ -597,9 +596,11 @@ pub async fn cancel(
             _ => Ok((batch, None)),
         };
     }
-    let counts = store::counts(conn, batch_id).await?;
+    let counts = store::counts(work, batch_id).await?;
     let data = serde_json::to_value(batch.view(counts)).expect("batch serializes");
-    events::emit(conn, account_id, "batch.completed", data).await?;
+    events::emit(work, account_id, "batch.completed", data).await?;
+    work.messages_reached(Status::Failed, cancelled);
+    work.batch_reached(BatchStatus::Cancelled);
     Ok((batch, Some(cancelled)))
 }
 

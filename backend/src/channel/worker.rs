@@ -32,6 +32,7 @@ use crate::{
     ids::now_ms,
     messages::{store, ErrorInfo, Message, Status},
     state::AppState,
+    unit_of_work::UnitOfWork,
 };
 
 /// How often a busy dispatcher looks for more work; the token buckets hold one tick's worth.
@@ -121,7 +122,7 @@ async fn dispatcher(state: AppState, mut stop: Stop) {
     }
 }
 
-/// Batches a transaction touched, locked at its end in batch-id order. Every writer takes its
+/// Batches a unit of work touched, locked at its end in batch-id order. Every writer takes its
 /// locks in one order: message rows (claimed with `SKIP LOCKED`, never waited for), then contact
 /// rows (by phone), then batch rows (by id). Two backends' transactions can then wait for each
 /// other but never in a circle, which is what made PostgreSQL abort the report rounds before.
@@ -141,19 +142,18 @@ impl BatchWork {
         }
     }
 
-    /// Marks starts and completes batches; returns how many completed.
-    async fn apply(&self, conn: &mut sqlx::AnyConnection, now: i64) -> Result<u64, ApiError> {
+    /// Marks starts and completes batches (the unit of work counts the completions).
+    async fn apply(&self, work: &mut UnitOfWork, now: i64) -> Result<(), ApiError> {
         let ids: BTreeSet<&String> = self.started.iter().chain(self.settled.keys()).collect();
-        let mut completed = 0;
         for batch_id in ids {
             if self.started.contains(batch_id) {
-                batches::store::mark_started(conn, batch_id, now).await?;
+                batches::store::mark_started(work, batch_id, now).await?;
             }
             if let Some(account_id) = self.settled.get(batch_id) {
-                completed += u64::from(batches::check_completed(conn, account_id, batch_id).await?);
+                batches::check_completed(work, account_id, batch_id).await?;
             }
         }
-        Ok(completed)
+        Ok(())
     }
 }
 
@@ -163,24 +163,44 @@ pub(crate) async fn dispatch_round(
     state: &AppState,
     buckets: &mut HashMap<String, Bucket>,
 ) -> Result<bool, ApiError> {
-    let rate = f64::from(state.messaging.config.rate_per_second);
-    let capacity = (rate * TICK.as_secs_f64()).clamp(1.0, MAX_PER_ROUND);
     // The claim's time: stored as `dispatched_at`, it is the lease's start (see `CLAIM_LEASE`).
     let now = now_ms();
     let claimed_at = Instant::now();
-    let mut waiting = false;
+    // Claim in one unit of work: after commit, these messages are ours alone.
+    let mut work = UnitOfWork::begin(state).await?;
+    let (picked, waiting) = claim_allowed(state, &mut work, buckets, now).await?;
+    if picked.is_empty() {
+        work.commit().await?;
+        return Ok(waiting);
+    }
+    let claimed = refuse_opted_out(&mut work, picked, now).await?;
+    work.commit().await?;
+    let outcomes = hand_over(state, &claimed, claimed_at).await;
+    record_outcomes(state, claimed.into_iter().zip(outcomes).collect(), now).await?;
+    Ok(true)
+}
 
-    // Claim in one transaction: after commit, these messages are ours alone.
-    let mut tx = state.db.begin().await?;
+/// Claims, per account with waiting messages, as many as its token bucket allows. Returns them
+/// in phone order (the contact lock order, see `BatchWork`) and whether messages are still
+/// waiting.
+async fn claim_allowed(
+    state: &AppState,
+    work: &mut UnitOfWork,
+    buckets: &mut HashMap<String, Bucket>,
+    now: i64,
+) -> Result<(Vec<Message>, bool), ApiError> {
+    let rate = f64::from(state.messaging.config.rate_per_second);
+    let capacity = (rate * TICK.as_secs_f64()).clamp(1.0, MAX_PER_ROUND);
+    let mut waiting = false;
     let mut picked: Vec<Message> = Vec::new();
-    for (account_id, count) in store::due_accounts(&mut tx, now).await? {
+    for (account_id, count) in store::due_accounts(work, now).await? {
         let bucket = buckets.entry(account_id.clone()).or_insert(Bucket {
             tokens: capacity,
             last: Instant::now(),
         });
         let allowed = bucket.refill(rate, capacity).floor().min(count as f64);
         if allowed >= 1.0 {
-            let claimed = store::claim_due(&mut tx, &account_id, now, allowed as i64).await?;
+            let claimed = store::claim_due(work, &account_id, now, allowed as i64).await?;
             bucket.tokens -= claimed.len() as f64;
             // Fewer than waiting: the rest is another backend's, or next round's.
             waiting |= (claimed.len() as i64) < count;
@@ -189,44 +209,49 @@ pub(crate) async fn dispatch_round(
             waiting = true;
         }
     }
-    if picked.is_empty() {
-        tx.commit().await?;
-        return Ok(waiting);
-    }
-    // Contacts in phone order, the same in every claimer (see `BatchWork`).
     picked.sort_by(|a, b| a.phone.cmp(&b.phone));
-    let mut claimed: Vec<Message> = Vec::new();
-    let mut failed: Vec<Message> = Vec::new();
-    let mut work = BatchWork::default();
+    Ok((picked, waiting))
+}
+
+/// Links each claimed message to its contact and fails the ones whose contact opted out since
+/// acceptance; marks their batches started. Returns the messages to hand to the channel.
+async fn refuse_opted_out(
+    work: &mut UnitOfWork,
+    picked: Vec<Message>,
+    now: i64,
+) -> Result<Vec<Message>, ApiError> {
+    let mut claimed: Vec<Message> = Vec::with_capacity(picked.len());
+    let mut batches = BatchWork::default();
     for mut msg in picked {
         if let Some(batch_id) = &msg.batch_id {
-            work.started.insert(batch_id.clone());
+            batches.started.insert(batch_id.clone());
         }
-        if link_contact(&mut tx, &mut msg).await? {
+        if link_contact(work, &mut msg).await? {
             claimed.push(msg);
         } else {
             let error = ErrorInfo {
                 code: "contact_opted_out".into(),
                 message: "the contact opted out of messages before this one was sent".into(),
             };
-            if store::transition(&mut tx, &mut msg, Status::Failed, now, Some(&error), None).await?
-            {
-                work.settled(&msg);
-                failed.push(msg);
+            if store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await? {
+                batches.settled(&msg);
             }
         }
     }
-    let mut completed = work.apply(&mut tx, now).await?;
-    tx.commit().await?;
-    if !failed.is_empty() {
-        state.events_written();
-    }
+    batches.apply(work, now).await?;
+    Ok(claimed)
+}
 
-    // Hand over to the channel outside any transaction: a real provider call takes time. Only
-    // while the claim is well within its lease; the rest is given back, not sent late (after the
-    // lease another backend may already be sending it).
+/// Hands the claimed messages to the channel, outside any transaction (a real provider call
+/// takes time), and only while the claim is well within its lease: the rest is given back
+/// (`None`), not sent late (after the lease another backend may already be sending it).
+async fn hand_over(
+    state: &AppState,
+    claimed: &[Message],
+    claimed_at: Instant,
+) -> Vec<Option<SendOutcome>> {
     let mut outcomes = Vec::with_capacity(claimed.len());
-    for msg in &claimed {
+    for msg in claimed {
         let channel = state.messaging.channel(&msg.channel);
         if Instant::now() >= claimed_at + claim_lease(state, &msg.channel) / 2 {
             outcomes.push(None);
@@ -243,103 +268,117 @@ pub(crate) async fn dispatch_round(
             .await;
         outcomes.push(Some(outcome));
     }
+    outcomes
+}
 
-    let max_throttle_retries = i64::from(state.config.channel.whatsapp.max_throttle_retries);
-    let mut tx = state.db.begin().await?;
-    let mut work = BatchWork::default();
-    let mut given_back = 0usize;
-    let mut lost = 0usize;
-    let mut reached: Vec<Status> = Vec::new();
-    for (mut msg, outcome) in claimed.into_iter().zip(outcomes) {
-        let error = match outcome {
-            None => {
-                store::unclaim(&mut tx, &msg.id, now, now_ms()).await?;
-                given_back += 1;
-                continue;
-            }
-            Some(SendOutcome::Accepted {
-                provider_message_id,
-            }) => {
-                let first = state
-                    .messaging
-                    .channel(&msg.channel)
-                    .report_plan(&msg.phone)
-                    .first()
-                    .map(|(delay, _)| now + delay.as_millis() as i64);
-                if !store::record_accepted(&mut tx, &msg.id, now, &provider_message_id, first)
-                    .await?
-                {
-                    lost += 1;
-                    continue;
-                }
-                // Cloud API callbacks that arrived before this commit waited for the wamid.
-                reached.extend(
-                    cloud::callbacks::apply_pending(&mut tx, &msg.account_id, &provider_message_id)
-                        .await?,
-                );
-                continue;
-            }
-            Some(SendOutcome::Retry { after, refusal }) => {
-                let counted = refusal.is_some();
-                let retries = store::throttle_retries(&mut tx, &msg.id).await?;
-                match refusal {
-                    Some(error) if retries >= max_throttle_retries => error,
-                    _ => {
-                        let at = now_ms() + after.as_millis() as i64;
-                        store::requeue_throttled(&mut tx, &msg.id, now, at, counted).await?;
-                        continue;
-                    }
-                }
-            }
-            Some(SendOutcome::Rejected(error)) => error,
-        };
-        if store::transition(
-            &mut tx,
-            &mut msg,
-            Status::Failed,
-            now_ms(),
-            Some(&error),
-            None,
+/// What recording a round's send outcomes found that the log should hear about.
+#[derive(Default)]
+struct Recorded {
+    /// Claims given back unsent (the lease was running out).
+    given_back: usize,
+    /// Provider answers that came after housekeeping took the claim back.
+    lost: usize,
+}
+
+/// Records every send outcome of the round (claimed at `now`) in one unit of work.
+async fn record_outcomes(
+    state: &AppState,
+    outcomes: Vec<(Message, Option<SendOutcome>)>,
+    now: i64,
+) -> Result<(), ApiError> {
+    let mut work = UnitOfWork::begin(state).await?;
+    let mut batches = BatchWork::default();
+    let mut recorded = Recorded::default();
+    for (msg, outcome) in outcomes {
+        record_outcome(
+            state,
+            &mut work,
+            &mut batches,
+            &mut recorded,
+            msg,
+            outcome,
+            now,
         )
-        .await?
-        {
-            work.settled(&msg);
-            failed.push(msg);
-        }
+        .await?;
     }
-    completed += work.apply(&mut tx, now_ms()).await?;
-    tx.commit().await?;
-    if given_back > 0 {
+    batches.apply(&mut work, now_ms()).await?;
+    work.commit().await?;
+    if recorded.given_back > 0 {
         tracing::warn!(
-            count = given_back,
+            count = recorded.given_back,
             "the channel was too slow to hand over a whole round within its claim lease; \
              the rest went back to the queue"
         );
     }
-    if lost > 0 {
+    if recorded.lost > 0 {
         tracing::warn!(
-            count = lost,
+            count = recorded.lost,
             "messages were handed to the channel after their claim lease ran out; \
              housekeeping had already requeued or failed them"
         );
     }
-    state.events_written();
-    let metrics = &state.messaging.metrics;
-    metrics.messages_n(Status::Failed, failed.len() as u64);
-    for status in reached {
-        metrics.message(status);
+    Ok(())
+}
+
+/// One message's send outcome: accepted (the provider's id and first report recorded), given
+/// back, requeued after a throttle, or failed.
+async fn record_outcome(
+    state: &AppState,
+    work: &mut UnitOfWork,
+    batches: &mut BatchWork,
+    recorded: &mut Recorded,
+    mut msg: Message,
+    outcome: Option<SendOutcome>,
+    now: i64,
+) -> Result<(), ApiError> {
+    let error = match outcome {
+        None => {
+            store::unclaim(work, &msg.id, now, now_ms()).await?;
+            recorded.given_back += 1;
+            return Ok(());
+        }
+        Some(SendOutcome::Accepted {
+            provider_message_id,
+        }) => {
+            let first = state
+                .messaging
+                .channel(&msg.channel)
+                .report_plan(&msg.phone)
+                .first()
+                .map(|(delay, _)| now + delay.as_millis() as i64);
+            if !store::record_accepted(work, &msg.id, now, &provider_message_id, first).await? {
+                recorded.lost += 1;
+                return Ok(());
+            }
+            work.messages_handed_over();
+            // Cloud API callbacks that arrived before this commit waited for the wamid.
+            cloud::callbacks::apply_pending(work, &msg.account_id, &provider_message_id).await?;
+            return Ok(());
+        }
+        Some(SendOutcome::Retry { after, refusal }) => {
+            let counted = refusal.is_some();
+            let retries = store::throttle_retries(work, &msg.id).await?;
+            let max = i64::from(state.config.channel.whatsapp.max_throttle_retries);
+            match refusal {
+                Some(error) if retries >= max => error,
+                _ => {
+                    let at = now_ms() + after.as_millis() as i64;
+                    store::requeue_throttled(work, &msg.id, now, at, counted).await?;
+                    return Ok(());
+                }
+            }
+        }
+        Some(SendOutcome::Rejected(error)) => error,
+    };
+    if store::transition(work, &mut msg, Status::Failed, now_ms(), Some(&error), None).await? {
+        batches.settled(&msg);
     }
-    metrics
-        .batches
-        .with_label_values(&["completed"])
-        .inc_by(completed);
-    state.messaging.reports.notify_one();
-    Ok(true)
+    Ok(())
 }
 
 /// Makes sure the message has its contact (bulk recipients get theirs now, created if new) and
 /// that the contact still accepts messages. `false`: opted out.
-async fn link_contact(conn: &mut sqlx::AnyConnection, msg: &mut Message) -> Result<bool, ApiError> {
+async fn link_contact(conn: &mut UnitOfWork, msg: &mut Message) -> Result<bool, ApiError> {
     let contact = match &msg.contact_id {
         Some(id) => contacts::get(conn, &msg.account_id, id).await?,
         None => {
@@ -383,11 +422,10 @@ async fn reporter(state: AppState, mut stop: Stop) {
 /// (`store::due_reports`). `true` if the page was full.
 pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    let due = store::due_reports(&mut tx, now, REPORT_PAGE).await?;
+    let mut work = UnitOfWork::begin(state).await?;
+    let due = store::due_reports(&mut work, now, REPORT_PAGE).await?;
     let full = due.len() as i64 == REPORT_PAGE;
-    let mut reached: Vec<Status> = Vec::new();
-    let mut work = BatchWork::default();
+    let mut batches = BatchWork::default();
     for store::DueReport {
         message: mut msg,
         dispatched_at,
@@ -402,7 +440,7 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
             .iter()
             .position(|(_, r)| r.status.may_follow(msg.status))
         else {
-            store::clear_next_report(&mut tx, &msg.id, due_at).await?;
+            store::clear_next_report(&mut work, &msg.id, due_at).await?;
             continue;
         };
         let (delay, report) = &plan[i];
@@ -411,7 +449,7 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
             .get(i + 1)
             .map(|(delay, _)| dispatched_at + delay.as_millis() as i64);
         let moved = store::transition(
-            &mut tx,
+            &mut work,
             &mut msg,
             report.status,
             at,
@@ -422,27 +460,15 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
         if !moved {
             // Something else moved it (a provider callback); stop reporting on it, unless that
             // set a report of its own.
-            store::clear_next_report(&mut tx, &msg.id, due_at).await?;
+            store::clear_next_report(&mut work, &msg.id, due_at).await?;
             continue;
         }
-        reached.push(report.status);
         if !report.status.in_flight() {
-            work.settled(&msg);
+            batches.settled(&msg);
         }
     }
-    let completed = work.apply(&mut tx, now).await?;
-    tx.commit().await?;
-    if !reached.is_empty() {
-        state.events_written();
-        let metrics = &state.messaging.metrics;
-        for status in reached {
-            metrics.message(status);
-        }
-        metrics
-            .batches
-            .with_label_values(&["completed"])
-            .inc_by(completed);
-    }
+    batches.apply(&mut work, now).await?;
+    work.commit().await?;
     Ok(full)
 }
 
@@ -461,45 +487,12 @@ async fn housekeeping(state: AppState, mut stop: Stop) {
 
 pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Result<(), ApiError> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    let mut stale = Vec::new();
-    for name in [simulated::NAME, cloud::NAME] {
-        let lease = claim_lease(state, name).as_millis() as i64;
-        stale.extend(store::stale_claims(&mut tx, name, now - lease).await?);
-    }
-    let mut failed = 0;
-    let mut work = BatchWork::default();
-    for id in &stale {
-        let Some(mut msg) = store::get_any(&mut tx, id).await? else {
-            continue;
-        };
-        if state.messaging.channel(&msg.channel).resend_is_safe() {
-            store::requeue(&mut tx, id, now).await?;
-        } else {
-            let error = ErrorInfo {
-                code: "send_interrupted".into(),
-                message: "the backend stopped while handing this message to the channel; \
-                          it was not resent to avoid a duplicate"
-                    .into(),
-            };
-            if store::transition(&mut tx, &mut msg, Status::Failed, now, Some(&error), None).await?
-            {
-                failed += 1;
-                work.settled(&msg);
-            }
-        }
-    }
+    let mut work = UnitOfWork::begin(state).await?;
+    let recovered = recover_stale_claims(state, &mut work, now).await?;
     // Cloud API callbacks whose wamid became known since they arrived (a race with the send's
     // commit on another connection or backend), and ones that never will (older than a day).
-    let reached = cloud::callbacks::sweep_pending(&mut tx, now).await?;
-    let completed = work.apply(&mut tx, now).await?;
-    tx.commit().await?;
-    if !reached.is_empty() {
-        state.events_written();
-        for status in reached {
-            state.messaging.metrics.message(status);
-        }
-    }
+    cloud::callbacks::sweep_pending(&mut work, now).await?;
+    work.commit().await?;
     // Outside the claim transaction: the sweep's row locks have nothing to do with the messages'.
     let mut conn = state.db.acquire().await?;
     if sweep_keys {
@@ -507,21 +500,47 @@ pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Re
     }
     let depth = store::queue_depth(&mut conn).await?;
     drop(conn);
-    if !stale.is_empty() {
-        tracing::info!(count = stale.len(), "recovered interrupted message claims");
-        state.messaging.wake_dispatcher();
-    }
-    if failed > 0 {
-        state.events_written();
-        let metrics = &state.messaging.metrics;
-        metrics.messages_n(Status::Failed, failed);
-        metrics
-            .batches
-            .with_label_values(&["completed"])
-            .inc_by(completed);
+    if recovered > 0 {
+        tracing::info!(count = recovered, "recovered interrupted message claims");
     }
     state.messaging.metrics.queue_depth.set(depth);
     Ok(())
+}
+
+/// Takes back the claims whose lease ran out: requeued where the channel can resend safely,
+/// failed (`send_interrupted`) where a resend could duplicate. Returns how many.
+async fn recover_stale_claims(
+    state: &AppState,
+    work: &mut UnitOfWork,
+    now: i64,
+) -> Result<usize, ApiError> {
+    let mut stale = Vec::new();
+    for name in [simulated::NAME, cloud::NAME] {
+        let lease = claim_lease(state, name).as_millis() as i64;
+        stale.extend(store::stale_claims(work, name, now - lease).await?);
+    }
+    let mut batches = BatchWork::default();
+    for id in &stale {
+        let Some(mut msg) = store::get_any(work, id).await? else {
+            continue;
+        };
+        if state.messaging.channel(&msg.channel).resend_is_safe() {
+            store::requeue(work, id, now).await?;
+            work.messages_requeued();
+        } else {
+            let error = ErrorInfo {
+                code: "send_interrupted".into(),
+                message: "the backend stopped while handing this message to the channel; \
+                          it was not resent to avoid a duplicate"
+                    .into(),
+            };
+            if store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await? {
+                batches.settled(&msg);
+            }
+        }
+    }
+    batches.apply(work, now).await?;
+    Ok(stale.len())
 }
 
 #[cfg(test)]

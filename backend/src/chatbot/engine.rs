@@ -1,9 +1,8 @@
-//! Moving contacts through flows. Every function works on the caller's transaction: the run, the
+//! Moving contacts through flows. Every function works in the caller's unit of work: the run, the
 //! contact's mirrored state, the bot's queued messages, contact changes from actions and the
-//! events all commit together (the caller then wakes the dispatcher and the event sender).
+//! events all commit together (and the commit wakes the dispatcher and the event sender).
 
 use serde_json::{json, Map, Value};
-use sqlx::AnyConnection;
 
 use super::{
     store::{self, Run},
@@ -20,6 +19,7 @@ use crate::{
         ButtonReply, Content, Direction, InteractiveContent, TextContent,
     },
     templates,
+    unit_of_work::UnitOfWork,
 };
 
 /// Who the bot acts for and through which channel its messages go.
@@ -34,12 +34,8 @@ pub struct Ctx<'a> {
 pub struct Outcome {
     /// Bot messages queued.
     pub messages: Vec<String>,
-    /// Metric labels: `started`, `advanced`, `completed`, `handover`, `paused`, `resumed`.
-    pub happenings: Vec<&'static str>,
     /// The contact's state afterwards (`None`: not in a flow).
     pub state: Option<ChatbotState>,
-    /// Events were emitted (bot messages are not events until they change status).
-    pub emitted: bool,
 }
 
 fn value_text(value: &Value) -> Option<String> {
@@ -73,7 +69,7 @@ fn render(text: &str, run: &Run, contact: &Contact, reply: Option<&str>) -> Stri
 /// Starts `flow` for the contact (replacing any run it was in); 409 `chatbot_paused` while a
 /// human has the conversation.
 pub async fn trigger(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     mut contact: Contact,
     flow: &Flow,
@@ -99,7 +95,7 @@ pub async fn trigger(
 }
 
 async fn start(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &mut Contact,
     flow: &Flow,
@@ -115,7 +111,7 @@ async fn start(
         variables,
         started_at: now_ms(),
     };
-    out.happenings.push("started");
+    conn.chatbot_happened("started");
     let start = flow.definition.start.clone();
     enter(conn, ctx, flow, &mut run, contact, &start, reply, out).await
 }
@@ -123,7 +119,7 @@ async fn start(
 /// Feeds an inbound message to the bot: moves the contact along its flow, or starts a flow
 /// whose keyword the text matches. Silent while paused.
 pub async fn on_inbound(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     mut contact: Contact,
     text: Option<&str>,
@@ -162,7 +158,7 @@ pub async fn on_inbound(
     };
     match next_step(&step, text, button) {
         Some(next) => {
-            out.happenings.push("advanced");
+            conn.chatbot_happened("advanced");
             enter(
                 conn,
                 ctx,
@@ -244,7 +240,7 @@ pub fn keyword_matches(keyword: &str, text: &str) -> bool {
 }
 
 async fn flow_for_keyword(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     text: &str,
 ) -> Result<Option<Flow>, sqlx::Error> {
@@ -259,7 +255,7 @@ async fn flow_for_keyword(
 
 #[allow(clippy::too_many_arguments)]
 async fn enter(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     flow: &Flow,
     run: &mut Run,
@@ -273,7 +269,7 @@ async fn enter(
         return Ok(());
     };
     for action in &step.actions {
-        apply(conn, ctx, run, contact, action, reply, out).await?;
+        apply(conn, ctx, run, contact, action, reply).await?;
     }
     if let Some(message) = &step.message {
         send(conn, ctx, flow, run, contact, message, reply, out).await?;
@@ -287,8 +283,7 @@ async fn enter(
             run.paused = true;
             store::save_run(conn, ctx.account_id, run).await?;
             handover_event(conn, ctx, contact, run, "flow").await?;
-            out.happenings.push("handover");
-            out.emitted = true;
+            conn.chatbot_happened("handover");
             out.state = Some(run.state());
         }
         None => {
@@ -300,20 +295,20 @@ async fn enter(
 }
 
 async fn end_run(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact_id: &str,
     out: &mut Outcome,
 ) -> Result<(), ApiError> {
     store::delete_run(conn, ctx.account_id, contact_id).await?;
     contacts::set_chatbot(conn, ctx.account_id, contact_id, None).await?;
-    out.happenings.push("completed");
+    conn.chatbot_happened("completed");
     out.state = None;
     Ok(())
 }
 
 async fn handover_event(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
     run: &Run,
@@ -337,13 +332,12 @@ async fn handover_event(
 }
 
 async fn apply(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     run: &Run,
     contact: &mut Contact,
     action: &Action,
     reply: Option<&str>,
-    out: &mut Outcome,
 ) -> Result<(), ApiError> {
     let patch = match action {
         Action::SetTag { tag } => {
@@ -370,7 +364,6 @@ async fn apply(
     match contacts::update(conn, ctx.account_id, &contact.id, patch).await {
         Ok(updated) => {
             *contact = updated;
-            out.emitted = true;
         }
         // A flow's action must not break the conversation (e.g. the 51st tag): log and go on.
         Err(err) if !err.status().is_server_error() => {
@@ -383,7 +376,7 @@ async fn apply(
 
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     flow: &Flow,
     run: &Run,
@@ -435,7 +428,7 @@ async fn send(
 /// Pauses the contact's bot (a human takes over) and emits `chatbot.handover`; 409
 /// `chatbot_not_active` if the contact is in no flow. Pausing twice changes nothing.
 pub async fn pause(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
 ) -> Result<Outcome, ApiError> {
@@ -445,8 +438,7 @@ pub async fn pause(
         run.paused = true;
         store::save_run(conn, ctx.account_id, &run).await?;
         handover_event(conn, ctx, contact, &run, "paused").await?;
-        out.emitted = true;
-        out.happenings.push("paused");
+        conn.chatbot_happened("paused");
     }
     out.state = Some(run.state());
     Ok(out)
@@ -456,7 +448,7 @@ pub async fn pause(
 /// step it was on. Resuming after a flow's handover step ends the flow (the handover was its
 /// last step).
 pub async fn resume(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
 ) -> Result<Outcome, ApiError> {
@@ -466,7 +458,7 @@ pub async fn resume(
     if !run.paused {
         return Ok(out);
     }
-    out.happenings.push("resumed");
+    conn.chatbot_happened("resumed");
     let flow = store::get(conn, ctx.account_id, &run.flow_id).await?;
     let step = flow.as_ref().and_then(|f| f.definition.step(&run.step));
     if step.is_none_or(|s| s.end.is_some()) {
@@ -480,7 +472,7 @@ pub async fn resume(
 }
 
 async fn active_run(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
 ) -> Result<Run, ApiError> {

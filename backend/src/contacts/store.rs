@@ -1,7 +1,6 @@
 //! Contacts SQL. Every function takes the caller's connection (a transaction: `&mut *tx`) and
 //! an account id that scopes every statement, so no query can see another tenant's rows.
-//! Functions that change a contact emit its event on the same connection; the caller commits and
-//! then calls `AppState::events_written()`.
+//! Functions that change a contact take the operation's `UnitOfWork` and emit its event there.
 
 use serde_json::{Map, Value};
 use sqlx::{any::AnyRow, AnyConnection, Row};
@@ -11,6 +10,7 @@ use crate::{
     error::ApiError,
     events,
     ids::{new_id, now_ms},
+    unit_of_work::UnitOfWork,
 };
 
 /// `opted_in` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN columns,
@@ -111,7 +111,7 @@ pub async fn find_by_phone(
 
 /// Inserts unless the phone is taken; `None` when it was (the caller decides: 409 or reuse).
 async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     new: &NewContact,
 ) -> Result<Option<Contact>, sqlx::Error> {
@@ -143,7 +143,7 @@ async fn insert(
     .bind(Value::Object(contact.attributes.clone()).to_string())
     .bind(contact.opted_in)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?
     .rows_affected();
     if inserted == 0 {
@@ -178,7 +178,7 @@ async fn write_tags(
 /// Creates a validated contact and emits `contact.created`; 409 `contact_exists` if the account
 /// already has this number.
 pub async fn create(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     new: NewContact,
 ) -> Result<Contact, ApiError> {
@@ -193,7 +193,7 @@ pub async fn create(
 /// The contact with this number, created (opted in, nothing else known) if there is none.
 /// `true` when it was created; `contact.created` is then emitted on `conn`.
 pub async fn find_or_create(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     phone: &str,
 ) -> Result<(Contact, bool), ApiError> {
@@ -213,7 +213,7 @@ pub async fn find_or_create(
 
 /// Applies a patch and emits `contact.updated` (only if something changed); 404 if absent.
 pub async fn update(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     id: &str,
     patch: ContactPatch,
@@ -224,7 +224,7 @@ pub async fn update(
 /// `update`, plus an optional new phone number (the HTTP PATCH allows fixing a number):
 /// 409 `contact_exists` if another contact of the account has it.
 pub async fn update_with_phone(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     id: &str,
     patch: ContactPatch,
@@ -274,7 +274,7 @@ pub async fn update_with_phone(
     .bind(next.updated_at)
     .bind(account_id)
     .bind(id)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await;
     match updated {
         Ok(_) => {}

@@ -137,8 +137,9 @@ async fn status_never_moves_backwards() {
         )
         .await;
     let id = answer.body["id"].as_str().unwrap().to_string();
-    let db = &m.app.state.db;
-    let mut tx = db.begin().await.unwrap();
+    let mut tx = crate::unit_of_work::UnitOfWork::begin(&m.app.state)
+        .await
+        .unwrap();
     let mut msg = store::get(&mut tx, &m.account, &id).await.unwrap().unwrap();
     let t = msg.created_at;
     assert!(

@@ -1,19 +1,17 @@
 //! A customer's message arriving, from any channel (the sandbox, the WhatsApp Cloud API's
 //! callbacks): stored `received` with its `message.received` event, the contact created if new,
-//! and fed to the chatbot — all on the caller's transaction.
-
-use sqlx::AnyConnection;
+//! and fed to the chatbot — all in the caller's unit of work.
 
 use super::{
     store::{self, NewMessage},
-    Content, Direction, Message, Status,
+    Content, Direction, Message,
 };
 use crate::{
     chatbot::engine::{self, Ctx, Outcome},
     contacts,
     error::ApiError,
     ids::new_id,
-    state::AppState,
+    unit_of_work::UnitOfWork,
 };
 
 /// One inbound message: where it came from and what it carries.
@@ -28,10 +26,9 @@ pub struct Inbound<'a> {
     pub provider_message_id: Option<&'a str>,
 }
 
-/// Stores the message and runs the chatbot on it. The caller commits, then calls
-/// [`after_commit`].
+/// Stores the message and runs the chatbot on it; the caller commits.
 pub async fn receive(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     inbound: Inbound<'_>,
 ) -> Result<(Message, Outcome), ApiError> {
     let (contact, _) = contacts::find_or_create(conn, inbound.account_id, inbound.from).await?;
@@ -72,22 +69,4 @@ pub async fn receive(
     )
     .await?;
     Ok((message, outcome))
-}
-
-/// After the transaction of one or more [`receive`] calls committed: wake the event sender and
-/// the dispatcher (for the bot's answers) and count.
-pub fn after_commit(state: &AppState, received: usize, outcomes: Vec<Outcome>) {
-    state.events_written();
-    let metrics = &state.messaging.metrics;
-    metrics.messages_n(Status::Received, received as u64);
-    let queued: usize = outcomes.iter().map(|o| o.messages.len()).sum();
-    if queued > 0 {
-        state.messaging.wake_dispatcher();
-        metrics.messages_n(Status::Queued, queued as u64);
-    }
-    for outcome in outcomes {
-        for happening in outcome.happenings {
-            metrics.chatbot.with_label_values(&[happening]).inc();
-        }
-    }
 }

@@ -4,7 +4,7 @@
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{Content, Direction, ErrorInfo, Message, Status};
-use crate::{error::ApiError, events, ids::now_ms};
+use crate::{error::ApiError, events, ids::now_ms, unit_of_work::UnitOfWork};
 
 pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
@@ -72,7 +72,7 @@ pub struct NewMessage {
 }
 
 /// Stores one message (and, for an inbound one, emits `message.received`).
-pub async fn insert(conn: &mut AnyConnection, new: NewMessage) -> Result<Message, sqlx::Error> {
+pub async fn insert(work: &mut UnitOfWork, new: NewMessage) -> Result<Message, sqlx::Error> {
     let now = now_ms();
     let (status, dispatch_at) = match new.direction {
         Direction::Outbound => (Status::Queued, Some(now)),
@@ -96,7 +96,7 @@ pub async fn insert(conn: &mut AnyConnection, new: NewMessage) -> Result<Message
     .bind(new.channel)
     .bind(dispatch_at)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **work)
     .await?;
     let message = Message {
         id: new.id,
@@ -119,14 +119,18 @@ pub async fn insert(conn: &mut AnyConnection, new: NewMessage) -> Result<Message
         updated_at: now,
         channel: new.channel.to_string(),
     };
-    if new.direction == Direction::Inbound {
-        events::emit(
-            conn,
-            &message.account_id,
-            "message.received",
-            message.to_json(),
-        )
-        .await?;
+    match new.direction {
+        Direction::Inbound => {
+            events::emit(
+                work,
+                &message.account_id,
+                "message.received",
+                message.to_json(),
+            )
+            .await?;
+            work.messages_reached(Status::Received, 1);
+        }
+        Direction::Outbound => work.messages_queued(1),
     }
     Ok(message)
 }
@@ -146,7 +150,7 @@ pub struct BatchRow {
 /// Stores a batch's messages with multi-row INSERTs, `INSERT_CHUNK` rows per statement: the
 /// difference between ~20 statements and 10,000 for a full bulk request.
 pub async fn insert_many(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     account_id: &str,
     batch_id: &str,
     kind: &str,
@@ -193,8 +197,9 @@ pub async fn insert_many(
                 .bind(row.index)
                 .bind(&row.reference);
         }
-        query.execute(&mut *conn).await?;
+        query.execute(&mut **work).await?;
     }
+    work.messages_queued(rows.len() as u64);
     Ok(())
 }
 
@@ -302,7 +307,7 @@ fn page(rows: Vec<AnyRow>, limit: i64) -> Result<(Vec<Message>, Option<String>),
 /// status's event when it moved. `next_report_at` is stored with the transition (the channel's
 /// next status report). Returns whether the message moved; `msg` is updated in memory if so.
 pub async fn transition(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     msg: &mut Message,
     to: Status,
     at: i64,
@@ -325,15 +330,16 @@ pub async fn transition(
         .bind(next_report_at)
         .bind(now_ms().max(at))
         .bind(&msg.id)
-        .execute(&mut *conn)
+        .execute(&mut **work)
         .await?
         .rows_affected()
         == 1;
     if moved {
         msg.apply(to, at, error);
         if let Some(event) = to.event_type() {
-            events::emit(conn, &msg.account_id, event, msg.to_json()).await?;
+            events::emit(work, &msg.account_id, event, msg.to_json()).await?;
         }
+        work.messages_reached(to, 1);
     }
     Ok(moved)
 }
@@ -569,7 +575,7 @@ pub async fn queue_depth(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
 /// that id (yet); `Some(moved)`: whether the status moved — a backward or repeated report
 /// changes nothing and emits nothing.
 pub async fn apply_provider_report(
-    conn: &mut AnyConnection,
+    work: &mut UnitOfWork,
     account_id: &str,
     provider_message_id: &str,
     status: Status,
@@ -583,16 +589,16 @@ pub async fn apply_provider_report(
     let row = sqlx::query(&sql)
         .bind(account_id)
         .bind(provider_message_id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **work)
         .await?;
     let Some(row) = row else { return Ok(None) };
     let mut msg = from_row(&row)?;
     // Taking the batch lock after the message's keeps the order every writer uses (messages,
     // then contacts, then batches by id), so this cannot deadlock with the workers.
-    let moved = transition(conn, &mut msg, status, at, error, None).await?;
+    let moved = transition(work, &mut msg, status, at, error, None).await?;
     if moved && !status.in_flight() {
         if let Some(batch_id) = msg.batch_id.clone() {
-            crate::batches::check_completed(conn, &msg.account_id, &batch_id).await?;
+            crate::batches::check_completed(work, &msg.account_id, &batch_id).await?;
         }
     }
     Ok(Some(moved))

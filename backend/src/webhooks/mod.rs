@@ -1,9 +1,9 @@
 //! The webhook sender (SPEC §8): endpoints customers register, a durable outbox of deliveries
 //! fanned out from the `events` table, and a worker that POSTs them, signed, with retries.
 //!
-//! Flow: a module commits a change with its event (`events::emit`) and calls
-//! `AppState::events_written()`; the fan-out (`outbox::run_fan_out`) turns each event into one
-//! delivery row per subscribed endpoint and wakes the worker (`worker::run`), which claims due
+//! Flow: a module writes its event (`events::emit`) in the change's `UnitOfWork`, whose commit
+//! wakes the fan-out (`outbox::run_fan_out`), which turns each event into one delivery row
+//! per subscribed endpoint and wakes the worker (`worker::run`), which claims due
 //! deliveries under a lease, sends them concurrently and hands each attempt to a recorder that
 //! writes results in small batched transactions. Everything lives in the database, so a crash
 //! loses nothing: an expired lease makes a delivery due again (at least once).

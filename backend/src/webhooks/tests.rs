@@ -30,6 +30,7 @@ use crate::{
     config::WebhooksConfig,
     events::{self, EVENT_TYPES},
     testing::{Console, TestApp},
+    unit_of_work::UnitOfWork,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -182,12 +183,11 @@ async fn create_endpoint(
 }
 
 async fn emit(app: &TestApp, account_id: &str, event_type: &str, data: Value) -> String {
-    let mut conn = app.state.db.acquire().await.unwrap();
-    let id = events::emit(&mut conn, account_id, event_type, data)
+    let mut work = UnitOfWork::begin(&app.state).await.unwrap();
+    let id = events::emit(&mut work, account_id, event_type, data)
         .await
         .unwrap();
-    drop(conn);
-    app.state.events_written();
+    work.commit().await.unwrap();
     id
 }
 

@@ -30,7 +30,6 @@ use sqlx::{AnyConnection, Row};
 use super::graph;
 use crate::{
     channel::settings::CloudSettings,
-    chatbot::engine::Outcome,
     contacts,
     error::ApiError,
     ids::{new_id, now_ms},
@@ -40,6 +39,7 @@ use crate::{
         MAX_CAPTION_CHARS, MAX_TEXT_CHARS,
     },
     state::AppState,
+    unit_of_work::UnitOfWork,
 };
 
 /// Reports waiting for their wamid are dropped after this long.
@@ -244,9 +244,7 @@ pub async fn apply(
 ) -> Result<Applied, ApiError> {
     let account_id = settings.account_id.as_str();
     let mut applied = Applied::default();
-    let mut reached: Vec<Status> = Vec::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut tx = state.db.begin().await?;
+    let mut tx = UnitOfWork::begin(state).await?;
     for change in payload.entry.iter().flat_map(|e| &e.changes) {
         let value = &change.value;
         // A change for another of the app's numbers is not this account's.
@@ -281,12 +279,7 @@ pub async fn apply(
             )
             .await?
             {
-                Some(moved) => {
-                    applied.statuses_applied += 1;
-                    if moved {
-                        reached.push(status);
-                    }
-                }
+                Some(_) => applied.statuses_applied += 1,
                 None => {
                     store_pending(&mut tx, account_id, &update.id, status, at, error.as_ref())
                         .await?;
@@ -310,7 +303,7 @@ pub async fn apply(
                 applied.ignored += 1;
                 continue;
             }
-            let (_, outcome) = inbound::receive(
+            inbound::receive(
                 &mut tx,
                 Inbound {
                     account_id,
@@ -321,16 +314,10 @@ pub async fn apply(
                 },
             )
             .await?;
-            outcomes.push(outcome);
             applied.messages_received += 1;
         }
     }
     tx.commit().await?;
-    let metrics = &state.messaging.metrics;
-    for status in reached {
-        metrics.message(status);
-    }
-    inbound::after_commit(state, applied.messages_received, outcomes);
     Ok(applied)
 }
 
@@ -362,17 +349,17 @@ async fn store_pending(
 /// Applies (and removes) the reports that waited for this wamid, in lifecycle order so that
 /// each status reached keeps its time. Returns the statuses reached.
 pub async fn apply_pending(
-    conn: &mut AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     provider_message_id: &str,
-) -> Result<Vec<Status>, ApiError> {
+) -> Result<(), ApiError> {
     let rows = sqlx::query(
         "SELECT id, status, at, error_code, error_message FROM channel_pending_reports \
          WHERE account_id = $1 AND provider_message_id = $2",
     )
     .bind(account_id)
     .bind(provider_message_id)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut **conn)
     .await?;
     let mut reports = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -395,9 +382,8 @@ pub async fn apply_pending(
         ));
     }
     reports.sort_by_key(|(status, at, _, _)| (status.rank(), *at));
-    let mut reached = Vec::new();
     for (status, at, error, id) in reports {
-        if store::apply_provider_report(
+        store::apply_provider_report(
             conn,
             account_id,
             provider_message_id,
@@ -405,41 +391,36 @@ pub async fn apply_pending(
             at,
             error.as_ref(),
         )
-        .await?
-            == Some(true)
-        {
-            reached.push(status);
-        }
+        .await?;
         sqlx::query("DELETE FROM channel_pending_reports WHERE id = $1")
             .bind(id)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
     }
-    Ok(reached)
+    Ok(())
 }
 
 /// Housekeeping: applies waiting reports whose wamid is now known and drops those older than a
 /// day (a wamid of another system, or of a send that failed as `send_outcome_unknown`).
-pub async fn sweep_pending(conn: &mut AnyConnection, now: i64) -> Result<Vec<Status>, ApiError> {
+pub async fn sweep_pending(conn: &mut UnitOfWork, now: i64) -> Result<(), ApiError> {
     let known: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT p.account_id, p.provider_message_id FROM channel_pending_reports p \
          JOIN messages m ON m.account_id = p.account_id \
          AND m.provider_message_id = p.provider_message_id LIMIT 200",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut **conn)
     .await?;
-    let mut reached = Vec::new();
     let mut seen = BTreeSet::new();
     for (account_id, wamid) in known {
         if seen.insert((account_id.clone(), wamid.clone())) {
-            reached.extend(apply_pending(conn, &account_id, &wamid).await?);
+            apply_pending(conn, &account_id, &wamid).await?;
         }
     }
     sqlx::query("DELETE FROM channel_pending_reports WHERE created_at < $1")
         .bind(now - PENDING_TTL_MS)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
-    Ok(reached)
+    Ok(())
 }
 
 #[cfg(test)]

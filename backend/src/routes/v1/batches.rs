@@ -20,7 +20,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     idempotency::Idempotency,
-    messages::{self, Status},
+    messages,
     openapi::ErrorBody,
     state::AppState,
 };
@@ -174,16 +174,10 @@ pub async fn cancel(
     idem: Idempotency,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    let mut tx = idem.begin(&state.db).await?;
-    let (batch, failed) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
+    let mut tx = idem.begin(&state).await?;
+    let (batch, _) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
     let counts = store::counts(&mut tx, &id).await?;
     let view = batch.view(counts);
     idem.commit(tx, StatusCode::OK, &view).await?;
-    if let Some(failed) = failed {
-        state.events_written();
-        let metrics = &state.messaging.metrics;
-        metrics.messages_n(Status::Failed, failed);
-        metrics.batches.with_label_values(&["cancelled"]).inc();
-    }
     Ok(Json(view))
 }

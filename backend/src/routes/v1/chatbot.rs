@@ -17,13 +17,13 @@ use crate::{
     auth::gateway::Caller,
     channel::window,
     chatbot::{
-        engine::{self, Ctx, Outcome},
+        engine::{self, Ctx},
         store, Action, BotMessage, End, FlowView, Step, Transition,
     },
     contacts::{self, ChatbotState},
     error::{ApiError, ApiResult},
     idempotency::Idempotency,
-    messages::{ReplyButton, Status},
+    messages::ReplyButton,
     openapi::ErrorBody,
     state::AppState,
     templates,
@@ -118,17 +118,6 @@ pub struct TriggerAnswer {
     pub messages: Vec<String>,
 }
 
-fn record(state: &AppState, outcome: &Outcome) {
-    let metrics = &state.messaging.metrics;
-    for happening in &outcome.happenings {
-        metrics.chatbot.with_label_values(&[happening]).inc();
-    }
-    if !outcome.messages.is_empty() {
-        metrics.messages_n(Status::Queued, outcome.messages.len() as u64);
-        state.messaging.wake_dispatcher();
-    }
-}
-
 /// Start a flow for a contact
 ///
 /// The contact enters the flow's start step (replacing any flow it was in) and gets its first
@@ -156,7 +145,7 @@ pub async fn trigger(
         templates::variable_text(name, value)?;
     }
     let account_id = caller.account_id.as_str();
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(&state).await?;
     let flow = store::get(&mut tx, account_id, &id)
         .await?
         .ok_or(ApiError::not_found("flow"))?;
@@ -191,8 +180,6 @@ pub async fn trigger(
         messages: outcome.messages.clone(),
     };
     idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
-    state.events_written();
-    record(&state, &outcome);
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
@@ -203,7 +190,7 @@ async fn pause_or_resume(
     contact_id: &str,
     pause: bool,
 ) -> ApiResult<Json<Value>> {
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(state).await?;
     let contact = contacts::get(&mut tx, account_id, contact_id)
         .await?
         .ok_or(ApiError::not_found("contact"))?;
@@ -211,20 +198,16 @@ async fn pause_or_resume(
         account_id,
         channel: state.messaging.channel_for(&mut tx, account_id).await?,
     };
-    let outcome = if pause {
-        engine::pause(&mut tx, ctx, &contact).await?
+    if pause {
+        engine::pause(&mut tx, ctx, &contact).await?;
     } else {
-        engine::resume(&mut tx, ctx, &contact).await?
-    };
+        engine::resume(&mut tx, ctx, &contact).await?;
+    }
     let contact = contacts::get(&mut tx, account_id, contact_id)
         .await?
         .ok_or(ApiError::not_found("contact"))?
         .to_json();
     idem.commit(tx, StatusCode::OK, &contact).await?;
-    if outcome.emitted {
-        state.events_written();
-    }
-    record(state, &outcome);
     Ok(Json(contact))
 }
 

@@ -19,6 +19,7 @@ use crate::{
     idempotency::Idempotency,
     openapi::ErrorBody,
     state::AppState,
+    unit_of_work::UnitOfWork,
 };
 
 pub fn router() -> Router<AppState> {
@@ -150,10 +151,9 @@ async fn create(
         opted_in: body.opted_in.unwrap_or(true),
         phone: body.phone,
     };
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(&state).await?;
     let contact = store::create(&mut tx, &caller.account_id, new).await?;
     idem.commit(tx, StatusCode::CREATED, &contact).await?;
-    state.events_written();
     Ok((StatusCode::CREATED, Json(contact)))
 }
 
@@ -227,11 +227,10 @@ async fn patch(
         attributes: body.attributes,
         opted_in: body.opted_in,
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = UnitOfWork::begin(&state).await?;
     let contact =
         store::update_with_phone(&mut tx, &caller.account_id, &id, patch, body.phone).await?;
     tx.commit().await?;
-    state.events_written();
     Ok(Json(contact))
 }
 
@@ -545,7 +544,9 @@ mod tests {
     #[tokio::test]
     async fn rust_api_for_other_modules() {
         let (app, a, _) = app_with_two_accounts().await;
-        let mut tx = app.state.db.begin().await.unwrap();
+        let mut tx = crate::unit_of_work::UnitOfWork::begin(&app.state)
+            .await
+            .unwrap();
         let (contact, created) = contacts::find_or_create(&mut tx, &a, "+14155550199")
             .await
             .unwrap();

@@ -29,6 +29,7 @@ use crate::{
     openapi::ErrorBody,
     state::AppState,
     templates,
+    unit_of_work::UnitOfWork,
 };
 
 pub fn router() -> Router<AppState> {
@@ -54,7 +55,7 @@ pub struct ApiDoc;
 /// The contact a request addresses: `to` (an E.164 number, the contact created if new, or a
 /// contact id) or `contact_id`. Emits `contact.created` on `conn` for a new number.
 pub async fn resolve_contact(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut UnitOfWork,
     account_id: &str,
     to: Option<&str>,
     contact_id: Option<&str>,
@@ -182,7 +183,7 @@ pub async fn send(
         _ => {}
     }
     let account_id = caller.account_id.as_str();
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(&state).await?;
     let content = match (req.text, req.template, req.media) {
         (Some(text), _, _) => Content::Text(text),
         (_, _, Some(media)) => Content::Media(media),
@@ -245,9 +246,6 @@ pub async fn send(
     .await?;
     let view = message.view();
     idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
-    state.events_written();
-    state.messaging.wake_dispatcher();
-    state.messaging.metrics.message(Status::Queued);
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
@@ -414,9 +412,9 @@ pub async fn inbound(
         }
     };
     let account_id = caller.account_id.as_str();
-    let mut tx = idem.begin(&state.db).await?;
+    let mut tx = idem.begin(&state).await?;
     let channel = state.messaging.channel_for(&mut tx, account_id).await?;
-    let (message, outcome) = inbound::receive(
+    let (message, _) = inbound::receive(
         &mut tx,
         inbound::Inbound {
             account_id,
@@ -429,6 +427,5 @@ pub async fn inbound(
     .await?;
     let view = message.view();
     idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
-    inbound::after_commit(&state, 1, vec![outcome]);
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

@@ -400,7 +400,8 @@ async fn prune(state: &AppState) {
     }
 }
 
-/// The fan-out loop: woken by `events_written()`, polling as a fallback.
+/// The fan-out loop: woken by `UnitOfWork::commit` when events were written, polling as a
+/// fallback (for events another backend wrote).
 pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
     let max_pending = state
         .config
