@@ -1,16 +1,30 @@
 //! Backend configuration: YAML file, then `WIZ_BACKEND__*` environment variables on top
-//! (`__` between nesting levels), then validation. Library code never reads the environment:
-//! `main` passes it in, so tests can hand over exactly what they want.
+//! (`__` between nesting levels; `WIZ_ADMIN_EMAIL` / `WIZ_ADMIN_PASSWORD` last), then each
+//! section checks itself, errors naming the full key path. Library code never reads the
+//! environment: `main` passes it in, so tests can hand over exactly what they want.
+//!
+//! Written the same way as the gateway's `config` module. The backend keeps no separate compiled
+//! form: its sections already hold typed values (`Duration`s, a `SocketAddr`), and consumers read
+//! them under the file's names (`config.webhooks.lease`).
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::Path, time::Duration};
 
 use figment::{
-    providers::{Format, Serialized, Yaml},
-    Figment,
+    providers::{Format, Yaml},
+    value::{Dict, Map, Value},
+    Figment, Metadata, Profile, Provider,
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+pub const ENV_PREFIX: &str = "WIZ_BACKEND__";
+
+/// Older names kept working, applied after the `WIZ_BACKEND__*` variables.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("WIZ_ADMIN_EMAIL", "admin.email"),
+    ("WIZ_ADMIN_PASSWORD", "admin.password"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Private listener; only the gateway talks to it.
@@ -66,7 +80,85 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+impl Config {
+    /// File (if present) → `WIZ_BACKEND__*` variables → `WIZ_ADMIN_*` → validation.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        let mut file_name = None;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                file_name = Some(format!("config file {}", path.display()));
+                figment = figment.merge(Yaml::string(&text));
+            }
+            // A missing file means "all defaults".
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+        let mut aliases = Vec::new();
+        for (name, value) in env {
+            if let Some(var) = EnvVar::prefixed(ENV_PREFIX, &name, &value) {
+                figment = figment.merge(var);
+            } else if let Some(var) = EnvVar::alias(&name, &value) {
+                aliases.push(var);
+            }
+        }
+        for var in aliases {
+            figment = figment.merge(var);
+        }
+        let config: Config = figment
+            .extract_lossy()
+            .map_err(|e| ConfigError::parse(e, file_name.as_deref()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section; all problems are reported at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        let p = &mut problems;
+        if self.internal_token.len() < 32 {
+            p.add(
+                "internal_token",
+                "must be set (WIZ_BACKEND__INTERNAL_TOKEN), at least 32 characters",
+            );
+        }
+        if !self.secrets_key.is_empty() && self.secrets_key.len() < crate::secrets::MIN_KEY_LEN {
+            p.add(
+                "secrets_key",
+                "at least 32 characters (or empty: generated into secrets_key_file)",
+            );
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            p.add("database_url", "must start with sqlite: or postgres://");
+        }
+        if self.max_body_bytes < 1024 {
+            p.add("max_body_bytes", "must be at least 1024");
+        }
+        p.section("listen_tls", |p| self.listen_tls.check(p));
+        p.section("session", |p| self.session.check(p));
+        p.section("login_throttle", |p| self.login_throttle.check(p));
+        p.section("password_hashing", |p| self.password_hashing.check(p));
+        p.section("webhooks", |p| self.webhooks.check(p));
+        p.section("account_limits", |p| self.account_limits.check(p));
+        p.section("channel", |p| self.channel.check(p));
+        p.section("playground", |p| self.playground.check(p));
+        p.section("admin", |p| self.admin.check(p));
+        problems.into_result()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenTlsConfig {
     /// PEM certificate chain, leaf first.
@@ -75,7 +167,22 @@ pub struct ListenTlsConfig {
     pub key: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+impl ListenTlsConfig {
+    fn check(&self, p: &mut Problems) {
+        match (&self.cert, &self.key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                if let Err(reason) = crate::tls::server_config(Path::new(cert), Path::new(key)) {
+                    p.add("", reason);
+                }
+            }
+            (None, Some(_)) => p.add("cert", "must be set with listen_tls.key"),
+            (Some(_), None) => p.add("key", "must be set with listen_tls.cert"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -83,7 +190,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -100,14 +207,14 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// How long a console session lives without use (sliding: each use extends it).
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How long a console session lives at most after the login, however much it is used.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub absolute_lifetime: Duration,
     /// Mark the session cookie `Secure` (set when the console is served over HTTPS).
     pub cookie_secure: bool,
@@ -123,11 +230,23 @@ impl Default for SessionConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl SessionConfig {
+    fn check(&self, p: &mut Problems) {
+        p.at_least("ttl", self.ttl, Duration::from_secs(1), "1s");
+        p.at_least(
+            "absolute_lifetime",
+            self.absolute_lifetime,
+            Duration::from_secs(1),
+            "1s",
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlaygroundConfig {
     /// Lifetime of a Playground credential (`POST /admin/keys/{id}/playground-credential`).
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub credential_ttl: Duration,
 }
 
@@ -139,13 +258,21 @@ impl Default for PlaygroundConfig {
     }
 }
 
+impl PlaygroundConfig {
+    fn check(&self, p: &mut Problems) {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.credential_ttl) {
+            p.add("credential_ttl", "must be from 1s to 1h");
+        }
+    }
+}
+
 /// The console login throttle (`accounts::login_throttle` explains the design).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginThrottleConfig {
     /// Failed logins allowed per (email, client IP) within `window`; then 429 for that pair only.
     pub max_failures: u32,
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Failures of one email, across all IPs, within `window` after which its attempts are
     /// spaced `slowdown_interval` apart (slowed, never refused).
@@ -153,10 +280,10 @@ pub struct LoginThrottleConfig {
     /// Failures from one client IP (IPv6: one /64), across all emails, within `window` after
     /// which its attempts are spaced `slowdown_interval` apart (slowed, never refused).
     pub ip_slowdown_after: u32,
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub slowdown_interval: Duration,
     /// The longest a slowed attempt waits for its turn; then it goes ahead.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub max_slowdown: Duration,
     /// Entries kept per counter ((email, IP) pairs, emails, IPs); the least recently used
     /// entry is forgotten beyond. Each costs about 100 bytes.
@@ -177,14 +304,32 @@ impl Default for LoginThrottleConfig {
     }
 }
 
+impl LoginThrottleConfig {
+    fn check(&self, p: &mut Problems) {
+        for (field, value) in [
+            ("max_failures", self.max_failures),
+            ("email_slowdown_after", self.email_slowdown_after),
+            ("ip_slowdown_after", self.ip_slowdown_after),
+        ] {
+            if value == 0 {
+                p.add(field, "must be positive");
+            }
+        }
+        if self.window.is_zero() {
+            p.add("window", "must be positive");
+        }
+        p.range("capacity", self.capacity, 1_000..=10_000_000);
+    }
+}
+
 /// Argon2 is ~19 MiB and tens of milliseconds of one core per hash: how many run at once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PasswordHashingConfig {
     /// Password hashes and checks running at once; 0 means one per CPU core.
     pub max_concurrent: usize,
     /// How long an attempt waits for a turn before it is refused with 503 `server_busy`.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
 }
 
@@ -197,40 +342,45 @@ impl Default for PasswordHashingConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl PasswordHashingConfig {
+    fn check(&self, p: &mut Problems) {
+        if self.max_concurrent > 1024 {
+            p.add("max_concurrent", "at most 1024 (0: one per core)");
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Let webhook URLs reach loopback/private/link-local hosts (development and tests only);
     /// off, every special-purpose address (`webhooks::ssrf::SPECIAL`) is refused.
     pub allow_private_targets: bool,
     /// Delays after the first attempt; one retry per entry.
-    #[serde(
-        serialize_with = "serialize_duration_list",
-        deserialize_with = "deserialize_duration_list"
-    )]
+    #[serde(deserialize_with = "duration_list")]
     pub retry_schedule: Vec<Duration>,
     /// Whole-request timeout of one delivery attempt.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Deliveries in flight across all endpoints, per backend process.
     pub max_in_flight: usize,
     /// Deliveries in flight to any one endpoint.
     pub max_in_flight_per_endpoint: usize,
     /// How long the previous secret keeps signing after a rotation.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub rotation_overlap: Duration,
     /// An endpoint failing without a single success for this long is disabled.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub disable_after: Duration,
     /// How long a claimed delivery stays reserved for the backend that claimed it; if that
     /// backend dies, the delivery is attempted again after this. Longer than `timeout`.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Finished deliveries (with their attempts) and endpoint log lines older than this are
     /// deleted, so the delivery log does not grow without bound.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
 }
 
@@ -254,7 +404,35 @@ impl Default for WebhooksConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl WebhooksConfig {
+    fn check(&self, p: &mut Problems) {
+        if self.retry_schedule.len() > 20 {
+            p.add("retry_schedule", "at most 20 retries");
+        }
+        for (field, value) in [
+            ("max_in_flight", self.max_in_flight),
+            (
+                "max_in_flight_per_endpoint",
+                self.max_in_flight_per_endpoint,
+            ),
+        ] {
+            if value == 0 {
+                p.add(field, "must be positive");
+            }
+        }
+        if self.lease <= self.timeout {
+            p.add("lease", "must be longer than webhooks.timeout");
+        }
+        p.at_least(
+            "history_retention",
+            self.history_retention,
+            Duration::from_secs(3600),
+            "1h",
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccountLimitsConfig {
     /// API keys not revoked (revoking one frees its place); over it, `POST /admin/keys` is 422
@@ -279,14 +457,28 @@ impl Default for AccountLimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl AccountLimitsConfig {
+    fn check(&self, p: &mut Problems) {
+        for (field, value) in [
+            ("max_api_keys", self.max_api_keys),
+            ("max_webhook_endpoints", self.max_webhook_endpoints),
+            (
+                "max_pending_deliveries_per_endpoint",
+                self.max_pending_deliveries_per_endpoint,
+            ),
+        ] {
+            if value == 0 {
+                p.add(field, "must be at least 1");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Delays of the simulated channel's `sent`, `delivered` and `read` after the send.
-    #[serde(
-        serialize_with = "serialize_duration_list",
-        deserialize_with = "deserialize_duration_list"
-    )]
+    #[serde(deserialize_with = "duration_list")]
     pub timeline: Vec<Duration>,
     /// Messages per second per account, like WhatsApp's per-number default.
     pub rate_per_second: u32,
@@ -296,7 +488,7 @@ pub struct ChannelConfig {
 
 /// Where and how the Cloud API channel talks to Meta's Graph API. Tests point `graph_base_url`
 /// at a local fake; nothing else in the code names Meta's host.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhatsAppConfig {
     /// Scheme and host of the Graph API, without a trailing slash.
@@ -305,13 +497,13 @@ pub struct WhatsAppConfig {
     pub api_version: String,
     /// Whole-request timeout of one send. A send that times out after the request went out is
     /// failed (`send_outcome_unknown`), never repeated: Meta may have accepted it.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// First pause of a phone number after Meta answered 429 / `130429`; doubles per repeated
     /// refusal (up to 5 minutes), or Meta's `Retry-After` when it says more.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "humantime_serde")]
     pub throttle_backoff: Duration,
     /// Throughput refusals a message may get before it fails with `throughput_limited`.
     pub max_throttle_retries: u32,
@@ -333,6 +525,38 @@ impl Default for WhatsAppConfig {
     }
 }
 
+impl WhatsAppConfig {
+    fn check(&self, p: &mut Problems) {
+        let base = self.graph_base_url.as_str();
+        if !(base.starts_with("https://") || base.starts_with("http://")) || base.ends_with('/') {
+            p.add(
+                "graph_base_url",
+                "must be an http(s) URL without a trailing slash",
+            );
+        }
+        let version_ok = self
+            .api_version
+            .strip_prefix('v')
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if !version_ok {
+            p.add("api_version", "like v23.0");
+        }
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                p.add(field, "must be positive");
+            }
+        }
+        p.range(
+            "webhook_max_body_bytes",
+            self.webhook_max_body_bytes,
+            1024..=16 * 1024 * 1024,
+        );
+    }
+}
+
 impl Default for ChannelConfig {
     fn default() -> Self {
         Self {
@@ -347,7 +571,22 @@ impl Default for ChannelConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+impl ChannelConfig {
+    fn check(&self, p: &mut Problems) {
+        if self.timeline.len() != 3 {
+            p.add(
+                "timeline",
+                "needs exactly three delays: sent, delivered, read",
+            );
+        }
+        if self.rate_per_second == 0 {
+            p.add("rate_per_second", "must be positive");
+        }
+        p.section("whatsapp", |p| self.whatsapp.check(p));
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub email: String,
@@ -355,259 +594,207 @@ pub struct AdminConfig {
     pub password: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Parse(String),
-    #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+impl AdminConfig {
+    fn check(&self, p: &mut Problems) {
+        if !self.email.is_empty() && !self.email.contains('@') {
+            p.add("email", "not an email address");
+        }
+    }
 }
 
-impl Config {
-    /// File (if present) → `WIZ_BACKEND__*` variables → `WIZ_ADMIN_*` → validation.
-    pub fn load(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if path.exists() {
-            figment = figment.merge(Yaml::file_exact(path));
-        }
-        let mut admin_email = None;
-        let mut admin_password = None;
-        let mut overrides = Vec::new();
-        for (name, value) in env {
-            match name.as_str() {
-                "WIZ_ADMIN_EMAIL" => admin_email = Some(value),
-                "WIZ_ADMIN_PASSWORD" => admin_password = Some(value),
-                _ => {
-                    if let Some(rest) = name.strip_prefix("WIZ_BACKEND__") {
-                        let key = rest.to_ascii_lowercase().replace("__", ".");
-                        overrides.push((key, value));
-                    }
-                }
-            }
-        }
-        for (key, value) in overrides {
-            figment = figment.merge(Serialized::global(&key, env_value(&value)));
-        }
-        let mut config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
-        if let Some(email) = admin_email {
-            config.admin.email = email;
-        }
-        if let Some(password) = admin_password {
-            config.admin.password = password;
-        }
-        config.validate()?;
-        Ok(config)
-    }
+/// One invalid field: its full key path (`limits.redis_url`, `backends[1]`), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+    /// Where the bad value came from (file or variable), when known.
+    pub origin: Option<String>,
+}
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.to_string(),
-            })
-        };
-        if self.internal_token.len() < 32 {
-            return invalid(
-                "internal_token",
-                "must be set (WIZ_BACKEND__INTERNAL_TOKEN), at least 32 characters",
-            );
-        }
-        if !self.secrets_key.is_empty() && self.secrets_key.len() < crate::secrets::MIN_KEY_LEN {
-            return invalid(
-                "secrets_key",
-                "at least 32 characters (or empty: generated into secrets_key_file)",
-            );
-        }
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
-        {
-            return invalid("database_url", "must start with sqlite: or postgres://");
-        }
-        if self.max_body_bytes < 1024 {
-            return invalid("max_body_bytes", "must be at least 1024");
-        }
-        if self.session.ttl < Duration::from_secs(1) {
-            return invalid("session.ttl", "must be at least 1s");
-        }
-        if self.session.absolute_lifetime < Duration::from_secs(1) {
-            return invalid("session.absolute_lifetime", "must be at least 1s");
-        }
-        let throttle = &self.login_throttle;
-        if throttle.max_failures == 0
-            || throttle.email_slowdown_after == 0
-            || throttle.ip_slowdown_after == 0
-        {
-            return invalid(
-                "login_throttle",
-                "max_failures, email_slowdown_after and ip_slowdown_after must be positive",
-            );
-        }
-        if throttle.window.is_zero() {
-            return invalid("login_throttle.window", "must be positive");
-        }
-        if !(1_000..=10_000_000).contains(&throttle.capacity) {
-            return invalid("login_throttle.capacity", "between 1000 and 10000000");
-        }
-        if self.password_hashing.max_concurrent > 1024 {
-            return invalid(
-                "password_hashing.max_concurrent",
-                "at most 1024 (0: one per core)",
-            );
-        }
-        if self.webhooks.retry_schedule.len() > 20 {
-            return invalid("webhooks.retry_schedule", "at most 20 retries");
-        }
-        if self.webhooks.max_in_flight == 0 || self.webhooks.max_in_flight_per_endpoint == 0 {
-            return invalid("webhooks.max_in_flight", "must be positive");
-        }
-        if self.webhooks.lease <= self.webhooks.timeout {
-            return invalid("webhooks.lease", "must be longer than webhooks.timeout");
-        }
-        if self.webhooks.history_retention < Duration::from_secs(3600) {
-            return invalid("webhooks.history_retention", "must be at least 1h");
-        }
-        let limits = &self.account_limits;
-        for (field, value) in [
-            ("account_limits.max_api_keys", limits.max_api_keys),
-            (
-                "account_limits.max_webhook_endpoints",
-                limits.max_webhook_endpoints,
-            ),
-            (
-                "account_limits.max_pending_deliveries_per_endpoint",
-                limits.max_pending_deliveries_per_endpoint,
-            ),
-        ] {
-            if value == 0 {
-                return invalid(field, "must be at least 1");
-            }
-        }
-        if self.channel.timeline.len() != 3 {
-            return invalid(
-                "channel.timeline",
-                "needs exactly three delays: sent, delivered, read",
-            );
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
-            .contains(&self.playground.credential_ttl)
-        {
-            return invalid("playground.credential_ttl", "must be from 1s to 1h");
-        }
-        if self.channel.rate_per_second == 0 {
-            return invalid("channel.rate_per_second", "must be positive");
-        }
-        let wa = &self.channel.whatsapp;
-        let base = wa.graph_base_url.as_str();
-        if !(base.starts_with("https://") || base.starts_with("http://")) || base.ends_with('/') {
-            return invalid(
-                "channel.whatsapp.graph_base_url",
-                "must be an http(s) URL without a trailing slash",
-            );
-        }
-        let version_ok = wa
-            .api_version
-            .strip_prefix('v')
-            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-        if !version_ok {
-            return invalid("channel.whatsapp.api_version", "like v23.0");
-        }
-        if wa.timeout.is_zero() || wa.connect_timeout.is_zero() {
-            return invalid("channel.whatsapp.timeout", "must be positive");
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&wa.webhook_max_body_bytes) {
-            return invalid(
-                "channel.whatsapp.webhook_max_body_bytes",
-                "between 1024 and 16777216",
-            );
-        }
-        if !self.admin.email.is_empty() && !self.admin.email.contains('@') {
-            return invalid("admin.email", "not an email address");
-        }
-        match (&self.listen_tls.cert, &self.listen_tls.key) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                if let Err(reason) = crate::tls::server_config(Path::new(cert), Path::new(key)) {
-                    return Err(ConfigError::Invalid {
-                        field: "listen_tls",
-                        reason,
-                    });
-                }
-            }
-            (None, Some(_)) => {
-                return invalid("listen_tls.cert", "must be set with listen_tls.key")
-            }
-            (Some(_), None) => {
-                return invalid("listen_tls.key", "must be set with listen_tls.cert")
-            }
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " (from {origin})")?;
         }
         Ok(())
     }
 }
 
-/// Environment values are strings; booleans and integers are recognised so that
-/// `WIZ_BACKEND__WEBHOOKS__ALLOW_PRIVATE_TARGETS=true` works as a YAML `true` would.
-fn env_value(value: &str) -> serde_json::Value {
-    match value {
-        "true" => serde_json::Value::Bool(true),
-        "false" => serde_json::Value::Bool(false),
-        _ => match value.parse::<i64>() {
-            Ok(n) => serde_json::Value::from(n),
-            Err(_) => serde_json::Value::String(value.to_string()),
-        },
-    }
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{}", join(.0))]
+    Invalid(Vec<FieldError>),
 }
 
-fn describe_figment_error(err: figment::Error) -> String {
-    err.into_iter()
-        .map(|e| {
-            let path = e.path.join(".");
-            if path.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("{path}: {}", e.kind)
-            }
-        })
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// Durations are written the way people say them: `15s`, `5m`, `100ms`.
-mod humantime_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+impl ConfigError {
+    /// The fields named in this error (empty for read errors).
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            ConfigError::Read { .. } => Vec::new(),
+            ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
+        }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(serde::de::Error::custom)
+    /// Figment's parse errors, each under its key path and with the file or variable it came
+    /// from.
+    fn parse(err: figment::Error, file: Option<&str>) -> ConfigError {
+        ConfigError::Invalid(
+            err.into_iter()
+                .map(|e| {
+                    let origin = match &e.metadata {
+                        Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
+                        _ => file.map(str::to_owned),
+                    };
+                    FieldError {
+                        field: if e.path.is_empty() {
+                            "(top level)".into()
+                        } else {
+                            e.path.join(".")
+                        },
+                        reason: e.kind.to_string(),
+                        origin,
+                    }
+                })
+                .collect(),
+        )
     }
 }
 
-fn serialize_duration_list<S: serde::Serializer>(
-    list: &[Duration],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let text = list
-        .iter()
-        .map(|d| humantime::format_duration(*d).to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    s.serialize_str(&text)
+/// What one validation found wrong, every field at once. Each section checks its own fields
+/// under [`Problems::section`], which prefixes their names into full key paths.
+#[derive(Debug, Default)]
+struct Problems {
+    prefix: String,
+    found: Vec<FieldError>,
+}
+
+impl Problems {
+    /// `field` is relative to the current section; empty names the section itself.
+    fn add(&mut self, field: &str, reason: impl Into<String>) {
+        let field = match (self.prefix.is_empty(), field.is_empty()) {
+            (true, _) => field.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}.{field}", self.prefix),
+        };
+        self.found.push(FieldError {
+            field,
+            reason: reason.into(),
+            origin: None,
+        });
+    }
+
+    /// Runs `check` with field names relative to the section `name`.
+    fn section<T>(&mut self, name: &str, check: impl FnOnce(&mut Problems) -> T) -> T {
+        let inner = if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        let outer = std::mem::replace(&mut self.prefix, inner);
+        let compiled = check(self);
+        self.prefix = outer;
+        compiled
+    }
+
+    /// Adds "must be between …" unless `value` lies in `range`.
+    fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        field: &str,
+        value: T,
+        range: RangeInclusive<T>,
+    ) {
+        if !range.contains(&value) {
+            let reason = format!("must be between {} and {}", range.start(), range.end());
+            self.add(field, reason);
+        }
+    }
+
+    /// Adds "must be at least `shown`" when `value` is below `min`.
+    fn at_least(&mut self, field: &str, value: Duration, min: Duration, shown: &str) {
+        if value < min {
+            self.add(field, format!("must be at least {shown}"));
+        }
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        match self.found.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigError::Invalid(self.found)),
+        }
+    }
+}
+
+const ENV_SOURCE: &str = "environment variable";
+
+/// One `PREFIX` + `A__B=value` variable as a figment provider. The rule is figment's
+/// `Env::prefixed(PREFIX).split("__")` — the rest of the name lowercased, `__` between nesting
+/// levels — applied to the variables `main` captured: `Env` reads the process environment
+/// itself, which library code does not (a reload re-applies the same variables, tests hand
+/// theirs over). The value stays a string and `extract_lossy` reads it as the field's type
+/// (`true`, `8`, `15s`, `5s,5m`), so a digits-only token stays a string. One provider per variable, so
+/// that an error names the variable.
+struct EnvVar {
+    var: String,
+    key: String,
+    value: String,
+}
+
+impl EnvVar {
+    fn prefixed(prefix: &str, name: &str, value: &str) -> Option<EnvVar> {
+        let key = name
+            .strip_prefix(prefix)?
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>();
+        if key.iter().any(String::is_empty) {
+            return None;
+        }
+        Some(EnvVar {
+            var: name.to_owned(),
+            key: key.join("."),
+            value: value.to_owned(),
+        })
+    }
+
+    /// One of the [`ENV_ALIASES`].
+    fn alias(name: &str, value: &str) -> Option<EnvVar> {
+        let (_, key) = ENV_ALIASES.iter().find(|(alias, _)| *alias == name)?;
+        Some(EnvVar {
+            var: name.to_owned(),
+            key: (*key).to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("{ENV_SOURCE} {}", self.var))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
+            .into_dict()
+            .unwrap_or_default();
+        Ok(Profile::Default.collect(dict))
+    }
 }
 
 /// A list of durations, either as a YAML list or as one comma-separated string (the form an
-/// environment variable takes: `5s,5m,30m,2h,5h`).
-fn deserialize_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+/// environment variable takes: `5s,5m,30m,2h,5h`). Each item is read as `humantime_serde` reads a
+/// single duration; `humantime_serde` has no comma-separated form.
+fn duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Form {
@@ -615,18 +802,15 @@ fn deserialize_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Dura
         List(Vec<String>),
     }
     let items = match Form::deserialize(d)? {
-        Form::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        Form::Text(text) => text.split(',').map(str::to_owned).collect(),
         Form::List(list) => list,
     };
     items
         .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
         .map(|s| {
-            humantime::parse_duration(s.trim())
+            humantime::parse_duration(s)
                 .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
         })
         .collect()
@@ -750,5 +934,88 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("internal_token"), "{err}");
+    }
+
+    #[test]
+    fn shipped_config_file_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/backend.yaml");
+        let shipped = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)])).unwrap();
+        let defaults = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)]),
+        )
+        .unwrap();
+        // The file spells out the address the first admin gets when none is configured.
+        let expected = Config {
+            admin: AdminConfig {
+                email: "admin@wizmessage.local".into(),
+                ..defaults.admin.clone()
+            },
+            ..defaults
+        };
+        assert_eq!(shipped, expected);
+    }
+
+    #[test]
+    fn env_values_are_read_as_the_field_type() {
+        let digits = "01234567890123456789012345678901234";
+        let config = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", digits),
+                ("WIZ_BACKEND__WEBHOOKS__TIMEOUT", "15s"),
+                ("WIZ_BACKEND__WEBHOOKS__LEASE", "2m 30s"),
+                ("WIZ_BACKEND__WEBHOOKS__MAX_IN_FLIGHT", "12"),
+                ("WIZ_BACKEND__SESSION__COOKIE_SECURE", "true"),
+                ("WIZ_BACKEND__ADMIN__EMAIL", "env@example.com"),
+                ("WIZ_BACKEND__ADMIN__PASSWORD", "1234567890"),
+                ("WIZ_ADMIN_EMAIL", "alias@example.com"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.internal_token, digits);
+        assert_eq!(config.webhooks.timeout, Duration::from_secs(15));
+        assert_eq!(config.webhooks.lease, Duration::from_secs(150));
+        assert_eq!(config.webhooks.max_in_flight, 12);
+        assert!(config.session.cookie_secure);
+        assert_eq!(
+            config.admin.email, "alias@example.com",
+            "the older name wins"
+        );
+        assert_eq!(config.admin.password, "1234567890");
+
+        let err = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__WEBHOOKS__TIMEOUT", "soon"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("webhooks.timeout"), "{err}");
+        assert!(err.contains("WIZ_BACKEND__WEBHOOKS__TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_under_its_full_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backend.yaml");
+        std::fs::write(
+            &path,
+            "login_throttle:\n  capacity: 1\nwebhooks:\n  lease: 1s\n\
+             channel:\n  whatsapp:\n    api_version: latest\nlisten_tls:\n  key: k.pem\n",
+        )
+        .unwrap();
+        let err = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "listen_tls.cert: must be set with listen_tls.key; \
+             login_throttle.capacity: must be between 1000 and 10000000; \
+             webhooks.lease: must be longer than webhooks.timeout; \
+             channel.whatsapp.api_version: like v23.0"
+        );
     }
 }

@@ -35,7 +35,7 @@ pub mod tls;
 pub mod unit_of_work;
 pub mod webhooks;
 
-use std::{future::Future, path::PathBuf};
+use std::future::Future;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -57,7 +57,7 @@ pub async fn open(mut config: Config) -> anyhow::Result<AppState> {
 }
 
 /// Runs the service on the configured listener until SIGTERM or Ctrl-C.
-pub async fn run(config: Config, _config_path: PathBuf) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -50,7 +50,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async move {
         match args.command.unwrap_or(Command::Serve) {
-            Command::Serve => wiz_backend::run(config, args.config).await,
+            Command::Serve => wiz_backend::run(config).await,
             Command::Accounts { command } => cli::accounts(config, command).await,
         }
     });
