@@ -7,9 +7,9 @@ use clap::Subcommand;
 
 use crate::{
     accounts::{self, Plan},
+    clock::rfc3339,
     config::Config,
     db,
-    ids::rfc3339,
 };
 
 #[derive(Debug, Subcommand)]

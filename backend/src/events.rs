@@ -4,10 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{
-    ids::{new_id, now_ms},
-    unit_of_work::UnitOfWork,
-};
+use crate::{clock::now_ms, ids::new_id, unit_of_work::UnitOfWork};
 
 /// Every event type a webhook endpoint can subscribe to (SPEC §8).
 pub const EVENT_TYPES: &[&str] = &[

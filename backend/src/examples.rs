@@ -6,7 +6,7 @@
 use serde_json::json;
 use sqlx::AnyConnection;
 
-use crate::{chatbot, db::Db, error::ApiError, ids::now_ms, templates};
+use crate::{chatbot, clock::now_ms, db::Db, error::ApiError, templates};
 
 /// (name, language, body)
 pub const TEMPLATES: &[(&str, &str, &str)] = &[

@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 
 use crate::{
-    auth::gateway::Caller, error::ApiError, ids::now_ms, state::AppState, unit_of_work::UnitOfWork,
+    auth::gateway::Caller, clock::now_ms, error::ApiError, state::AppState,
+    unit_of_work::UnitOfWork,
 };
 
 pub const HEADER: &str = "idempotency-key";

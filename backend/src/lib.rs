@@ -9,6 +9,7 @@ pub mod batches;
 pub mod channel;
 pub mod chatbot;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod contacts;

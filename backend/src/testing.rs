@@ -212,7 +212,7 @@ impl TestApp {
         let proof = gateway_proof(
             INTERNAL_TOKEN,
             &ProofFields {
-                unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(),
+                unix_secs: crate::clock::now_secs(),
                 scheme: "http",
                 method,
                 path_and_query: path,

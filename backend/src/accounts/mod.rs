@@ -11,12 +11,7 @@ use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
-use crate::{
-    auth::password,
-    ids::{new_id, now_ms},
-    keys,
-    state::AppState,
-};
+use crate::{auth::password, clock::now_ms, ids::new_id, keys, state::AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

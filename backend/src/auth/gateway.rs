@@ -65,7 +65,12 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let origin = origin(&request, &state.token_keys.proof_key, peer, now_secs());
+    let origin = origin(
+        &request,
+        &state.token_keys.proof_key,
+        peer,
+        crate::clock::now_secs(),
+    );
     request.extensions_mut().insert(origin);
     next.run(request).await
 }
@@ -121,10 +126,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
             proof: ProofStatus::Missing,
         }))
     }
-}
-
-fn now_secs() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Checks the proof of `request` against `proof_key` at time `now`.

@@ -4,7 +4,7 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use subtle::ConstantTimeEq;
 
-use crate::{auth::sha256_hex, error::ApiError, ids::now_ms, state::AppState};
+use crate::{auth::sha256_hex, clock::now_ms, error::ApiError, state::AppState};
 
 pub const COOKIE: &str = "wiz_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";

@@ -352,7 +352,7 @@ async fn a_restart_resumes_without_sending_twice() {
     .await
     .unwrap();
     sqlx::query("UPDATE messages SET dispatch_at = NULL, dispatched_at = $1 WHERE id = $2")
-        .bind(crate::ids::now_ms() - 60_000)
+        .bind(crate::clock::now_ms() - 60_000)
         .bind(&interrupted.0)
         .execute(&m.app.state.db)
         .await

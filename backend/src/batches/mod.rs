@@ -23,11 +23,12 @@ use utoipa::ToSchema;
 
 use crate::{
     channel::window,
+    clock::{now_ms, rfc3339},
     contacts,
     error::ApiError,
     events,
     idempotency::Idempotency,
-    ids::{new_id, now_ms, rfc3339},
+    ids::new_id,
     messages::{
         self,
         store::{BatchRow, COLUMNS},

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, ids::rfc3339, secrets::Secrets};
+use crate::{clock::rfc3339, error::ApiError, secrets::Secrets};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

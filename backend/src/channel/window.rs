@@ -9,8 +9,8 @@
 use sqlx::AnyConnection;
 
 use crate::{
+    clock::now_ms,
     error::ApiError,
-    ids::now_ms,
     messages::{store, Content},
 };
 

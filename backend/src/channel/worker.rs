@@ -27,9 +27,10 @@ use std::{
 use super::{cloud, simulated, Outbound, SendOutcome};
 use crate::{
     background::{Background, Stop},
-    batches, contacts,
+    batches,
+    clock::now_ms,
+    contacts,
     error::ApiError,
-    ids::now_ms,
     messages::{store, ErrorInfo, Message, Status},
     state::AppState,
     unit_of_work::UnitOfWork,

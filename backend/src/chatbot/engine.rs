@@ -9,10 +9,11 @@ use super::{
     Action, BotMessage, End, Flow, Step,
 };
 use crate::{
+    clock::now_ms,
     contacts::{self, ChatbotState, Contact, ContactPatch},
     error::ApiError,
     events,
-    ids::{new_id, now_ms},
+    ids::new_id,
     messages::{
         self,
         store::{insert, NewMessage},

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, ids::rfc3339, messages::ReplyButton, templates};
+use crate::{clock::rfc3339, error::ApiError, messages::ReplyButton, templates};
 
 pub const MAX_STEPS: usize = 50;
 pub const MAX_BUTTONS: usize = 3;

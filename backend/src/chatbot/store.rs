@@ -5,9 +5,10 @@ use sqlx::AnyConnection;
 
 use super::{Definition, Flow};
 use crate::{
+    clock::now_ms,
     contacts::{self, ChatbotState},
     error::ApiError,
-    ids::{new_id, now_ms},
+    ids::new_id,
 };
 
 type FlowRow = (String, String, String, String, i64, i64);

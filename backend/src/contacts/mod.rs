@@ -7,7 +7,7 @@ pub mod store;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::{error::ApiError, ids::rfc3339};
+use crate::{clock::rfc3339, error::ApiError};
 
 pub use store::{find_by_phone, find_or_create, get, set_chatbot, update};
 

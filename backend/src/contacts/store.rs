@@ -6,12 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{merge_attributes, validate_phone, validate_tags, ChatbotState, Contact, ContactPatch};
-use crate::{
-    error::ApiError,
-    events,
-    ids::{new_id, now_ms},
-    unit_of_work::UnitOfWork,
-};
+use crate::{clock::now_ms, error::ApiError, events, ids::new_id, unit_of_work::UnitOfWork};
 
 /// `opted_in` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN columns,
 /// and `CASE` gives the same answer on both engines.

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use super::wire::{KeysQuery, KeysResponse, WireKey, WirePrevious, WireUsageToday, MAX_WAIT_MS};
 use crate::routes::extract::QueryParams;
 use crate::{
+    clock::now_ms,
     error::ApiResult,
-    ids::now_ms,
     keys::store::{self, utc_day, KeyRecord},
     state::AppState,
 };

@@ -6,8 +6,8 @@ use axum::{extract::State, http::StatusCode};
 use super::wire::UsageReport;
 use crate::routes::extract::JsonBody;
 use crate::{
+    clock::now_ms,
     error::{ApiError, ApiResult},
-    ids::now_ms,
     keys::store,
     state::AppState,
 };

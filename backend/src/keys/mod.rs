@@ -14,7 +14,7 @@ use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{error::ApiError, ids::rfc3339};
+use crate::{clock::rfc3339, error::ApiError};
 
 pub const KEY_PREFIX: &str = "pk_live_";
 pub const SECRET_PREFIX: &str = "sk_live_";

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, ids::rfc3339};
+use crate::{clock::rfc3339, error::ApiError};
 
 /// WhatsApp's limits: a text body up to 4096 characters, a media caption up to 1024.
 pub const MAX_TEXT_CHARS: usize = 4096;

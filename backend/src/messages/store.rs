@@ -4,7 +4,7 @@
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{Content, Direction, ErrorInfo, Message, Status};
-use crate::{error::ApiError, events, ids::now_ms, unit_of_work::UnitOfWork};
+use crate::{clock::now_ms, error::ApiError, events, unit_of_work::UnitOfWork};
 
 pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, ids::rfc3339};
+use crate::{clock::rfc3339, error::ApiError};
 
 pub const MAX_BODY_CHARS: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 512;

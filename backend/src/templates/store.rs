@@ -3,10 +3,7 @@
 use sqlx::AnyConnection;
 
 use super::Template;
-use crate::{
-    error::ApiError,
-    ids::{new_id, now_ms},
-};
+use crate::{clock::now_ms, error::ApiError, ids::new_id};
 
 type Row = (String, String, String, String, String, i64, i64);
 

@@ -10,10 +10,11 @@ use super::sign::Secret;
 use crate::secrets::Secrets;
 use crate::{
     accounts::bounds::{self, Bounded},
+    clock::{now_ms, rfc3339},
     db::Db,
     error::{ApiError, ApiResult},
     events::EVENT_TYPES,
-    ids::{new_id, now_ms, rfc3339},
+    ids::new_id,
 };
 
 pub const MAX_DESCRIPTION: usize = 500;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use tokio::sync::watch;
 
-use crate::{ids::now_ms, metrics::Metrics, state::AppState};
+use crate::{clock::now_ms, metrics::Metrics, state::AppState};
 
 /// How an attempt ended; the `outcome` label of `wiz_webhook_attempts_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,7 +79,7 @@ impl Received {
             self.header(sign::HEADER_TIMESTAMP),
             self.header(sign::HEADER_SIGNATURE),
             &self.body,
-            time::OffsetDateTime::now_utc().unix_timestamp(),
+            crate::clock::now_secs(),
         )
     }
 }
@@ -1293,7 +1293,7 @@ async fn fan_out_catches_events_of_the_same_millisecond_and_late_commits() {
         .execute(&app.state.db)
         .await
         .unwrap();
-    let now = crate::ids::now_ms();
+    let now = crate::clock::now_ms();
     let mut fan_out = FanOut::resume(&app.state.db).await.unwrap();
     insert("evt_zzzzzzzzzzzzzzzzzzzzzzzzzz", now).await;
     assert_eq!(fan_out.pass(&app.state.db).await.unwrap(), 1);
@@ -1353,13 +1353,13 @@ async fn history_past_retention_is_pruned_but_pending_work_is_kept() {
         .unwrap();
     sqlx::query("INSERT INTO webhook_endpoint_log (id, endpoint_id, at, message) VALUES ('log_old', $1, $2, 'old')")
         .bind(&ok_id)
-        .bind(crate::ids::now_ms() - month)
+        .bind(crate::clock::now_ms() - month)
         .execute(&app.state.db)
         .await
         .unwrap();
 
     let retention = app.state.config.webhooks.history_retention;
-    let cutoff = crate::ids::now_ms() - retention.as_millis() as i64;
+    let cutoff = crate::clock::now_ms() - retention.as_millis() as i64;
     let pruned = super::outbox::prune_history(&app.state.db, cutoff)
         .await
         .unwrap();

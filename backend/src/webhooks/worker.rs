@@ -29,11 +29,7 @@ use super::{
     outbox::{self, AttemptResult, Job, RESPONSE_SNIPPET},
     sign, ssrf, Webhooks, TEST_EVENT_TYPE,
 };
-use crate::{
-    config::WebhooksConfig,
-    ids::{new_id, now_ms},
-    state::AppState,
-};
+use crate::{clock::now_ms, config::WebhooksConfig, ids::new_id, state::AppState};
 
 /// Deliveries claimed per round at most.
 const CLAIM_BATCH: usize = 100;

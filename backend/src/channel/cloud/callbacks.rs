@@ -30,9 +30,10 @@ use sqlx::{AnyConnection, Row};
 use super::graph;
 use crate::{
     channel::settings::CloudSettings,
+    clock::now_ms,
     contacts,
     error::ApiError,
-    ids::{new_id, now_ms},
+    ids::new_id,
     messages::{
         inbound::{self, Inbound},
         store, ButtonReply, Content, ErrorInfo, MediaContent, MediaKind, Status, TextContent,

@@ -16,8 +16,8 @@ use crate::{
         cloud::ConnectionReport,
         settings::{self, ChannelInput, ChannelKind, ChannelView},
     },
+    clock::now_ms,
     error::{ApiError, ApiResult},
-    ids::now_ms,
     openapi::ErrorBody,
     state::AppState,
 };

@@ -8,8 +8,8 @@ use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
     chatbot::{self, store, Definition, FlowInput, FlowPatch, FlowView},
+    clock::now_ms,
     error::{ApiError, ApiResult},
-    ids::now_ms,
     openapi::ErrorBody,
     routes::v1::{
         chatbot::{list_for, FlowList},

@@ -21,8 +21,8 @@ use crate::{
         Plan,
     },
     auth::session::AdminSession,
+    clock::{now_ms, rfc3339},
     error::{ApiError, ApiResult},
-    ids::{now_ms, rfc3339},
     keys::{
         self,
         store::{self, utc_day, KeyRecord, KeySettings},
@@ -701,7 +701,7 @@ mod tests {
         let old_secret = created["secret"].as_str().unwrap();
         let v0 = *app.state.key_version.borrow();
 
-        let before = crate::ids::now_ms();
+        let before = crate::clock::now_ms();
         let rotated = app
             .admin(
                 &console,
@@ -727,7 +727,7 @@ mod tests {
             json!(sha256_hex(old_secret))
         );
         let until = synced["previous"]["valid_until_ms"].as_i64().unwrap();
-        assert!(until >= before + 60_000 && until <= crate::ids::now_ms() + 60_000);
+        assert!(until >= before + 60_000 && until <= crate::clock::now_ms() + 60_000);
 
         // Without grace the old pair goes at once.
         let again = app
@@ -905,7 +905,7 @@ mod tests {
         let console = app.demo_console().await;
         let created = create_key(&app, &console, json!({"name": "k"})).await;
         let id = created["id"].as_str().unwrap();
-        let now = crate::ids::now_ms();
+        let now = crate::clock::now_ms();
         let minute = now / 1000 / 60 * 60;
         let report = json!({"gateway_id": "test:1", "entries": [
             {"key_id": id, "minute": minute, "accepted": 12,
@@ -927,7 +927,10 @@ mod tests {
             .admin(&console, "GET", &format!("/admin/keys/{id}"), None)
             .await;
         assert_eq!(listed.body["usage_today"], json!(17));
-        assert_eq!(listed.body["last_used_at"], json!(crate::ids::rfc3339(now)));
+        assert_eq!(
+            listed.body["last_used_at"],
+            json!(crate::clock::rfc3339(now))
+        );
 
         let usage = app
             .admin(&console, "GET", &format!("/admin/keys/{id}/usage"), None)

@@ -19,8 +19,8 @@ use crate::routes::extract::JsonBody;
 use crate::{
     accounts::{self, login_throttle::Admission, normalize_email},
     auth::{gateway::Origin, password, session::AdminSession, session::COOKIE, sha256_hex},
+    clock::now_ms,
     error::{ApiError, ApiResult},
-    ids::now_ms,
     openapi::ErrorBody,
     state::AppState,
 };
@@ -401,7 +401,7 @@ mod session_tests {
         let proof = gateway_proof(
             INTERNAL_TOKEN,
             &ProofFields {
-                unix_secs: time::OffsetDateTime::now_utc().unix_timestamp(),
+                unix_secs: crate::clock::now_secs(),
                 scheme: "http",
                 method: "POST",
                 path_and_query: "/admin/session",
@@ -546,7 +546,7 @@ mod session_tests {
         let console = app.demo_console().await;
         // Opened almost 2 h ago (a minute left), idle expiry due in 10 s: a use slides the
         // expiry, but only up to the absolute end.
-        let now = crate::ids::now_ms();
+        let now = crate::clock::now_ms();
         let created_at = now - 7_200_000 + 60_000;
         sqlx::query("UPDATE sessions SET created_at = $1, expires_at = $2")
             .bind(created_at)

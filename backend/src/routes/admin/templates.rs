@@ -7,8 +7,8 @@ use utoipa::{OpenApi, ToSchema};
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
+    clock::now_ms,
     error::{ApiError, ApiResult},
-    ids::now_ms,
     openapi::ErrorBody,
     routes::v1::templates::{list_for, PageQuery, TemplateList},
     state::AppState,

@@ -15,8 +15,8 @@ use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::session::AdminSession,
+    clock::rfc3339,
     error::{ApiError, ApiResult},
-    ids::rfc3339,
     openapi::ErrorBody,
     state::AppState,
     webhooks::{

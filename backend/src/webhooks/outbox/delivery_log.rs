@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::INSERT_CHUNK;
-use crate::{db::Db, ids::rfc3339};
+use crate::{clock::rfc3339, db::Db};
 
 /// One attempt as the delivery log shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -17,12 +17,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{placeholders, placeholders_with, INSERT_CHUNK};
-use crate::{
-    db::Db,
-    ids::{new_id, now_ms},
-    state::AppState,
-    webhooks::endpoints,
-};
+use crate::{clock::now_ms, db::Db, ids::new_id, state::AppState, webhooks::endpoints};
 
 /// Events read per fan-out statement.
 const FAN_OUT_BATCH: i64 = 500;

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{event_body, Job, INSERT_CHUNK};
-use crate::{db::Db, ids::now_ms, webhooks::endpoints};
+use crate::{clock::now_ms, db::Db, webhooks::endpoints};
 
 fn exclusion(column: &str, busy: &[String], first: usize) -> String {
     if busy.is_empty() {

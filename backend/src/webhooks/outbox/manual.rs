@@ -3,11 +3,7 @@
 use std::time::Duration;
 
 use super::event_body;
-use crate::{
-    db::Db,
-    ids::{new_id, now_ms},
-    webhooks::TEST_EVENT_TYPE,
-};
+use crate::{clock::now_ms, db::Db, ids::new_id, webhooks::TEST_EVENT_TYPE};
 
 /// Creates the delivery row of a test event for one endpoint, leased so that the worker leaves
 /// it alone while the test route sends it (and picks it up if this process dies meanwhile).

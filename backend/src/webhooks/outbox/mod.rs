@@ -18,7 +18,7 @@ pub use lease::*;
 pub use manual::*;
 pub use record::*;
 
-use crate::ids::rfc3339;
+use crate::clock::rfc3339;
 
 /// Rows per multi-row INSERT: far below SQLite's and PostgreSQL's bind-parameter limits.
 const INSERT_CHUNK: usize = 400;

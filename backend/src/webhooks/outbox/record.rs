@@ -7,9 +7,10 @@ use rand::Rng;
 
 use super::{placeholders, INSERT_CHUNK};
 use crate::{
+    clock::{now_ms, rfc3339},
     config::WebhooksConfig,
     db::Db,
-    ids::{new_id, now_ms, rfc3339},
+    ids::new_id,
     webhooks::{endpoints, metrics::Outcome},
 };
 
