@@ -2,7 +2,10 @@
 //! has a default) → `validate()` → `RuntimeConfig`, the compiled form the proxy reads through an
 //! `ArcSwap`. Each section checks and compiles itself, and the compiled form keeps the sections
 //! and names of the file (`config.sync.retry_max` is `sync.retry_max_seconds`), so a consumer reads
-//! the names an operator writes. The backend's `config` module is written the same way.
+//! the names an operator writes. The backend's `config` module is written the same way, except
+//! for durations: the backend reads `15s` through `humantime-serde`, while the gateway's duration
+//! fields carry their unit in the key (`window_seconds: 10`, `flush_interval_ms: 1000`), the names
+//! operators' files and `WIZ_GATEWAY__*_SECONDS` variables already use; they compile to `Duration`s.
 //!
 //! This module never reads the process environment: `main` captures the variables once and hands
 //! them over in a `ConfigSource`, so a hot reload re-applies the same overrides and tests stay
