@@ -32,6 +32,30 @@ impl Engine {
     }
 }
 
+/// A JSON document in a TEXT column, for row types (`#[derive(sqlx::FromRow)]`). The Any driver
+/// has no JSON type, so sqlx's own `Json<T>` (and with it `#[sqlx(json)]`) cannot decode there;
+/// this reads the column as text on either engine and parses it, a malformed document failing
+/// as that column's decode error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText<T>(pub T);
+
+impl<T> sqlx::Type<sqlx::Any> for JsonText<T> {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <String as sqlx::Type<sqlx::Any>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+    }
+}
+
+impl<'r, T: serde::de::DeserializeOwned> sqlx::Decode<'r, sqlx::Any> for JsonText<T> {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(value)?;
+        Ok(JsonText(serde_json::from_str(text)?))
+    }
+}
+
 /// Keyset pages: a list reads `limit + 1` rows (`page_rows`) so that it knows whether another
 /// page follows; `into_page` keeps `limit` of them and names the last kept id as the next
 /// cursor when rows were left over.

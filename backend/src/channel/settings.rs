@@ -6,7 +6,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::{clock::rfc3339, error::ApiError, secrets::Secrets};
@@ -44,9 +44,17 @@ impl ChannelKind {
     }
 }
 
+/// The stored name; anything unknown reads as the simulated channel, as it always has.
+impl From<String> for ChannelKind {
+    fn from(stored: String) -> Self {
+        ChannelKind::parse(&stored)
+    }
+}
+
 /// The stored row, secrets still sealed.
-#[derive(Clone)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct Stored {
+    #[sqlx(try_from = "String")]
     pub kind: ChannelKind,
     pub phone_number_id: Option<String>,
     pub waba_id: Option<String>,
@@ -119,27 +127,13 @@ pub async fn get(
     conn: &mut AnyConnection,
     account_id: &str,
 ) -> Result<Option<Stored>, sqlx::Error> {
-    let row = sqlx::query(
+    sqlx::query_as::<_, Stored>(
         "SELECT kind, phone_number_id, waba_id, access_token, access_token_last4, app_secret, \
          verify_token, updated_at FROM channel_settings WHERE account_id = $1",
     )
     .bind(account_id)
     .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        let kind: String = row.try_get("kind")?;
-        Ok(Stored {
-            kind: ChannelKind::parse(&kind),
-            phone_number_id: row.try_get("phone_number_id")?,
-            waba_id: row.try_get("waba_id")?,
-            access_token: row.try_get("access_token")?,
-            access_token_last4: row.try_get("access_token_last4")?,
-            app_secret: row.try_get("app_secret")?,
-            verify_token: row.try_get("verify_token")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    })
-    .transpose()
+    .await
 }
 
 /// The channel an account's new outbound messages go through.

@@ -3,10 +3,12 @@
 //! Functions that change a contact take the operation's `UnitOfWork` and emit its event there.
 
 use serde_json::{Map, Value};
-use sqlx::{any::AnyRow, AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{merge_attributes, validate_phone, validate_tags, ChatbotState, Contact, ContactPatch};
-use crate::{clock::now_ms, error::ApiError, events, ids::new_id, unit_of_work::UnitOfWork};
+use crate::{
+    clock::now_ms, db::JsonText, error::ApiError, events, ids::new_id, unit_of_work::UnitOfWork,
+};
 
 /// `opted_in` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN columns,
 /// and `CASE` gives the same answer on both engines.
@@ -47,29 +49,36 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, sqlx::Error> {
-    serde_json::from_str(text).map_err(|e| sqlx::Error::ColumnDecode {
-        index: column.to_string(),
-        source: Box::new(e),
-    })
+/// A row of `COLUMNS`, as stored.
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    id: String,
+    account_id: String,
+    phone: String,
+    name: Option<String>,
+    tags: JsonText<Vec<String>>,
+    attributes: JsonText<Map<String, Value>>,
+    opted_in: i64,
+    chatbot: Option<JsonText<ChatbotState>>,
+    created_at: i64,
+    updated_at: i64,
 }
 
-fn from_row(row: &AnyRow) -> Result<Contact, sqlx::Error> {
-    let chatbot: Option<String> = row.try_get("chatbot")?;
-    Ok(Contact {
-        id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
-        phone: row.try_get("phone")?,
-        name: row.try_get("name")?,
-        tags: decode_json("tags", &row.try_get::<String, _>("tags")?)?,
-        attributes: decode_json("attributes", &row.try_get::<String, _>("attributes")?)?,
-        opted_in: row.try_get::<i64, _>("opted_in")? != 0,
-        chatbot: chatbot
-            .map(|text| decode_json("chatbot", &text))
-            .transpose()?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+impl From<ContactRow> for Contact {
+    fn from(row: ContactRow) -> Self {
+        Contact {
+            id: row.id,
+            account_id: row.account_id,
+            phone: row.phone,
+            name: row.name,
+            tags: row.tags.0,
+            attributes: row.attributes.0,
+            opted_in: row.opted_in != 0,
+            chatbot: row.chatbot.map(|state| state.0),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 pub async fn get(
@@ -78,14 +87,12 @@ pub async fn get(
     id: &str,
 ) -> Result<Option<Contact>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1 AND id = $2");
-    sqlx::query(&sql)
+    Ok(sqlx::query_as::<_, ContactRow>(&sql)
         .bind(account_id)
         .bind(id)
         .fetch_optional(conn)
         .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+        .map(Contact::from))
 }
 
 pub async fn find_by_phone(
@@ -94,14 +101,12 @@ pub async fn find_by_phone(
     phone: &str,
 ) -> Result<Option<Contact>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1 AND phone = $2");
-    sqlx::query(&sql)
+    Ok(sqlx::query_as::<_, ContactRow>(&sql)
         .bind(account_id)
         .bind(phone)
         .fetch_optional(conn)
         .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+        .map(Contact::from))
 }
 
 /// Inserts unless the phone is taken; `None` when it was (the caller decides: 409 or reuse).
@@ -387,11 +392,11 @@ pub async fn list(
         " ORDER BY id LIMIT {}",
         crate::db::page_rows(filter.limit)
     ));
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query_as::<_, ContactRow>(&sql);
     for value in &binds {
         query = query.bind(value);
     }
     let rows = query.fetch_all(conn).await?;
-    let contacts = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let contacts = rows.into_iter().map(Contact::from).collect();
     Ok(crate::db::into_page(contacts, filter.limit, |c| &c.id))
 }

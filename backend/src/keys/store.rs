@@ -7,10 +7,10 @@
 //! until commit, versions become visible in increasing order, so "rows with version > v" never
 //! misses a row once the counter reads past it.
 
-use sqlx::{any::AnyRow, AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::Credentials;
-use crate::{auth::sha256_hex, ids::new_id};
+use crate::{auth::sha256_hex, db::JsonText, ids::new_id};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreviousPair {
@@ -97,41 +97,64 @@ const SELECT: &str = "SELECT k.id, k.account_id, k.name, k.prefix, k.key_hash, k
      FROM api_keys k JOIN accounts a ON a.id = k.account_id \
      LEFT JOIN key_usage_day u ON u.key_id = k.id AND u.day = $1";
 
-fn from_row(row: &AnyRow) -> Result<KeyRecord, sqlx::Error> {
-    let whitelist: String = row.try_get("ip_whitelist")?;
-    let prev_key_hash: Option<String> = row.try_get("prev_key_hash")?;
-    let prev_secret_hash: Option<String> = row.try_get("prev_secret_hash")?;
-    let prev_valid_until: Option<i64> = row.try_get("prev_valid_until")?;
-    let previous = match (prev_key_hash, prev_secret_hash, prev_valid_until) {
-        (Some(key_hash), Some(secret_hash), Some(valid_until_ms)) => Some(PreviousPair {
-            key_hash,
-            secret_hash,
-            valid_until_ms,
-        }),
-        _ => None,
-    };
-    Ok(KeyRecord {
-        id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
-        name: row.try_get("name")?,
-        prefix: row.try_get("prefix")?,
-        key_hash: row.try_get("key_hash")?,
-        secret_hash: row.try_get("secret_hash")?,
-        previous,
-        status: row.try_get("status")?,
-        rate_limit_per_minute: row.try_get("rate_limit_per_minute")?,
-        daily_limit: row.try_get("daily_limit")?,
-        ip_whitelist: serde_json::from_str(&whitelist).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "ip_whitelist".into(),
-            source: Box::new(e),
-        })?,
-        expires_at: row.try_get("expires_at")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        version: row.try_get("version")?,
-        plan: row.try_get("plan")?,
-        usage_today: row.try_get("usage_today")?,
-    })
+/// A row of `SELECT`, as stored; `KeyRecord` pairs the grace-period columns.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    account_id: String,
+    name: String,
+    prefix: String,
+    key_hash: String,
+    secret_hash: String,
+    prev_key_hash: Option<String>,
+    prev_secret_hash: Option<String>,
+    prev_valid_until: Option<i64>,
+    status: String,
+    rate_limit_per_minute: i64,
+    daily_limit: i64,
+    ip_whitelist: JsonText<Vec<String>>,
+    expires_at: Option<i64>,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    version: i64,
+    plan: String,
+    usage_today: i64,
+}
+
+impl From<KeyRow> for KeyRecord {
+    fn from(row: KeyRow) -> Self {
+        let previous = match (
+            row.prev_key_hash,
+            row.prev_secret_hash,
+            row.prev_valid_until,
+        ) {
+            (Some(key_hash), Some(secret_hash), Some(valid_until_ms)) => Some(PreviousPair {
+                key_hash,
+                secret_hash,
+                valid_until_ms,
+            }),
+            _ => None,
+        };
+        KeyRecord {
+            id: row.id,
+            account_id: row.account_id,
+            name: row.name,
+            prefix: row.prefix,
+            key_hash: row.key_hash,
+            secret_hash: row.secret_hash,
+            previous,
+            status: row.status,
+            rate_limit_per_minute: row.rate_limit_per_minute,
+            daily_limit: row.daily_limit,
+            ip_whitelist: row.ip_whitelist.0,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            version: row.version,
+            plan: row.plan,
+            usage_today: row.usage_today,
+        }
+    }
 }
 
 pub async fn get(
@@ -141,15 +164,13 @@ pub async fn get(
     today: &str,
 ) -> Result<Option<KeyRecord>, sqlx::Error> {
     let sql = format!("{SELECT} WHERE k.account_id = $2 AND k.id = $3");
-    sqlx::query(&sql)
+    Ok(sqlx::query_as::<_, KeyRow>(&sql)
         .bind(today)
         .bind(account_id)
         .bind(id)
         .fetch_optional(conn)
         .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+        .map(KeyRecord::from))
 }
 
 pub async fn list(
@@ -158,14 +179,14 @@ pub async fn list(
     today: &str,
 ) -> Result<Vec<KeyRecord>, sqlx::Error> {
     let sql = format!("{SELECT} WHERE k.account_id = $2 ORDER BY k.id");
-    sqlx::query(&sql)
+    Ok(sqlx::query_as::<_, KeyRow>(&sql)
         .bind(today)
         .bind(account_id)
         .fetch_all(conn)
         .await?
-        .iter()
-        .map(from_row)
-        .collect()
+        .into_iter()
+        .map(KeyRecord::from)
+        .collect())
 }
 
 /// Every key whose record changed after version `since` (all keys for `since = 0`), of every
@@ -176,14 +197,14 @@ pub async fn changed_since(
     today: &str,
 ) -> Result<Vec<KeyRecord>, sqlx::Error> {
     let sql = format!("{SELECT} WHERE k.version > $2 ORDER BY k.version, k.id");
-    sqlx::query(&sql)
+    Ok(sqlx::query_as::<_, KeyRow>(&sql)
         .bind(today)
         .bind(since)
         .fetch_all(conn)
         .await?
-        .iter()
-        .map(from_row)
-        .collect()
+        .into_iter()
+        .map(KeyRecord::from)
+        .collect())
 }
 
 /// Stores a new key (hashes only) and returns its id and version.

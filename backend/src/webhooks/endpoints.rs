@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::sign::Secret;
 use crate::secrets::Secrets;
@@ -143,21 +143,41 @@ pub fn parse_events(json: &str) -> Vec<String> {
 const COLUMNS: &str = "id, account_id, url, description, events, enabled, disabled_reason, \
      disabled_at, previous_secret_until, created_at, updated_at";
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<Endpoint, sqlx::Error> {
-    let previous_until: Option<i64> = row.try_get("previous_secret_until")?;
-    Ok(Endpoint {
-        id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
-        url: row.try_get("url")?,
-        description: row.try_get("description")?,
-        events: parse_events(&row.try_get::<String, _>("events")?),
-        enabled: row.try_get::<i64, _>("enabled")? != 0,
-        disabled_reason: row.try_get("disabled_reason")?,
-        disabled_at: row.try_get::<Option<i64>, _>("disabled_at")?.map(rfc3339),
-        previous_secret_expires_at: previous_until.filter(|t| *t > now_ms()).map(rfc3339),
-        created_at: rfc3339(row.try_get("created_at")?),
-        updated_at: rfc3339(row.try_get("updated_at")?),
-    })
+/// A row of `COLUMNS`, as stored; `Endpoint` is its API form.
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    account_id: String,
+    url: String,
+    description: String,
+    events: String,
+    enabled: i64,
+    disabled_reason: Option<String>,
+    disabled_at: Option<i64>,
+    previous_secret_until: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(row: EndpointRow) -> Self {
+        Endpoint {
+            id: row.id,
+            account_id: row.account_id,
+            url: row.url,
+            description: row.description,
+            events: parse_events(&row.events),
+            enabled: row.enabled != 0,
+            disabled_reason: row.disabled_reason,
+            disabled_at: row.disabled_at.map(rfc3339),
+            previous_secret_expires_at: row
+                .previous_secret_until
+                .filter(|t| *t > now_ms())
+                .map(rfc3339),
+            created_at: rfc3339(row.created_at),
+            updated_at: rfc3339(row.updated_at),
+        }
+    }
 }
 
 /// Creates an endpoint; the secret is returned here and never again.
@@ -216,14 +236,14 @@ pub async fn create(
 }
 
 pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<Endpoint>, sqlx::Error> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, EndpointRow>(&format!(
         "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1 AND account_id = $2"
     ))
     .bind(id)
     .bind(account_id)
     .fetch_optional(db)
     .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(row.map(Endpoint::from))
 }
 
 /// A page in creation order; the cursor is the last id of the previous page.
@@ -233,7 +253,7 @@ pub async fn list(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<Endpoint>, Option<String>), sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query_as::<_, EndpointRow>(&format!(
         "SELECT {COLUMNS} FROM webhook_endpoints WHERE account_id = $1 AND id > $2 \
          ORDER BY id LIMIT $3"
     ))
@@ -242,7 +262,7 @@ pub async fn list(
     .bind(crate::db::page_rows(limit))
     .fetch_all(db)
     .await?;
-    let data = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let data = rows.into_iter().map(Endpoint::from).collect();
     Ok(crate::db::into_page(data, limit, |e| &e.id))
 }
 

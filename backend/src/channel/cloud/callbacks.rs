@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::graph;
 use crate::{
@@ -347,6 +347,15 @@ async fn store_pending(
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct PendingReportRow {
+    id: String,
+    status: String,
+    at: i64,
+    error_code: Option<String>,
+    error_message: Option<String>,
+}
+
 /// Applies (and removes) the reports that waited for this wamid, in lifecycle order so that
 /// each status reached keeps its time. Returns the statuses reached.
 pub async fn apply_pending(
@@ -354,7 +363,7 @@ pub async fn apply_pending(
     account_id: &str,
     provider_message_id: &str,
 ) -> Result<(), ApiError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, PendingReportRow>(
         "SELECT id, status, at, error_code, error_message FROM channel_pending_reports \
          WHERE account_id = $1 AND provider_message_id = $2",
     )
@@ -363,23 +372,18 @@ pub async fn apply_pending(
     .fetch_all(&mut **conn)
     .await?;
     let mut reports = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let status: String = row.try_get("status")?;
-        let Some(status) = Status::parse(&status) else {
+    for row in rows {
+        let Some(status) = Status::parse(&row.status) else {
             continue;
         };
-        let code: Option<String> = row.try_get("error_code")?;
-        let message: Option<String> = row.try_get("error_message")?;
-        let at: i64 = row.try_get("at")?;
-        let id: String = row.try_get("id")?;
         reports.push((
             status,
-            at,
-            code.map(|code| ErrorInfo {
+            row.at,
+            row.error_code.map(|code| ErrorInfo {
                 code,
-                message: message.unwrap_or_default(),
+                message: row.error_message.unwrap_or_default(),
             }),
-            id,
+            row.id,
         ));
     }
     reports.sort_by_key(|(status, at, _, _)| (status.rank(), *at));

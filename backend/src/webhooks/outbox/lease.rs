@@ -1,8 +1,6 @@
 //! Leasing: which endpoints have claimable deliveries, the probe of an endpoint whose circuit is
 //! half open, claiming deliveries under a lease, and giving them back.
 
-use sqlx::Row;
-
 use super::{event_body, Job, INSERT_CHUNK};
 use crate::{clock::now_ms, db::Db, webhooks::endpoints};
 
@@ -118,6 +116,26 @@ pub async fn claim_endpoint(
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// A delivery row of `load_jobs` with its endpoint's and event's columns.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    endpoint_id: String,
+    event_id: String,
+    event_type: String,
+    attempt_count: i64,
+    /// A test delivery carries its own body; the others' is built from their event.
+    payload: Option<String>,
+    account_id: String,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_until: Option<i64>,
+    /// The event's columns; absent for a delivery without a stored event.
+    data: Option<String>,
+    created_at: Option<i64>,
+}
+
 /// Loads deliveries (claimed ones, or the one a test sends) with their endpoint and event.
 pub async fn load_jobs(
     db: &Db,
@@ -139,40 +157,35 @@ pub async fn load_jobs(
              LEFT JOIN events e ON e.id = d.event_id \
              WHERE d.id IN ({list}) ORDER BY d.next_attempt_at, d.id"
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query_as::<_, JobRow>(&sql);
         for id in chunk {
             query = query.bind(id);
         }
         for row in query.fetch_all(db).await? {
-            let event_id: String = row.try_get("event_id")?;
-            let event_type: String = row.try_get("event_type")?;
-            let body = match row.try_get::<Option<String>, _>("payload")? {
+            let body = match row.payload {
                 Some(payload) => payload,
                 None => event_body(
-                    &event_id,
-                    &event_type,
-                    row.try_get::<Option<i64>, _>("created_at")?.unwrap_or(now),
-                    &row.try_get::<String, _>("account_id")?,
-                    &row.try_get::<Option<String>, _>("data")?
-                        .unwrap_or_default(),
+                    &row.event_id,
+                    &row.event_type,
+                    row.created_at.unwrap_or(now),
+                    &row.account_id,
+                    &row.data.unwrap_or_default(),
                 ),
             };
-            let secret: String = row.try_get("secret")?;
-            let previous: Option<String> = row.try_get("previous_secret")?;
             jobs.push(Job {
-                delivery_id: row.try_get("id")?,
-                endpoint_id: row.try_get("endpoint_id")?,
-                event_id,
-                event_type,
-                attempt_count: row.try_get("attempt_count")?,
-                url: row.try_get("url")?,
                 keys: endpoints::signing_keys(
                     secrets,
-                    &secret,
-                    previous.as_deref(),
-                    row.try_get("previous_secret_until")?,
+                    &row.secret,
+                    row.previous_secret.as_deref(),
+                    row.previous_secret_until,
                     now,
                 ),
+                delivery_id: row.id,
+                endpoint_id: row.endpoint_id,
+                event_id: row.event_id,
+                event_type: row.event_type,
+                attempt_count: row.attempt_count,
+                url: row.url,
                 body: bytes::Bytes::from(body),
             });
         }
