@@ -4,12 +4,12 @@
 //! `RETURNING`, and explicit `CAST(... AS BIGINT)` around aggregates (PostgreSQL's SUM is NUMERIC,
 //! which the Any driver cannot decode).
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{fmt::Write as _, path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    any::{AnyConnectOptions, AnyPoolOptions},
-    AnyConnection, AnyPool, ConnectOptions, Executor,
+    any::{AnyArguments, AnyConnectOptions, AnyPoolOptions},
+    Any, AnyConnection, AnyPool, Arguments, ConnectOptions, Executor,
 };
 
 pub type Db = AnyPool;
@@ -53,6 +53,124 @@ impl<'r, T: serde::de::DeserializeOwned> sqlx::Decode<'r, sqlx::Any> for JsonTex
     fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
         let text = <&str as sqlx::Decode<'r, sqlx::Any>>::decode(value)?;
         Ok(JsonText(serde_json::from_str(text)?))
+    }
+}
+
+/// `sqlx::QueryBuilder` for this pool: the same `push` / `push_bind` / `separated` /
+/// `push_values` shape, numbering placeholders `$1, $2, ...`. sqlx's own `QueryBuilder<Any>`
+/// writes `?` (AnyArguments keeps the default `format_placeholder`), which PostgreSQL rejects
+/// (launchbadge/sqlx#3000, open as of 0.8.6); `$n` is what every statement here is written
+/// with, and SQLite accepts it too.
+pub struct QueryBuilder<'args> {
+    sql: String,
+    arguments: AnyArguments<'args>,
+}
+
+impl<'args> QueryBuilder<'args> {
+    pub fn new(init: impl Into<String>) -> Self {
+        Self {
+            sql: init.into(),
+            arguments: AnyArguments::default(),
+        }
+    }
+
+    /// Appends SQL as is; never put a value here, bind it.
+    pub fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        write!(self.sql, "{sql}").expect("writing to a String cannot fail");
+        self
+    }
+
+    /// Appends the next placeholder and binds `value` to it.
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'args + sqlx::Encode<'args, Any> + sqlx::Type<Any>,
+    {
+        self.arguments
+            .add(value)
+            .expect("the Any driver encodes every type it has");
+        write!(self.sql, "${}", self.arguments.len()).expect("writing to a String cannot fail");
+        self
+    }
+
+    /// A list whose items are separated by `separator` (`IN (...)` lists, a row's columns).
+    pub fn separated<'qb>(&'qb mut self, separator: &'static str) -> Separated<'qb, 'args> {
+        Separated {
+            builder: self,
+            separator,
+            first: true,
+        }
+    }
+
+    /// `VALUES (..), (..)` for a multi-row INSERT; `push_row` adds one row's columns.
+    pub fn push_values<I, F>(&mut self, rows: I, mut push_row: F) -> &mut Self
+    where
+        I: IntoIterator,
+        F: FnMut(Separated<'_, 'args>, I::Item),
+    {
+        self.push("VALUES ");
+        for (i, row) in rows.into_iter().enumerate() {
+            self.push(if i == 0 { "(" } else { ", (" });
+            push_row(self.separated(", "), row);
+            self.push(")");
+        }
+        self
+    }
+
+    /// The statement so far, for `execute` / `fetch_*`.
+    pub fn build(&mut self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
+        sqlx::query_with(&self.sql, std::mem::take(&mut self.arguments))
+    }
+
+    /// The same, each row read as `O`.
+    pub fn build_query_as<O>(&mut self) -> sqlx::query::QueryAs<'_, Any, O, AnyArguments<'_>>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        sqlx::query_as_with(&self.sql, std::mem::take(&mut self.arguments))
+    }
+
+    /// The SQL text so far.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
+/// Items of a list, separated (see [`QueryBuilder::separated`]).
+pub struct Separated<'qb, 'args> {
+    builder: &'qb mut QueryBuilder<'args>,
+    separator: &'static str,
+    first: bool,
+}
+
+impl<'args> Separated<'_, 'args> {
+    fn separate(&mut self) {
+        if !self.first {
+            self.builder.push(self.separator);
+        }
+        self.first = false;
+    }
+
+    /// An item of constant SQL (`'pending'`).
+    pub fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        self.separate();
+        self.builder.push(sql);
+        self
+    }
+
+    /// An item bound to `value`.
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'args + sqlx::Encode<'args, Any> + sqlx::Type<Any>,
+    {
+        self.separate();
+        self.builder.push_bind(value);
+        self
+    }
+
+    /// SQL that is not an item (the list's closing parenthesis).
+    pub fn push_unseparated(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        self.builder.push(sql);
+        self
     }
 }
 
@@ -163,6 +281,29 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     };
     MIGRATOR.run(&pool).await.context("applying migrations")?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod query_builder_tests {
+    use super::QueryBuilder;
+
+    #[test]
+    fn placeholders_are_numbered_in_bind_order() {
+        let mut q = QueryBuilder::new("INSERT INTO t (a, b, c) ");
+        q.push_values([("x", 1_i64), ("y", 2)], |mut row, (a, b)| {
+            row.push_bind(a).push_bind(b).push("'pending'");
+        });
+        q.push(" WHERE id NOT IN (");
+        q.separated(", ")
+            .push_bind("p")
+            .push_bind("q")
+            .push_unseparated(")");
+        assert_eq!(
+            q.sql(),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2, 'pending'), ($3, $4, 'pending') \
+             WHERE id NOT IN ($5, $6)"
+        );
+    }
 }
 
 #[cfg(test)]

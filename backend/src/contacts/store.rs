@@ -7,7 +7,12 @@ use sqlx::AnyConnection;
 
 use super::{merge_attributes, validate_phone, validate_tags, ChatbotState, Contact, ContactPatch};
 use crate::{
-    clock::now_ms, db::JsonText, error::ApiError, events, ids::new_id, unit_of_work::UnitOfWork,
+    clock::now_ms,
+    db::{JsonText, QueryBuilder},
+    error::ApiError,
+    events,
+    ids::new_id,
+    unit_of_work::UnitOfWork,
 };
 
 /// `opted_in` is read as an integer: the Any driver cannot decode SQLite's BOOLEAN columns,
@@ -368,35 +373,36 @@ pub async fn list(
     account_id: &str,
     filter: &ListFilter,
 ) -> Result<(Vec<Contact>, Option<String>), sqlx::Error> {
-    let mut sql = format!("SELECT {COLUMNS} FROM contacts WHERE account_id = $1");
-    let mut binds: Vec<String> = vec![account_id.to_string()];
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM contacts WHERE account_id = "
+    ));
+    // `account_id` is $1, which the tag filter uses again.
+    query.push_bind(account_id);
     if let Some(cursor) = &filter.cursor {
-        binds.push(cursor.clone());
-        sql.push_str(&format!(" AND id > ${}", binds.len()));
+        query.push(" AND id > ").push_bind(cursor);
     }
     if let Some(tag) = &filter.tag {
-        binds.push(tag.clone());
-        sql.push_str(&format!(
-            " AND id IN (SELECT contact_id FROM contact_tags WHERE account_id = $1 AND tag = ${})",
-            binds.len()
-        ));
+        query
+            .push(
+                " AND id IN (SELECT contact_id FROM contact_tags WHERE account_id = $1 AND tag = ",
+            )
+            .push_bind(tag)
+            .push(")");
     }
     if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        binds.push(format!("%{}%", like_escape(&q.to_lowercase())));
-        let n = binds.len();
-        sql.push_str(&format!(
-            " AND (LOWER(COALESCE(name, '')) LIKE ${n} ESCAPE '\\' OR phone LIKE ${n} ESCAPE '\\')"
-        ));
+        let pattern = format!("%{}%", like_escape(&q.to_lowercase()));
+        query
+            .push(" AND (LOWER(COALESCE(name, '')) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR phone LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
     }
-    sql.push_str(&format!(
+    query.push(format_args!(
         " ORDER BY id LIMIT {}",
         crate::db::page_rows(filter.limit)
     ));
-    let mut query = sqlx::query_as::<_, ContactRow>(&sql);
-    for value in &binds {
-        query = query.bind(value);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let rows = query.build_query_as::<ContactRow>().fetch_all(conn).await?;
     let contacts = rows.into_iter().map(Contact::from).collect();
     Ok(crate::db::into_page(contacts, filter.limit, |c| &c.id))
 }

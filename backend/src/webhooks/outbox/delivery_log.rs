@@ -3,7 +3,10 @@
 use serde::Serialize;
 
 use super::INSERT_CHUNK;
-use crate::{clock::rfc3339, db::Db};
+use crate::{
+    clock::rfc3339,
+    db::{Db, QueryBuilder},
+};
 
 /// One attempt as the delivery log shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -86,33 +89,28 @@ pub async fn list_deliveries(
     endpoint_id: &str,
     filter: &DeliveryFilter,
 ) -> Result<(Vec<DeliveryView>, Option<String>), sqlx::Error> {
-    let mut sql = String::from(
+    let mut query = QueryBuilder::new(
         "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_at, created_at \
-         FROM webhook_deliveries WHERE endpoint_id = $1",
+         FROM webhook_deliveries WHERE endpoint_id = ",
     );
-    let mut binds: Vec<String> = vec![endpoint_id.to_string()];
+    query.push_bind(endpoint_id);
     for (column, value) in [
         ("status", &filter.status),
         ("event_type", &filter.event_type),
     ] {
         if let Some(value) = value {
-            binds.push(value.clone());
-            sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+            query
+                .push(format_args!(" AND {column} = "))
+                .push_bind(value);
         }
     }
     if let Some(cursor) = &filter.cursor {
-        binds.push(cursor.clone());
-        sql.push_str(&format!(" AND id < ${}", binds.len()));
+        query.push(" AND id < ").push_bind(cursor);
     }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query_as::<_, DeliveryRow>(&sql);
-    for b in &binds {
-        query = query.bind(b);
-    }
-    let rows = query
-        .bind(crate::db::page_rows(filter.limit))
-        .fetch_all(db)
-        .await?;
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(crate::db::page_rows(filter.limit));
+    let rows = query.build_query_as::<DeliveryRow>().fetch_all(db).await?;
     let (rows, next_cursor) = crate::db::into_page(rows, filter.limit, |r| &r.0);
     let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     let mut attempts = attempts_of(db, &ids).await?;
@@ -129,17 +127,17 @@ async fn attempts_of(
 ) -> Result<std::collections::HashMap<String, Vec<AttemptView>>, sqlx::Error> {
     let mut out: std::collections::HashMap<String, Vec<AttemptView>> = Default::default();
     for chunk in delivery_ids.chunks(INSERT_CHUNK) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
+        let mut query = QueryBuilder::new(
             "SELECT delivery_id, at, outcome, status_code, latency_ms, error, response \
-             FROM webhook_attempts WHERE delivery_id IN ({list}) ORDER BY id"
+             FROM webhook_attempts WHERE delivery_id IN (",
         );
-        let mut query = sqlx::query_as::<
-            _,
-            (
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        list.push_unseparated(") ORDER BY id");
+        for (delivery_id, at, outcome, status_code, latency_ms, error, response) in query
+            .build_query_as::<(
                 String,
                 i64,
                 String,
@@ -147,13 +145,9 @@ async fn attempts_of(
                 i64,
                 Option<String>,
                 Option<String>,
-            ),
-        >(&sql);
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for (delivery_id, at, outcome, status_code, latency_ms, error, response) in
-            query.fetch_all(db).await?
+            )>()
+            .fetch_all(db)
+            .await?
         {
             out.entry(delivery_id).or_default().push(AttemptView {
                 at: rfc3339(at),

@@ -16,8 +16,14 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{placeholders, placeholders_with, INSERT_CHUNK};
-use crate::{clock::now_ms, db::Db, ids::new_id, state::AppState, webhooks::endpoints};
+use super::INSERT_CHUNK;
+use crate::{
+    clock::now_ms,
+    db::{Db, QueryBuilder},
+    ids::new_id,
+    state::AppState,
+    webhooks::endpoints,
+};
 
 /// Events read per fan-out statement.
 const FAN_OUT_BATCH: i64 = 500;
@@ -189,16 +195,17 @@ async fn fan_out(
     let mut tx = db.begin().await?;
     let mut marked = std::collections::HashSet::new();
     for chunk in events.chunks(INSERT_CHUNK) {
-        let sql = format!(
-            "INSERT INTO webhook_fanout (event_id, created_at) VALUES {} \
-             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            placeholders(chunk.len(), 2)
-        );
-        let mut query = sqlx::query_as::<_, (String,)>(&sql);
-        for event in chunk {
-            query = query.bind(&event.id).bind(event.created_at);
-        }
-        for (id,) in query.fetch_all(&mut *tx).await? {
+        let mut query = QueryBuilder::new("INSERT INTO webhook_fanout (event_id, created_at) ");
+        query
+            .push_values(chunk, |mut row, event| {
+                row.push_bind(&event.id).push_bind(event.created_at);
+            })
+            .push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+        for (id,) in query
+            .build_query_as::<(String,)>()
+            .fetch_all(&mut *tx)
+            .await?
+        {
             marked.insert(id);
         }
     }
@@ -220,25 +227,26 @@ async fn fan_out(
         .collect();
     let refused = apply_pending_bound(&mut tx, &mut deliveries, max_pending, now).await?;
     for chunk in deliveries.chunks(INSERT_CHUNK) {
-        let sql = format!(
+        QueryBuilder::new(
             "INSERT INTO webhook_deliveries (id, account_id, endpoint_id, event_id, event_type, \
-             next_attempt_at, created_at, updated_at, status, attempt_count) VALUES {} \
-             ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-            placeholders_with(chunk.len(), 8, "'pending', 0")
-        );
-        let mut query = sqlx::query(&sql);
-        for (id, event, ep) in chunk {
-            query = query
-                .bind(id)
-                .bind(&event.account_id)
-                .bind(&ep.id)
-                .bind(&event.id)
-                .bind(&event.event_type)
-                .bind(now)
-                .bind(now)
-                .bind(now);
-        }
-        query.execute(&mut *tx).await?;
+             next_attempt_at, created_at, updated_at, status, attempt_count) ",
+        )
+        .push_values(chunk, |mut row, (id, event, ep)| {
+            row.push_bind(id)
+                .push_bind(&event.account_id)
+                .push_bind(&ep.id)
+                .push_bind(&event.id)
+                .push_bind(&event.event_type)
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now)
+                .push("'pending'")
+                .push("0");
+        })
+        .push(" ON CONFLICT (endpoint_id, event_id) DO NOTHING")
+        .build()
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     // The link from an event to its deliveries, for following one event through the logs.
@@ -279,19 +287,20 @@ async fn apply_pending_bound(
         .map(|id| (id.to_string(), i64::from(max_pending)))
         .collect();
     for chunk in ids.chunks(INSERT_CHUNK) {
-        let sql = format!(
+        let mut query = QueryBuilder::new(
             "SELECT endpoint_id, CAST(COUNT(*) AS BIGINT) FROM webhook_deliveries \
-             WHERE status = 'pending' AND endpoint_id IN ({}) GROUP BY endpoint_id",
-            (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+             WHERE status = 'pending' AND endpoint_id IN (",
         );
-        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        let mut list = query.separated(", ");
         for id in chunk {
-            query = query.bind(*id);
+            list.push_bind(*id);
         }
-        for (id, pending) in query.fetch_all(&mut *tx).await? {
+        list.push_unseparated(") GROUP BY endpoint_id");
+        for (id, pending) in query
+            .build_query_as::<(String, i64)>()
+            .fetch_all(&mut *tx)
+            .await?
+        {
             if let Some(left) = room.get_mut(&id) {
                 *left -= pending;
             }

@@ -2,17 +2,23 @@
 //! half open, claiming deliveries under a lease, and giving them back.
 
 use super::{event_body, Job, INSERT_CHUNK};
-use crate::{clock::now_ms, db::Db, webhooks::endpoints};
+use crate::{
+    clock::now_ms,
+    db::{Db, QueryBuilder},
+    webhooks::endpoints,
+};
 
-fn exclusion(column: &str, busy: &[String], first: usize) -> String {
+/// ` AND column NOT IN (...)` for the endpoints a worker is busy with; nothing when none.
+fn exclude<'args>(query: &mut QueryBuilder<'args>, column: &str, busy: &'args [String]) {
     if busy.is_empty() {
-        return String::new();
+        return;
     }
-    let list = (0..busy.len())
-        .map(|i| format!("${}", i + first))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("AND {column} NOT IN ({list})")
+    query.push(format_args!(" AND {column} NOT IN ("));
+    let mut list = query.separated(", ");
+    for id in busy {
+        list.push_bind(id);
+    }
+    list.push_unseparated(")");
 }
 
 /// An endpoint with deliveries the worker may claim now, and what its circuit says.
@@ -36,21 +42,22 @@ pub async fn claimable_endpoints(
     busy: &[String],
     now: i64,
 ) -> Result<Vec<Claimable>, sqlx::Error> {
-    let sql = format!(
+    let mut query = QueryBuilder::new(
         "SELECT w.id, w.consecutive_failures, w.last_success_at FROM webhook_endpoints w \
-         WHERE w.enabled = 1 AND (w.circuit_until IS NULL OR w.circuit_until <= $1) {} \
-           AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
+         WHERE w.enabled = 1 AND (w.circuit_until IS NULL OR w.circuit_until <= ",
+    );
+    // `now` is $1, which the rest of the statement uses again.
+    query.push_bind(now).push(")");
+    exclude(&mut query, "w.id", busy);
+    query.push(
+        " AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id \
              AND d.status = 'pending' AND d.next_attempt_at <= $1 \
              AND (d.locked_until IS NULL OR d.locked_until <= $1)) \
          ORDER BY CASE WHEN w.consecutive_failures > 0 THEN 2 \
                        WHEN w.last_success_at IS NULL THEN 1 ELSE 0 END, w.id",
-        exclusion("w.id", busy, 2)
     );
-    let mut query = sqlx::query_as::<_, (String, i64, Option<i64>)>(&sql).bind(now);
-    for id in busy {
-        query = query.bind(id);
-    }
     Ok(query
+        .build_query_as::<(String, i64, Option<i64>)>()
         .fetch_all(db)
         .await?
         .into_iter()
@@ -145,23 +152,20 @@ pub async fn load_jobs(
     let mut jobs = Vec::with_capacity(ids.len());
     let now = now_ms();
     for chunk in ids.chunks(INSERT_CHUNK) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
+        let mut query = QueryBuilder::new(
             "SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.attempt_count, d.payload, \
                     d.account_id, w.url, w.secret, w.previous_secret, w.previous_secret_until, \
                     e.data, e.created_at \
              FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
              LEFT JOIN events e ON e.id = d.event_id \
-             WHERE d.id IN ({list}) ORDER BY d.next_attempt_at, d.id"
+             WHERE d.id IN (",
         );
-        let mut query = sqlx::query_as::<_, JobRow>(&sql);
+        let mut list = query.separated(", ");
         for id in chunk {
-            query = query.bind(id);
+            list.push_bind(id);
         }
-        for row in query.fetch_all(db).await? {
+        list.push_unseparated(") ORDER BY d.next_attempt_at, d.id");
+        for row in query.build_query_as::<JobRow>().fetch_all(db).await? {
             let body = match row.payload {
                 Some(payload) => payload,
                 None => event_body(
@@ -228,19 +232,19 @@ pub async fn release(db: &Db, worker: &str, ids: Option<&[String]>) -> Result<()
 /// scan of every pending delivery, done after each claim round, was what a backlog of hundreds
 /// of thousands made slow). Leases are not looked at: the worker's poll covers their expiry.
 pub async fn next_due(db: &Db, busy: &[String]) -> Result<Option<i64>, sqlx::Error> {
-    let exclude = exclusion("w.id", busy, 1);
-    let sql = format!(
+    let mut query = QueryBuilder::new(
         "SELECT MIN(CASE WHEN circuit_until IS NOT NULL AND circuit_until > due \
                     THEN circuit_until ELSE due END) \
          FROM (SELECT w.circuit_until, \
                  (SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d \
                   WHERE d.endpoint_id = w.id AND d.status = 'pending') AS due \
-               FROM webhook_endpoints w WHERE w.enabled = 1 {exclude}) due_by_endpoint \
-         WHERE due IS NOT NULL"
+               FROM webhook_endpoints w WHERE w.enabled = 1",
     );
-    let mut query = sqlx::query_as::<_, (Option<i64>,)>(&sql);
-    for id in busy {
-        query = query.bind(id);
-    }
-    Ok(query.fetch_one(db).await?.0)
+    exclude(&mut query, "w.id", busy);
+    query.push(") due_by_endpoint WHERE due IS NOT NULL");
+    Ok(query
+        .build_query_as::<(Option<i64>,)>()
+        .fetch_one(db)
+        .await?
+        .0)
 }

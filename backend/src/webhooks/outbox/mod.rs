@@ -25,27 +25,6 @@ const INSERT_CHUNK: usize = 400;
 /// Snippet of the response body kept per attempt.
 pub const RESPONSE_SNIPPET: usize = 1024;
 
-/// `($1, $2), ($3, $4), ...` for a multi-row INSERT.
-fn placeholders(rows: usize, columns: usize) -> String {
-    placeholders_with(rows, columns, "")
-}
-
-/// The same, each row ending with constant SQL (`'pending', 0`) that need not be bound.
-fn placeholders_with(rows: usize, columns: usize, constants: &str) -> String {
-    (0..rows)
-        .map(|r| {
-            let mut cols = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
-                .collect::<Vec<_>>();
-            if !constants.is_empty() {
-                cols.push(constants.to_string());
-            }
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A claimed delivery with everything needed to send it. Its `Debug` leaves the keys out.
 #[derive(Clone)]
 pub struct Job {
@@ -111,11 +90,5 @@ mod tests {
         assert_eq!(v["created_at"], rfc3339(0));
         assert_eq!(v["account_id"], "acc_1");
         assert_eq!(v["data"]["message_id"], "msg_1");
-    }
-
-    #[test]
-    fn placeholders_number_rows_then_columns() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders_with(2, 1, "0"), "($1, 0), ($2, 0)");
     }
 }

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::{placeholders, INSERT_CHUNK};
+use super::INSERT_CHUNK;
 use crate::{
     clock::{now_ms, rfc3339},
     config::WebhooksConfig,
-    db::Db,
+    db::{Db, QueryBuilder},
     ids::new_id,
     webhooks::{endpoints, metrics::Outcome},
 };
@@ -132,25 +132,24 @@ pub async fn record(
         return Ok(recorded);
     }
     for chunk in results.chunks(INSERT_CHUNK) {
-        let sql = format!(
+        QueryBuilder::new(
             "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, at, outcome, status_code, \
-             latency_ms, error, response) VALUES {}",
-            placeholders(chunk.len(), 9)
-        );
-        let mut query = sqlx::query(&sql);
-        for r in chunk {
-            query = query
-                .bind(new_id("att"))
-                .bind(&r.delivery_id)
-                .bind(&r.endpoint_id)
-                .bind(r.at)
-                .bind(r.outcome.as_str())
-                .bind(r.status_code.map(i64::from))
-                .bind(r.latency_ms)
-                .bind(r.error.as_deref())
-                .bind(r.response.as_deref());
-        }
-        query.execute(&mut *tx).await?;
+             latency_ms, error, response) ",
+        )
+        .push_values(chunk, |mut row, r| {
+            row.push_bind(new_id("att"))
+                .push_bind(&r.delivery_id)
+                .push_bind(&r.endpoint_id)
+                .push_bind(r.at)
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.status_code.map(i64::from))
+                .push_bind(r.latency_ms)
+                .push_bind(r.error.as_deref())
+                .push_bind(r.response.as_deref());
+        })
+        .build()
+        .execute(&mut *tx)
+        .await?;
     }
     // Settled deliveries are updated in one statement per status (per chunk): in the common
     // case of a healthy receiver that is one statement per batch instead of one per delivery.
@@ -186,18 +185,21 @@ pub async fn record(
     }
     for (status, ids) in [("succeeded", &succeeded), ("failed", &failed)] {
         for chunk in ids.chunks(INSERT_CHUNK) {
-            let list = (3..3 + chunk.len()).map(|i| format!("${i}"));
-            let sql = format!(
-                "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, \
-                 next_attempt_at = NULL, locked_until = NULL, locked_by = NULL, updated_at = $2 \
-                 WHERE status = 'pending' AND id IN ({})",
-                list.collect::<Vec<_>>().join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(status).bind(now);
+            let mut query = QueryBuilder::new("UPDATE webhook_deliveries SET status = ");
+            query
+                .push_bind(status)
+                .push(
+                    ", attempt_count = attempt_count + 1, next_attempt_at = NULL, \
+                       locked_until = NULL, locked_by = NULL, updated_at = ",
+                )
+                .push_bind(now)
+                .push(" WHERE status = 'pending' AND id IN (");
+            let mut list = query.separated(", ");
             for id in chunk {
-                query = query.bind(*id);
+                list.push_bind(*id);
             }
-            query.execute(&mut *tx).await?;
+            list.push_unseparated(")");
+            query.build().execute(&mut *tx).await?;
         }
     }
 
