@@ -174,6 +174,14 @@ impl<'args> Separated<'_, 'args> {
     }
 }
 
+/// A checked page request of a list: `limit` rows after the id `cursor` (the first page if
+/// `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub cursor: Option<String>,
+}
+
 /// Keyset pages: a list reads `limit + 1` rows (`page_rows`) so that it knows whether another
 /// page follows; `into_page` keeps `limit` of them and names the last kept id as the next
 /// cursor when rows were left over.

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, error::ApiError, messages::ReplyButton, templates};
+use crate::{clock::rfc3339, db::Page, error::ApiError, messages::ReplyButton, templates};
 
 pub const MAX_STEPS: usize = 50;
 pub const MAX_BUTTONS: usize = 3;
@@ -124,6 +124,28 @@ pub struct FlowView {
     pub steps: Vec<Step>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+// A page of flows as `/v1/chatbot/flows` and `/admin/flows` list them. (A doc comment would
+// become the schema's description in the OpenAPI document.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowList {
+    pub data: Vec<FlowView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The account's flows in creation order, one page.
+pub async fn list_page(
+    conn: &mut sqlx::AnyConnection,
+    account_id: &str,
+    page: &Page,
+) -> Result<FlowList, sqlx::Error> {
+    let (flows, next_cursor) =
+        store::list(conn, account_id, page.cursor.as_deref(), page.limit).await?;
+    Ok(FlowList {
+        data: flows.iter().map(Flow::view).collect(),
+        next_cursor,
+    })
 }
 
 impl Flow {

@@ -6,6 +6,7 @@ pub mod store;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::{clock::rfc3339, error::ApiError};
 
@@ -33,11 +34,12 @@ pub struct Contact {
     pub updated_at: i64,
 }
 
-/// Where a contact stands in a chatbot flow; `paused` = a human took over, the bot stays silent.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// A contact's `chatbot` field: where it stands in a flow (`null` when in none).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
 pub struct ChatbotState {
     pub flow_id: String,
     pub step: String,
+    /// A human has the conversation; the bot stays silent.
     pub paused: bool,
 }
 
@@ -51,23 +53,32 @@ pub struct ContactPatch {
     pub opted_in: Option<bool>,
 }
 
-/// The API's JSON shape: no account id, times in RFC 3339.
-#[derive(Serialize)]
-struct ContactJson<'a> {
+/// A contact as the API shows it (`contacts::Contact` serializes to this).
+// No account id; times in RFC 3339.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Contact)]
+pub struct ContactView<'a> {
+    /// `con_...`
     id: &'a str,
+    /// E.164, unique per account.
+    #[schema(example = "+14155550101")]
     phone: &'a str,
     name: &'a Option<String>,
     tags: &'a [String],
+    /// Flat object of string, number and boolean values.
+    #[schema(value_type = Object)]
     attributes: &'a Map<String, Value>,
     opted_in: bool,
+    /// Where the contact stands in a chatbot flow, `null` outside one.
     chatbot: &'a Option<ChatbotState>,
+    /// RFC 3339
     created_at: String,
     updated_at: String,
 }
 
-impl Serialize for Contact {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        ContactJson {
+impl Contact {
+    pub fn view(&self) -> ContactView<'_> {
+        ContactView {
             id: &self.id,
             phone: &self.phone,
             name: &self.name,
@@ -78,8 +89,22 @@ impl Serialize for Contact {
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
         }
-        .serialize(serializer)
     }
+}
+
+impl Serialize for Contact {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
+}
+
+// A page of contacts as `GET /v1/contacts` lists them. (A doc comment would become the schema's
+// description in the OpenAPI document.)
+#[derive(Serialize, ToSchema)]
+pub struct ContactList {
+    #[schema(value_type = Vec<ContactView>)]
+    pub data: Vec<Contact>,
+    pub next_cursor: Option<String>,
 }
 
 impl Contact {

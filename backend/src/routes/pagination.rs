@@ -1,7 +1,10 @@
 //! List paging shared by every `/v1` and `/admin` list: `limit` (1 to 200, default 50) and an
 //! opaque `cursor`, which is the last id of the previous page (ids are time-ordered).
 
-use crate::error::ApiError;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::{db::Page, error::ApiError};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
@@ -41,4 +44,25 @@ pub fn page_cursor(cursor: Option<String>, prefix: &str) -> Result<Option<String
         ));
     }
     Ok(Some(cursor))
+}
+
+/// The query of a list that takes nothing but paging (`/v1` and `/admin` alike).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page asked for, checked; `prefix` is the listed ids' (`tpl`, `flw`, ...).
+    pub fn page(self, prefix: &str) -> Result<Page, ApiError> {
+        Ok(Page {
+            limit: page_limit(self.limit)?,
+            cursor: page_cursor(self.cursor, prefix)?,
+        })
+    }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, error::ApiError};
+use crate::{clock::rfc3339, db::Page, error::ApiError};
 
 pub const MAX_BODY_CHARS: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 512;
@@ -43,6 +43,28 @@ pub struct TemplateView {
     pub variables: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+// A page of templates as `/v1/templates` and `/admin/templates` list them. (A doc comment would
+// become the schema's description in the OpenAPI document.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateList {
+    pub data: Vec<TemplateView>,
+    pub next_cursor: Option<String>,
+}
+
+/// The account's templates in creation order, one page.
+pub async fn list_page(
+    conn: &mut sqlx::AnyConnection,
+    account_id: &str,
+    page: &Page,
+) -> Result<TemplateList, sqlx::Error> {
+    let (templates, next_cursor) =
+        store::list(conn, account_id, page.cursor.as_deref(), page.limit).await?;
+    Ok(TemplateList {
+        data: templates.iter().map(Template::view).collect(),
+        next_cursor,
+    })
 }
 
 impl Template {

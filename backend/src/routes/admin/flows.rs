@@ -7,14 +7,11 @@ use utoipa::OpenApi;
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
-    chatbot::{self, store, Definition, FlowInput, FlowPatch, FlowView},
+    chatbot::{self, store, Definition, FlowInput, FlowList, FlowPatch, FlowView},
     clock::now_ms,
     error::{ApiError, ApiResult},
     openapi::ErrorBody,
-    routes::v1::{
-        chatbot::{list_for, FlowList},
-        templates::PageQuery,
-    },
+    routes::pagination::PageQuery,
     state::AppState,
 };
 
@@ -44,7 +41,11 @@ pub async fn list(
     session: AdminSession,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
-    list_for(&state, &session.account_id, query).await
+    let page = query.page("flw")?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(
+        chatbot::list_page(&mut conn, &session.account_id, &page).await?,
+    ))
 }
 
 /// Create a flow

@@ -10,9 +10,9 @@ use crate::{
     clock::now_ms,
     error::{ApiError, ApiResult},
     openapi::ErrorBody,
-    routes::v1::templates::{list_for, PageQuery, TemplateList},
+    routes::pagination::PageQuery,
     state::AppState,
-    templates::{self, store, TemplateView},
+    templates::{self, store, TemplateList, TemplateView},
 };
 
 pub fn router() -> Router<AppState> {
@@ -66,7 +66,11 @@ pub async fn list(
     session: AdminSession,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
-    list_for(&state, &session.account_id, query).await
+    let page = query.page("tpl")?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(
+        templates::list_page(&mut conn, &session.account_id, &page).await?,
+    ))
 }
 
 /// Create a template

@@ -11,14 +11,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use super::{messages::resolve_contact, templates::PageQuery};
+use super::messages::resolve_contact;
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
+use crate::routes::pagination::PageQuery;
 use crate::{
     auth::gateway::Caller,
     channel::window,
     chatbot::{
+        self,
         engine::{self, Ctx},
-        store, Action, BotMessage, End, FlowView, Step, Transition,
+        store, Action, BotMessage, End, FlowList, FlowView, Step, Transition,
     },
     contacts::{self, ChatbotState},
     error::{ApiError, ApiResult},
@@ -42,43 +44,11 @@ pub fn router() -> Router<AppState> {
     paths(list, trigger, pause, resume),
     components(schemas(
         FlowView, FlowList, Step, BotMessage, ReplyButton, Action, Transition, End,
-        TriggerRequest, TriggerAnswer, ChatbotStateSchema
+        TriggerRequest, TriggerAnswer, ChatbotState
     )),
     tags((name = "chatbot", description = "Chatbot flows and human handover"))
 )]
 pub struct ApiDoc;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FlowList {
-    pub data: Vec<FlowView>,
-    pub next_cursor: Option<String>,
-}
-
-/// A contact's `chatbot` field: where it stands in a flow (`null` when in none).
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = ChatbotState)]
-pub struct ChatbotStateSchema {
-    pub flow_id: String,
-    pub step: String,
-    /// A human has the conversation; the bot stays silent.
-    pub paused: bool,
-}
-
-/// The account's flows in creation order (shared by `/v1` and `/admin`).
-pub async fn list_for(
-    state: &AppState,
-    account_id: &str,
-    query: PageQuery,
-) -> ApiResult<Json<FlowList>> {
-    let limit = crate::routes::pagination::page_limit(query.limit)?;
-    let cursor = crate::routes::pagination::page_cursor(query.cursor, "flw")?;
-    let mut conn = state.db.acquire().await?;
-    let (flows, next_cursor) = store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
-    Ok(Json(FlowList {
-        data: flows.iter().map(|f| f.view()).collect(),
-        next_cursor,
-    }))
-}
 
 /// List chatbot flows
 #[utoipa::path(
@@ -91,7 +61,11 @@ pub async fn list(
     caller: Caller,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
-    list_for(&state, &caller.account_id, query).await
+    let page = query.page("flw")?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(
+        chatbot::list_page(&mut conn, &caller.account_id, &page).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -112,7 +86,6 @@ pub struct TriggerAnswer {
     pub flow_id: String,
     pub contact_id: String,
     /// The contact's state afterwards (`null` if the flow ended at once).
-    #[schema(value_type = Option<ChatbotStateSchema>)]
     pub chatbot: Option<ChatbotState>,
     /// The bot messages queued.
     pub messages: Vec<String>,

@@ -1,19 +1,18 @@
 //! `/v1/contacts` (SPEC §7): the caller's account's contacts, nothing else.
 
 use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::{page_cursor, page_limit};
-use crate::routes::v1::chatbot::ChatbotStateSchema;
 use crate::{
     auth::gateway::Caller,
     contacts::{
         self,
         store::{self, ListFilter, NewContact},
-        Contact, ContactPatch,
+        ChatbotState, Contact, ContactList, ContactPatch, ContactView,
     },
     error::{ApiError, ApiResult},
     idempotency::Idempotency,
@@ -31,40 +30,10 @@ pub fn router() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     paths(list, create, fetch, patch, remove),
-    components(schemas(ContactView, ChatbotStateSchema, ContactList, CreateBody, PatchBody)),
+    components(schemas(ContactView, ChatbotState, ContactList, CreateBody, PatchBody)),
     tags((name = "contacts", description = "The account's contacts, one per E.164 number"))
 )]
 pub struct ApiDoc;
-
-/// A contact as the API shows it (`contacts::Contact` serializes to this).
-#[derive(Serialize, ToSchema)]
-#[schema(as = Contact)]
-#[allow(dead_code)] // only its schema is used
-pub struct ContactView {
-    /// `con_...`
-    id: String,
-    /// E.164, unique per account.
-    #[schema(example = "+14155550101")]
-    phone: String,
-    name: Option<String>,
-    tags: Vec<String>,
-    /// Flat object of string, number and boolean values.
-    #[schema(value_type = Object)]
-    attributes: Map<String, Value>,
-    opted_in: bool,
-    /// Where the contact stands in a chatbot flow, `null` outside one.
-    chatbot: Option<ChatbotStateSchema>,
-    /// RFC 3339
-    created_at: String,
-    updated_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ContactList {
-    #[schema(value_type = Vec<ContactView>)]
-    data: Vec<Contact>,
-    next_cursor: Option<String>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,17 +1,16 @@
 //! `GET /v1/templates` (SPEC §7): the account's message templates (managed in `/admin/templates`).
 
 use axum::{extract::State, routing::get, Json, Router};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::routes::extract::QueryParams;
-use crate::routes::pagination::{page_cursor, page_limit};
+use crate::routes::pagination::PageQuery;
 use crate::{
     auth::gateway::Caller,
     error::ApiResult,
     openapi::ErrorBody,
     state::AppState,
-    templates::{store, TemplateView},
+    templates::{self, TemplateList, TemplateView},
 };
 
 pub fn router() -> Router<AppState> {
@@ -26,39 +25,6 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1 to 200, default 50.
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TemplateList {
-    pub data: Vec<TemplateView>,
-    pub next_cursor: Option<String>,
-}
-
-/// The account's templates in creation order (shared by `/v1` and `/admin`).
-pub async fn list_for(
-    state: &AppState,
-    account_id: &str,
-    query: PageQuery,
-) -> ApiResult<Json<TemplateList>> {
-    let limit = page_limit(query.limit)?;
-    let cursor = page_cursor(query.cursor, "tpl")?;
-    let mut conn = state.db.acquire().await?;
-    let (templates, next_cursor) =
-        store::list(&mut conn, account_id, cursor.as_deref(), limit).await?;
-    Ok(Json(TemplateList {
-        data: templates.iter().map(|t| t.view()).collect(),
-        next_cursor,
-    }))
-}
-
 /// List templates
 #[utoipa::path(
     get, path = "/v1/templates", operation_id = "listTemplates", tag = "templates",
@@ -70,5 +36,9 @@ pub async fn list(
     caller: Caller,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
-    list_for(&state, &caller.account_id, query).await
+    let page = query.page("tpl")?;
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(
+        templates::list_page(&mut conn, &caller.account_id, &page).await?,
+    ))
 }
