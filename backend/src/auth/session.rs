@@ -2,9 +2,12 @@
 //! stored) plus a CSRF token that every state-changing admin call must echo in `X-CSRF-Token`.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
+use base64::Engine;
+use rand::{rngs::OsRng, RngCore};
+use sqlx::AnyConnection;
 use subtle::ConstantTimeEq;
 
-use crate::{auth::sha256_hex, clock::now_ms, error::ApiError, state::AppState};
+use crate::{auth::sha256_hex, clock::now_ms, db::Db, error::ApiError, state::AppState};
 
 pub const COOKIE: &str = "wiz_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -16,6 +19,86 @@ pub struct AdminSession {
     pub user_id: String,
     pub account_id: String,
     pub csrf_token: String,
+}
+
+/// The user an email logs in as, with the hash the password is checked against.
+#[derive(sqlx::FromRow)]
+pub struct LoginUser {
+    pub id: String,
+    pub account_id: String,
+    pub password_hash: String,
+}
+
+/// The user with this (normalized) email, if any.
+pub async fn find_login(db: &Db, email: &str) -> Result<Option<LoginUser>, sqlx::Error> {
+    sqlx::query_as("SELECT id, account_id, password_hash FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(db)
+        .await
+}
+
+/// A session just opened: the cookie's token (only its hash is stored) and the CSRF token.
+pub struct Opened {
+    pub token: String,
+    pub csrf_token: String,
+}
+
+/// 32 bytes from the OS CSPRNG, URL-safe base64: a cookie value or CSRF token.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Opens a session for a user whose login succeeded, valid for `ttl_ms` (on the caller's
+/// transaction). Expired sessions go whenever someone logs in; no separate sweeper needed.
+pub async fn open(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    account_id: &str,
+    ttl_ms: i64,
+) -> Result<Opened, sqlx::Error> {
+    let opened = Opened {
+        token: random_token(),
+        csrf_token: random_token(),
+    };
+    let now = now_ms();
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, account_id, csrf_token, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sha256_hex(&opened.token))
+    .bind(user_id)
+    .bind(account_id)
+    .bind(&opened.csrf_token)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(opened)
+}
+
+/// Ends a session (logout).
+pub async fn close(db: &Db, token_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A stored session, as the extractor checks it.
+#[derive(sqlx::FromRow)]
+struct StoredSession {
+    user_id: String,
+    account_id: String,
+    csrf_token: String,
+    created_at: i64,
+    expires_at: i64,
 }
 
 /// The session cookie's value, if the request has one.
@@ -39,14 +122,21 @@ impl FromRequestParts<AppState> for AdminSession {
             || ApiError::unauthorized("not_authenticated", "log in first (POST /admin/session)");
         let token = cookie_token(parts).ok_or_else(unauthenticated)?;
         let token_hash = sha256_hex(&token);
-        let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+        let row: Option<StoredSession> = sqlx::query_as(
             "SELECT user_id, account_id, csrf_token, created_at, expires_at FROM sessions \
              WHERE token_hash = $1",
         )
         .bind(&token_hash)
         .fetch_optional(&state.db)
         .await?;
-        let Some((user_id, account_id, csrf_token, created_at, expires_at)) = row else {
+        let Some(StoredSession {
+            user_id,
+            account_id,
+            csrf_token,
+            created_at,
+            expires_at,
+        }) = row
+        else {
             return Err(unauthenticated());
         };
         let config = &state.config.session;

@@ -9,8 +9,6 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use base64::Engine;
-use rand::{rngs::OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
@@ -18,8 +16,11 @@ use utoipa::{OpenApi, ToSchema};
 use crate::routes::extract::JsonBody;
 use crate::{
     accounts::{self, login_throttle::Admission, normalize_email},
-    auth::{gateway::Origin, password, session::AdminSession, session::COOKIE, sha256_hex},
-    clock::now_ms,
+    auth::{
+        gateway::Origin,
+        password,
+        session::{self, AdminSession, COOKIE},
+    },
     error::{ApiError, ApiResult},
     openapi::ErrorBody,
     state::AppState,
@@ -79,13 +80,6 @@ pub struct SessionAccount {
     plan: String,
 }
 
-/// 32 bytes from the OS CSPRNG, URL-safe base64: a cookie value or CSRF token.
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Log in: sets the `wiz_session` cookie (HttpOnly, SameSite=Strict)
 #[utoipa::path(
     post, path = "/admin/session", operation_id = "createSession", tag = "admin: session",
@@ -142,22 +136,18 @@ async fn login(
         }
     };
 
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, account_id, password_hash FROM users WHERE email = $1")
-            .bind(&email)
-            .fetch_optional(&state.db)
-            .await?;
+    let user = session::find_login(&state.db, &email).await?;
     // An unknown email costs a check as well, so timing does not tell which emails exist.
     let verified = state
         .passwords
         .verify(
             &body.password,
-            row.as_ref().map(|(_, _, hash)| hash.as_str()),
+            user.as_ref().map(|u| u.password_hash.as_str()),
         )
         .await?;
 
-    let (user_id, account_id) = match row {
-        Some((user_id, account_id, _)) if verified => (user_id, account_id),
+    let user = match user {
+        Some(user) if verified => user,
         _ => {
             reservation.failed();
             return Err(ApiError::unauthorized(
@@ -168,31 +158,13 @@ async fn login(
     };
     reservation.succeeded();
 
-    let token = random_token();
-    let csrf_token = random_token();
-    let now = now_ms();
-    let session = &state.config.session;
-    let ttl_ms = session.ttl.min(session.absolute_lifetime).as_millis() as i64;
+    let config = &state.config.session;
+    let ttl_ms = config.ttl.min(config.absolute_lifetime).as_millis() as i64;
     let mut tx = state.db.begin().await?;
-    // Expired sessions go whenever someone logs in; no separate sweeper needed.
-    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, account_id, csrf_token, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(sha256_hex(&token))
-    .bind(&user_id)
-    .bind(&account_id)
-    .bind(&csrf_token)
-    .bind(now)
-    .bind(now + ttl_ms)
-    .execute(&mut *tx)
-    .await?;
-    let body = session_body(&mut tx, &user_id, &account_id, &csrf_token).await?;
+    let opened = session::open(&mut tx, &user.id, &user.account_id, ttl_ms).await?;
+    let body = session_body(&mut tx, &user.id, &user.account_id, &opened.csrf_token).await?;
     tx.commit().await?;
+    let token = opened.token;
 
     // No Max-Age: the browser keeps the cookie for its session, the server decides expiry
     // (sliding, `session.ttl` after the last use, and `session.absolute_lifetime` after login).
@@ -260,10 +232,7 @@ async fn current(State(state): State<AppState>, session: AdminSession) -> ApiRes
     responses((status = 204, description = "Logged out"), (status = 403, description = "`csrf_failed`", body = ErrorBody))
 )]
 async fn logout(State(state): State<AppState>, session: AdminSession) -> ApiResult<Response> {
-    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(&session.token_hash)
-        .execute(&state.db)
-        .await?;
+    session::close(&state.db, &session.token_hash).await?;
     let mut cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     if state.config.session.cookie_secure {
         cookie.push_str("; Secure");
