@@ -408,7 +408,7 @@ impl AuthThrottleConfig {
         ThrottleSettings {
             max_failures: self.max_failures,
             window: Duration::from_secs(self.window_seconds),
-            capacity: NonZeroUsize::new(self.tracked_ips).unwrap_or(NonZeroUsize::MIN),
+            tracked_ips: NonZeroUsize::new(self.tracked_ips).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -1276,7 +1276,7 @@ mod tests {
             Some(Path::new("data/gateway-usage.journal"))
         );
         assert_eq!(rt.auth_throttle.window, Duration::from_secs(10));
-        assert_eq!(rt.auth_throttle.capacity.get(), 100_000);
+        assert_eq!(rt.auth_throttle.tracked_ips.get(), 100_000);
         assert_eq!(rt.clients.body_timeout, Duration::from_secs(30));
         assert_eq!(rt.clients.max_header_bytes, 32 * 1024);
         assert_eq!(rt.shutdown_grace, Duration::from_secs(5));

@@ -34,7 +34,7 @@ pub struct ThrottleSettings {
     pub max_failures: u32,
     pub window: Duration,
     /// How many IPs (IPv6: /64s) are tracked at once.
-    pub capacity: NonZeroUsize,
+    pub tracked_ips: NonZeroUsize,
 }
 
 /// Who a failure counts against: an IPv4 address, or the /64 an IPv6 address lies in.
@@ -85,7 +85,7 @@ impl AuthThrottle {
         AuthThrottle {
             inner: Mutex::new(Inner {
                 settings,
-                failures: LruCache::with_hasher(settings.capacity, RandomState::new()),
+                failures: LruCache::with_hasher(settings.tracked_ips, RandomState::new()),
             }),
         }
     }
@@ -98,8 +98,8 @@ impl AuthThrottle {
     /// Applies reloaded settings; counts survive (a smaller capacity drops the oldest).
     pub fn reconfigure(&self, settings: ThrottleSettings) {
         let mut inner = self.lock();
-        if inner.settings.capacity != settings.capacity {
-            inner.failures.resize(settings.capacity);
+        if inner.settings.tracked_ips != settings.tracked_ips {
+            inner.failures.resize(settings.tracked_ips);
         }
         inner.settings = settings;
     }
@@ -147,7 +147,7 @@ mod tests {
         AuthThrottle::new(ThrottleSettings {
             max_failures,
             window: Duration::from_secs(window_secs),
-            capacity: NonZeroUsize::new(capacity).unwrap(),
+            tracked_ips: NonZeroUsize::new(capacity).unwrap(),
         })
     }
 
@@ -242,7 +242,7 @@ mod tests {
         t.reconfigure(ThrottleSettings {
             max_failures: 1,
             window: Duration::from_secs(60),
-            capacity: NonZeroUsize::new(1).unwrap(),
+            tracked_ips: NonZeroUsize::new(1).unwrap(),
         });
         assert!(matches!(
             t.record_failure(a, 0),
