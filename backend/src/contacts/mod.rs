@@ -2,6 +2,7 @@
 //! the types and the validation; `store` holds the SQL. Other modules (messaging, chatbot) use
 //! the functions re-exported here.
 
+pub mod service;
 pub mod store;
 
 use serde::{Deserialize, Serialize, Serializer};

@@ -5,6 +5,7 @@
 //! them; the database keeps the key's first 12 characters and SHA-256 hashes of both.
 
 pub mod playground;
+pub mod service;
 pub mod store;
 
 use std::net::IpAddr;

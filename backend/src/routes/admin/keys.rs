@@ -15,17 +15,13 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::routes::extract::{JsonBody, PathParams};
 use crate::{
-    accounts::{
-        self,
-        bounds::{self, Bounded},
-        Plan,
-    },
     auth::session::AdminSession,
     clock::{now_ms, rfc3339},
     error::{ApiError, ApiResult},
     keys::{
         self,
-        store::{self, utc_day, KeyRecord, KeySettings},
+        service::{KeyChanges, KeyError, Keys, NewKey},
+        store::{self, utc_day, KeyRecord},
         Credentials, KeyView,
     },
     openapi::ErrorBody,
@@ -108,8 +104,27 @@ pub struct MinuteCount {
     count: i64,
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("key")
+/// The HTTP answer of each refusal of the key rules.
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::NotFound => ApiError::not_found("key"),
+            KeyError::Revoked => {
+                ApiError::conflict("key_revoked", "the key is revoked and cannot be changed")
+            }
+            e @ KeyError::PlanRequired(_) => ApiError::forbidden("plan_required", e.to_string()),
+            KeyError::NoAccount => ApiError::unauthorized("not_authenticated", "log in first"),
+            KeyError::Refused(refusal) => refusal,
+            KeyError::Db(e) => e.into(),
+        }
+    }
+}
+
+fn keys_of(state: &AppState) -> Keys<'_> {
+    Keys {
+        db: &state.db,
+        key_version: &state.key_version,
+    }
 }
 
 async fn load(
@@ -118,9 +133,9 @@ async fn load(
     id: &str,
     now: i64,
 ) -> ApiResult<KeyRecord> {
-    store::get(conn, &session.account_id, id, &utc_day(now))
+    Ok(store::get(conn, &session.account_id, id, &utc_day(now))
         .await?
-        .ok_or_else(not_found)
+        .ok_or(KeyError::NotFound)?)
 }
 
 /// List the account's keys
@@ -131,8 +146,7 @@ async fn load(
 )]
 async fn list(State(state): State<AppState>, session: AdminSession) -> ApiResult<Json<KeyList>> {
     let now = now_ms();
-    let mut conn = state.db.acquire().await?;
-    let records = store::list(&mut conn, &session.account_id, &utc_day(now)).await?;
+    let records = keys_of(&state).list(&session.account_id, now).await?;
     let data: Vec<KeyView> = records
         .iter()
         .map(|r| KeyView::from_record(r, now))
@@ -156,8 +170,7 @@ async fn fetch(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<KeyView>> {
     let now = now_ms();
-    let mut conn = state.db.acquire().await?;
-    let record = load(&mut conn, &session, &id, now).await?;
+    let record = keys_of(&state).get(&session.account_id, &id, now).await?;
     Ok(Json(KeyView::from_record(&record, now)))
 }
 
@@ -208,55 +221,24 @@ async fn create(
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let now = now_ms();
-    let settings = KeySettings {
-        name: keys::validate_name(&body.name)?,
-        rate_limit_per_minute: match &body.rate_limit_per_minute {
-            Some(v) => {
-                keys::validate_limit("rate_limit_per_minute", v, keys::MAX_RATE_LIMIT_PER_MINUTE)?
-            }
-            None => keys::DEFAULT_RATE_LIMIT_PER_MINUTE,
-        },
-        daily_limit: match &body.daily_limit {
-            Some(v) => keys::validate_limit("daily_limit", v, keys::MAX_DAILY_LIMIT)?,
-            None => keys::DEFAULT_DAILY_LIMIT,
-        },
-        ip_whitelist: keys::validate_whitelist(&body.ip_whitelist.unwrap_or_default())?,
-        expires_at: body
-            .expires_at
-            .as_deref()
-            .map(|t| keys::validate_expires_at(t, now))
-            .transpose()?,
+    let new = NewKey {
+        name: body.name,
+        rate_limit_per_minute: body.rate_limit_per_minute,
+        daily_limit: body.daily_limit,
+        ip_whitelist: body.ip_whitelist,
+        expires_at: body.expires_at,
     };
-    let credentials = Credentials::generate();
-    let mut tx = state.db.begin().await?;
-    let account = accounts::get(&mut tx, &session.account_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("not_authenticated", "log in first"))?;
-    if !account.plan.allows_api() {
-        return Err(plan_required(account.plan));
-    }
     let max_keys = state.config.account_limits.max_api_keys;
-    bounds::check(&mut tx, &session.account_id, Bounded::ApiKeys, max_keys).await?;
-    let (id, version) =
-        store::insert(&mut tx, &session.account_id, &settings, &credentials, now).await?;
-    let record = load(&mut tx, &session, &id, now).await?;
-    tx.commit().await?;
-    state.key_version.send_replace(version);
-    tracing::info!(key_id = %id, prefix = %record.prefix, "API key created");
+    let issued = keys_of(&state)
+        .create(&session.account_id, new, max_keys, now)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(with_credentials(
-            KeyView::from_record(&record, now),
-            &credentials,
+            KeyView::from_record(&issued.record, now),
+            &issued.credentials,
         )),
     ))
-}
-
-fn plan_required(plan: Plan) -> ApiError {
-    ApiError::forbidden(
-        "plan_required",
-        format!("API access needs the wiz_bot or wiz_pro plan; this account is on {plan}"),
-    )
 }
 
 /// `Some(None)` for an explicit `null`, `None` (via `default`) for an absent field.
@@ -286,10 +268,6 @@ pub struct PatchBody {
     expires_at: Option<Option<String>>,
 }
 
-fn key_revoked() -> ApiError {
-    ApiError::conflict("key_revoked", "the key is revoked and cannot be changed")
-}
-
 /// Change a key's name, limits, whitelist or expiry
 #[utoipa::path(
     patch, path = "/admin/keys/{id}", operation_id = "updateApiKey", tag = "admin: keys",
@@ -310,43 +288,16 @@ async fn patch(
     JsonBody(body): JsonBody<PatchBody>,
 ) -> ApiResult<Json<KeyView>> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    let current = load(&mut tx, &session, &id, now).await?;
-    if current.status == "revoked" {
-        return Err(key_revoked());
-    }
-    let mut settings = KeySettings {
-        name: current.name.clone(),
-        rate_limit_per_minute: current.rate_limit_per_minute,
-        daily_limit: current.daily_limit,
-        ip_whitelist: current.ip_whitelist.clone(),
-        expires_at: current.expires_at,
+    let changes = KeyChanges {
+        name: body.name,
+        rate_limit_per_minute: body.rate_limit_per_minute,
+        daily_limit: body.daily_limit,
+        ip_whitelist: body.ip_whitelist,
+        expires_at: body.expires_at,
     };
-    if let Some(name) = &body.name {
-        settings.name = keys::validate_name(name)?;
-    }
-    if let Some(v) = &body.rate_limit_per_minute {
-        settings.rate_limit_per_minute =
-            keys::validate_limit("rate_limit_per_minute", v, keys::MAX_RATE_LIMIT_PER_MINUTE)?;
-    }
-    if let Some(v) = &body.daily_limit {
-        settings.daily_limit = keys::validate_limit("daily_limit", v, keys::MAX_DAILY_LIMIT)?;
-    }
-    if let Some(list) = &body.ip_whitelist {
-        settings.ip_whitelist = keys::validate_whitelist(list)?;
-    }
-    if let Some(expires_at) = &body.expires_at {
-        settings.expires_at = expires_at
-            .as_deref()
-            .map(|t| keys::validate_expires_at(t, now))
-            .transpose()?;
-    }
-    let version = store::save_settings(&mut tx, &session.account_id, &id, &settings, now)
-        .await?
-        .ok_or_else(not_found)?;
-    let record = load(&mut tx, &session, &id, now).await?;
-    tx.commit().await?;
-    state.key_version.send_replace(version);
+    let record = keys_of(&state)
+        .update(&session.account_id, &id, changes, now)
+        .await?;
     Ok(Json(KeyView::from_record(&record, now)))
 }
 
@@ -363,20 +314,9 @@ async fn revoke(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<KeyView>> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    let current = load(&mut tx, &session, &id, now).await?;
-    if current.status == "revoked" {
-        // Revoking twice is harmless; nothing changes, no new version.
-        tx.commit().await?;
-        return Ok(Json(KeyView::from_record(&current, now)));
-    }
-    let version = store::revoke(&mut tx, &session.account_id, &id, now)
-        .await?
-        .ok_or_else(not_found)?;
-    let record = load(&mut tx, &session, &id, now).await?;
-    tx.commit().await?;
-    state.key_version.send_replace(version);
-    tracing::info!(key_id = %id, prefix = %record.prefix, "API key revoked");
+    let record = keys_of(&state)
+        .revoke(&session.account_id, &id, now)
+        .await?;
     Ok(Json(KeyView::from_record(&record, now)))
 }
 
@@ -442,28 +382,12 @@ async fn rotate(
         },
     };
     let now = now_ms();
-    let credentials = Credentials::generate();
-    let mut tx = state.db.begin().await?;
-    let current = load(&mut tx, &session, &id, now).await?;
-    if current.status == "revoked" {
-        return Err(key_revoked());
-    }
-    let version = store::rotate(
-        &mut tx,
-        &session.account_id,
-        &current,
-        &credentials,
-        grace_seconds * 1000,
-        now,
-    )
-    .await?;
-    let record = load(&mut tx, &session, &id, now).await?;
-    tx.commit().await?;
-    state.key_version.send_replace(version);
-    tracing::info!(key_id = %id, prefix = %record.prefix, grace_seconds, "API key rotated");
+    let issued = keys_of(&state)
+        .rotate(&session.account_id, &id, grace_seconds, now)
+        .await?;
     Ok(Json(with_credentials(
-        KeyView::from_record(&record, now),
-        &credentials,
+        KeyView::from_record(&issued.record, now),
+        &issued.credentials,
     )))
 }
 

@@ -10,11 +10,11 @@ use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     contacts::{
-        self,
-        store::{self, ListFilter, NewContact},
+        service::{self, ContactInput},
         ChatbotState, Contact, ContactList, ContactPatch, ContactView,
     },
-    error::{ApiError, ApiResult},
+    db::Page,
+    error::ApiResult,
     idempotency::Idempotency,
     openapi::ErrorBody,
     state::AppState,
@@ -60,16 +60,13 @@ async fn list(
     caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ContactList>> {
-    let limit = page_limit(query.limit)?;
-    let filter = ListFilter {
-        tag: query.tag.filter(|t| !t.is_empty()),
-        q: query.q,
+    let page = Page {
+        limit: page_limit(query.limit)?,
         cursor: page_cursor(query.cursor, "con")?,
-        limit,
     };
     let mut conn = state.db.acquire().await?;
-    let (data, next_cursor) = store::list(&mut conn, &caller.account_id, &filter).await?;
-    Ok(Json(ContactList { data, next_cursor }))
+    let list = service::list(&mut conn, &caller.account_id, query.tag, query.q, page).await?;
+    Ok(Json(list))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -111,17 +108,16 @@ async fn create(
     idem: Idempotency,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Contact>)> {
-    contacts::validate_phone(&body.phone)?;
-    contacts::validate_attributes(&body.attributes, false)?;
-    let new = NewContact {
-        name: contacts::validate_name(body.name)?,
-        tags: contacts::validate_tags(body.tags)?,
-        attributes: body.attributes,
-        opted_in: body.opted_in.unwrap_or(true),
+    let new = ContactInput {
         phone: body.phone,
-    };
+        name: body.name,
+        tags: body.tags,
+        attributes: body.attributes,
+        opted_in: body.opted_in,
+    }
+    .check()?;
     let mut tx = idem.begin(&state).await?;
-    let contact = store::create(&mut tx, &caller.account_id, new).await?;
+    let contact = service::create(&mut tx, &caller.account_id, new).await?;
     idem.commit(tx, StatusCode::CREATED, &contact).await?;
     Ok((StatusCode::CREATED, Json(contact)))
 }
@@ -138,10 +134,9 @@ async fn fetch(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<Contact>> {
     let mut conn = state.db.acquire().await?;
-    contacts::get(&mut conn, &caller.account_id, &id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::not_found("contact"))
+    Ok(Json(
+        service::get(&mut conn, &caller.account_id, &id).await?,
+    ))
 }
 
 /// `Some(None)` for an explicit `null`, `None` (via `default`) for an absent field.
@@ -197,8 +192,7 @@ async fn patch(
         opted_in: body.opted_in,
     };
     let mut tx = UnitOfWork::begin(&state).await?;
-    let contact =
-        store::update_with_phone(&mut tx, &caller.account_id, &id, patch, body.phone).await?;
+    let contact = service::update(&mut tx, &caller.account_id, &id, patch, body.phone).await?;
     tx.commit().await?;
     Ok(Json(contact))
 }
@@ -219,13 +213,9 @@ async fn remove(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let mut tx = state.db.begin().await?;
-    let deleted = store::delete(&mut tx, &caller.account_id, &id).await?;
+    service::delete(&mut tx, &caller.account_id, &id).await?;
     tx.commit().await?;
-    if deleted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("contact"))
-    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
