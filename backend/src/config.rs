@@ -14,7 +14,7 @@ use figment::{
     value::{Dict, Map, Value},
     Figment, Metadata, Profile, Provider,
 };
-use serde::{Deserialize, Deserializer};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 
 pub const ENV_PREFIX: &str = "WIZ_BACKEND__";
 
@@ -87,10 +87,10 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
-        let mut file_name = None;
+        let mut file = None;
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                file_name = Some(format!("config file {}", path.display()));
+                file = Some(format!("config file {}", path.display()));
                 figment = figment.merge(Yaml::string(&text));
             }
             // A missing file means "all defaults".
@@ -113,10 +113,9 @@ impl Config {
         for var in aliases {
             figment = figment.merge(var);
         }
-        let config: Config = figment
-            .extract_lossy()
-            .map_err(|e| ConfigError::parse(e, file_name.as_deref()))?;
-        config.validate()?;
+        let sources = Sources { figment, file };
+        let config: Config = sources.extract()?;
+        config.validate().map_err(|e| sources.attribute(e))?;
         Ok(config)
     }
 
@@ -645,30 +644,6 @@ impl ConfigError {
             ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
         }
     }
-
-    /// Figment's parse errors, each under its key path and with the file or variable it came
-    /// from.
-    fn parse(err: figment::Error, file: Option<&str>) -> ConfigError {
-        ConfigError::Invalid(
-            err.into_iter()
-                .map(|e| {
-                    let origin = match &e.metadata {
-                        Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
-                        _ => file.map(str::to_owned),
-                    };
-                    FieldError {
-                        field: if e.path.is_empty() {
-                            "(top level)".into()
-                        } else {
-                            e.path.join(".")
-                        },
-                        reason: e.kind.to_string(),
-                        origin,
-                    }
-                })
-                .collect(),
-        )
-    }
 }
 
 /// What one validation found wrong, every field at once. Each section checks its own fields
@@ -731,6 +706,57 @@ impl Problems {
         match self.found.is_empty() {
             true => Ok(()),
             false => Err(ConfigError::Invalid(self.found)),
+        }
+    }
+}
+
+/// The file and the variables merged, and the file's name for messages.
+struct Sources {
+    figment: Figment,
+    file: Option<String>,
+}
+
+impl Sources {
+    /// Parses; each error names its key path and the file or variable it came from.
+    fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.figment.extract_lossy().map_err(|err| {
+            ConfigError::Invalid(
+                err.into_iter()
+                    .map(|e| FieldError {
+                        field: if e.path.is_empty() {
+                            "(top level)".into()
+                        } else {
+                            e.path.join(".")
+                        },
+                        reason: e.kind.to_string(),
+                        origin: self
+                            .origin(e.metadata.as_ref())
+                            .or_else(|| self.file.clone()),
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// Adds to each problem the checks found where its value came from (nothing for a default).
+    fn attribute(&self, err: ConfigError) -> ConfigError {
+        match err {
+            ConfigError::Invalid(mut found) => {
+                for problem in &mut found {
+                    let key = problem.field.split('[').next().unwrap_or_default();
+                    problem.origin = self.origin(self.figment.find_metadata(key));
+                }
+                ConfigError::Invalid(found)
+            }
+            read => read,
+        }
+    }
+
+    fn origin(&self, metadata: Option<&Metadata>) -> Option<String> {
+        match metadata {
+            Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
+            Some(_) => self.file.clone(),
+            None => None,
         }
     }
 }
@@ -1010,12 +1036,34 @@ mod tests {
         let err = Config::load(&path, env(&[("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN)]))
             .unwrap_err()
             .to_string();
+        let problems: Vec<&str> = err.split("; ").collect();
+        let expected = [
+            "listen_tls.cert: must be set with listen_tls.key",
+            "login_throttle.capacity: must be between 1000 and 10000000 (from config file ",
+            "webhooks.lease: must be longer than webhooks.timeout (from config file ",
+            "channel.whatsapp.api_version: like v23.0 (from config file ",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{err}");
+        for (problem, start) in problems.iter().zip(expected) {
+            assert!(problem.starts_with(start), "{err}");
+        }
+    }
+
+    #[test]
+    fn checks_name_where_the_bad_value_came_from() {
+        let err = Config::load(
+            Path::new("/nonexistent.yaml"),
+            env(&[
+                ("WIZ_BACKEND__INTERNAL_TOKEN", TOKEN),
+                ("WIZ_BACKEND__WEBHOOKS__LEASE", "1s"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
-            "listen_tls.cert: must be set with listen_tls.key; \
-             login_throttle.capacity: must be between 1000 and 10000000; \
-             webhooks.lease: must be longer than webhooks.timeout; \
-             channel.whatsapp.api_version: like v23.0"
+            "webhooks.lease: must be longer than webhooks.timeout \
+             (from environment variable WIZ_BACKEND__WEBHOOKS__LEASE)"
         );
     }
 }

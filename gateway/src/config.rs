@@ -21,6 +21,7 @@ use std::time::Duration;
 use figment::providers::{Format, Yaml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::client_ip::TrustedProxies;
@@ -597,30 +598,6 @@ impl ConfigError {
             ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
         }
     }
-
-    /// Figment's parse errors, each under its key path and with the file or variable it came
-    /// from.
-    fn parse(err: figment::Error, file: Option<&str>) -> ConfigError {
-        ConfigError::Invalid(
-            err.into_iter()
-                .map(|e| {
-                    let origin = match &e.metadata {
-                        Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
-                        _ => file.map(str::to_owned),
-                    };
-                    FieldError {
-                        field: if e.path.is_empty() {
-                            "(top level)".into()
-                        } else {
-                            e.path.join(".")
-                        },
-                        reason: e.kind.to_string(),
-                        origin,
-                    }
-                })
-                .collect(),
-        )
-    }
 }
 
 /// What one validation found wrong, every field at once. Each section checks its own fields
@@ -720,12 +697,25 @@ impl ConfigSource {
 
     /// Reads and parses (no validation): the file, then the variables on top.
     pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
+        self.sources()?.extract()
+    }
+
+    /// Reads, parses, validates and compiles.
+    pub fn load_runtime(&self) -> Result<RuntimeConfig, ConfigError> {
+        let sources = self.sources()?;
+        sources
+            .extract::<GatewayConfig>()?
+            .validate()
+            .map_err(|e| sources.attribute(e))
+    }
+
+    fn sources(&self) -> Result<Sources, ConfigError> {
         let mut figment = Figment::new();
-        let mut file_name = None;
+        let mut file = None;
         if let Some(path) = &self.path {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    file_name = Some(format!("config file {}", path.display()));
+                    file = Some(format!("config file {}", path.display()));
                     figment = figment.merge(Yaml::string(&text));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.file_required => {}
@@ -742,14 +732,58 @@ impl ConfigSource {
                 figment = figment.merge(var);
             }
         }
-        figment
-            .extract_lossy()
-            .map_err(|e| ConfigError::parse(e, file_name.as_deref()))
+        Ok(Sources { figment, file })
+    }
+}
+
+/// The file and the variables merged, and the file's name for messages.
+struct Sources {
+    figment: Figment,
+    file: Option<String>,
+}
+
+impl Sources {
+    /// Parses; each error names its key path and the file or variable it came from.
+    fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        self.figment.extract_lossy().map_err(|err| {
+            ConfigError::Invalid(
+                err.into_iter()
+                    .map(|e| FieldError {
+                        field: if e.path.is_empty() {
+                            "(top level)".into()
+                        } else {
+                            e.path.join(".")
+                        },
+                        reason: e.kind.to_string(),
+                        origin: self
+                            .origin(e.metadata.as_ref())
+                            .or_else(|| self.file.clone()),
+                    })
+                    .collect(),
+            )
+        })
     }
 
-    /// Reads, parses, validates and compiles.
-    pub fn load_runtime(&self) -> Result<RuntimeConfig, ConfigError> {
-        self.load()?.validate()
+    /// Adds to each problem the checks found where its value came from (nothing for a default).
+    fn attribute(&self, err: ConfigError) -> ConfigError {
+        match err {
+            ConfigError::Invalid(mut found) => {
+                for problem in &mut found {
+                    let key = problem.field.split('[').next().unwrap_or_default();
+                    problem.origin = self.origin(self.figment.find_metadata(key));
+                }
+                ConfigError::Invalid(found)
+            }
+            read => read,
+        }
+    }
+
+    fn origin(&self, metadata: Option<&Metadata>) -> Option<String> {
+        match metadata {
+            Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
+            Some(_) => self.file.clone(),
+            None => None,
+        }
     }
 }
 
@@ -1283,5 +1317,43 @@ mod tests {
         assert_eq!(rt.max_body_bytes, 4 * 1024 * 1024);
         assert!(rt.tls.is_none());
         assert_eq!(rt.limits.redis_url, None);
+    }
+
+    #[test]
+    fn checks_name_where_the_bad_value_came_from() {
+        let (_d, src) = yaml("threads: 0\n");
+        let err = src
+            .with_env(
+                [
+                    ("WIZ_GATEWAY__INTERNAL_TOKEN", TOKEN),
+                    ("WIZ_GATEWAY__SYNC__LONG_POLL_SECONDS", "99"),
+                    ("WIZ_GATEWAY__LIMITS__STORE", "redis"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .load_runtime()
+            .unwrap_err();
+        let ConfigError::Invalid(found) = err else {
+            panic!("{err}")
+        };
+        let origins: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|f| (f.field.as_str(), f.origin.as_deref()))
+            .collect();
+        assert_eq!(origins.len(), 3, "{origins:?}");
+        assert_eq!(origins[0].0, "threads");
+        assert!(
+            origins[0].1.unwrap().starts_with("config file "),
+            "{origins:?}"
+        );
+        // Required but absent: no source to name.
+        assert_eq!(origins[1], ("limits.redis_url", None));
+        assert_eq!(
+            origins[2],
+            (
+                "sync.long_poll_seconds",
+                Some("environment variable WIZ_GATEWAY__SYNC__LONG_POLL_SECONDS")
+            )
+        );
     }
 }
