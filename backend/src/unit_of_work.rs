@@ -1,14 +1,16 @@
 //! One operation's transaction together with what happened in it. Domain code writes through a
 //! `UnitOfWork` and tells it what it did (an event written, messages queued, a status reached, a
-//! batch finished); `commit` then does the after-commit duties exactly once: wake the webhook
-//! sender if events were written, wake the dispatcher if messages were queued, the report worker
-//! if messages were handed to the channel, and count everything in the metrics. Nothing is
-//! announced for a unit of work that is rolled back or dropped.
+//! batch's message settled); `commit` then finishes the batches it touched and does the
+//! after-commit duties exactly once: wake the webhook sender if events were written, wake the
+//! dispatcher if messages were queued, the report worker if messages were handed to the channel,
+//! and count everything in the metrics. Nothing is announced for a unit of work that is rolled
+//! back or dropped.
 //!
 //! `events::emit` takes a `UnitOfWork`, so an operation that writes an event cannot forget to
 //! wake the sender; the sender's poll is only a fallback for events another backend wrote.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     ops::{Deref, DerefMut},
     sync::Arc,
 };
@@ -16,13 +18,31 @@ use std::{
 use sqlx::{Any, AnyConnection, Transaction};
 use tokio::sync::Notify;
 
-use crate::{batches::BatchStatus, channel::Messaging, messages::Status, state::AppState};
+use crate::{
+    batches::{self, BatchStatus},
+    channel::Messaging,
+    messages::{Message, Status},
+    state::AppState,
+};
 
 pub struct UnitOfWork {
     tx: Transaction<'static, Any>,
     events_notify: Arc<Notify>,
     messaging: Arc<Messaging>,
     happened: Happened,
+    batches: BatchWork,
+}
+
+/// Batches the unit touched, locked at its end in batch-id order. Every writer takes its locks in
+/// one order: message rows (claimed with `SKIP LOCKED`, never waited for), then contact rows (by
+/// phone), then batch rows (by id). Two backends' transactions can then wait for each other but
+/// never in a circle, which is what made PostgreSQL abort the report rounds before.
+#[derive(Default)]
+struct BatchWork {
+    /// Batches whose messages were handed to the channel, and when first.
+    started: BTreeMap<String, i64>,
+    /// Batches with a message that reached a final status, and their account.
+    settled: BTreeMap<String, String>,
 }
 
 /// What the operation did, announced after its commit.
@@ -49,6 +69,7 @@ impl UnitOfWork {
             events_notify: state.events_notify.clone(),
             messaging: state.messaging.clone(),
             happened: Happened::default(),
+            batches: BatchWork::default(),
         })
     }
 
@@ -79,6 +100,26 @@ impl UnitOfWork {
         }
     }
 
+    /// The message reached a final status: its batch, if any, may be complete (checked at the
+    /// end of the unit, see `BatchWork`). The one home of "a message reached a final state".
+    pub fn message_settled(&mut self, msg: &Message) {
+        if let Some(batch_id) = &msg.batch_id {
+            self.batches
+                .settled
+                .insert(batch_id.clone(), msg.account_id.clone());
+        }
+    }
+
+    /// A message of the batch was handed to the channel at `at`.
+    pub fn batch_started(&mut self, batch_id: &str, at: i64) {
+        let first = self
+            .batches
+            .started
+            .entry(batch_id.to_string())
+            .or_insert(at);
+        *first = (*first).min(at);
+    }
+
     /// A batch was created (`Running`) or finished (`Completed`, `Cancelled`).
     pub fn batch_reached(&mut self, status: BatchStatus) {
         self.happened.batches.push(status);
@@ -90,13 +131,16 @@ impl UnitOfWork {
         self.happened.chatbot.push(happening);
     }
 
-    /// Commits, then announces what happened (once: `self` is consumed).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Finishes the batches it touched, commits, then announces what happened (once: `self` is
+    /// consumed).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.finish_batches().await?;
         let Self {
             tx,
             events_notify,
             messaging,
             happened,
+            batches: _,
         } = self;
         tx.commit().await?;
         if happened.events > 0 {
@@ -120,6 +164,21 @@ impl UnitOfWork {
         }
         for happening in happened.chatbot {
             metrics.chatbot.with_label_values(&[happening]).inc();
+        }
+        Ok(())
+    }
+
+    /// Marks starts and completes batches, in batch-id order.
+    async fn finish_batches(&mut self) -> Result<(), sqlx::Error> {
+        let BatchWork { started, settled } = std::mem::take(&mut self.batches);
+        let ids: BTreeSet<&String> = started.keys().chain(settled.keys()).collect();
+        for batch_id in ids {
+            if let Some(at) = started.get(batch_id) {
+                batches::store::mark_started(self, batch_id, *at).await?;
+            }
+            if let Some(account_id) = settled.get(batch_id) {
+                batches::check_completed(self, account_id, batch_id).await?;
+            }
         }
         Ok(())
     }

@@ -14,24 +14,23 @@
 //!
 //! Any number of backends run these on one PostgreSQL: each claim skips rows another
 //! transaction holds (`db::skip_locked`), every conditional update names the claim it acts on,
-//! and locks are taken in one order (`BatchWork`), so no two rounds deadlock or undo each other.
+//! and locks are taken in one order (`unit_of_work::BatchWork`), so no two rounds deadlock or
+//! undo each other.
 //!
 //! `spawn` registers them with the backend's lifecycle (`background`): a graceful stop lets each
 //! finish its round; an abort is safe too (a transaction cut short rolls back).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
 use super::{cloud, simulated, Outbound, SendOutcome};
 use crate::{
     background::{Background, Stop},
-    batches,
     clock::now_ms,
     contacts,
-    error::ApiError,
-    messages::{store, ErrorInfo, Message, Status},
+    messages::{store, ErrorInfo, Message, MessagingError, Status},
     state::AppState,
     unit_of_work::UnitOfWork,
 };
@@ -123,47 +122,12 @@ async fn dispatcher(state: AppState, mut stop: Stop) {
     }
 }
 
-/// Batches a unit of work touched, locked at its end in batch-id order. Every writer takes its
-/// locks in one order: message rows (claimed with `SKIP LOCKED`, never waited for), then contact
-/// rows (by phone), then batch rows (by id). Two backends' transactions can then wait for each
-/// other but never in a circle, which is what made PostgreSQL abort the report rounds before.
-#[derive(Default)]
-struct BatchWork {
-    /// Batches whose first message was handed to the channel.
-    started: BTreeSet<String>,
-    /// Batches with a message that reached a final status, and their account.
-    settled: BTreeMap<String, String>,
-}
-
-impl BatchWork {
-    fn settled(&mut self, msg: &Message) {
-        if let Some(batch_id) = &msg.batch_id {
-            self.settled
-                .insert(batch_id.clone(), msg.account_id.clone());
-        }
-    }
-
-    /// Marks starts and completes batches (the unit of work counts the completions).
-    async fn apply(&self, work: &mut UnitOfWork, now: i64) -> Result<(), ApiError> {
-        let ids: BTreeSet<&String> = self.started.iter().chain(self.settled.keys()).collect();
-        for batch_id in ids {
-            if self.started.contains(batch_id) {
-                batches::store::mark_started(work, batch_id, now).await?;
-            }
-            if let Some(account_id) = self.settled.get(batch_id) {
-                batches::check_completed(work, account_id, batch_id).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// One round: claim what each account's bucket allows, send, record. `true` if messages are
 /// still waiting.
 pub(crate) async fn dispatch_round(
     state: &AppState,
     buckets: &mut HashMap<String, Bucket>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, MessagingError> {
     // The claim's time: stored as `dispatched_at`, it is the lease's start (see `CLAIM_LEASE`).
     let now = now_ms();
     let claimed_at = Instant::now();
@@ -182,14 +146,14 @@ pub(crate) async fn dispatch_round(
 }
 
 /// Claims, per account with waiting messages, as many as its token bucket allows. Returns them
-/// in phone order (the contact lock order, see `BatchWork`) and whether messages are still
+/// in phone order (the contact lock order, see `unit_of_work::BatchWork`) and whether messages are still
 /// waiting.
 async fn claim_allowed(
     state: &AppState,
     work: &mut UnitOfWork,
     buckets: &mut HashMap<String, Bucket>,
     now: i64,
-) -> Result<(Vec<Message>, bool), ApiError> {
+) -> Result<(Vec<Message>, bool), MessagingError> {
     let rate = f64::from(state.messaging.config.rate_per_second);
     let capacity = (rate * TICK.as_secs_f64()).clamp(1.0, MAX_PER_ROUND);
     let mut waiting = false;
@@ -220,12 +184,11 @@ async fn refuse_opted_out(
     work: &mut UnitOfWork,
     picked: Vec<Message>,
     now: i64,
-) -> Result<Vec<Message>, ApiError> {
+) -> Result<Vec<Message>, MessagingError> {
     let mut claimed: Vec<Message> = Vec::with_capacity(picked.len());
-    let mut batches = BatchWork::default();
     for mut msg in picked {
         if let Some(batch_id) = &msg.batch_id {
-            batches.started.insert(batch_id.clone());
+            work.batch_started(batch_id, now);
         }
         if link_contact(work, &mut msg).await? {
             claimed.push(msg);
@@ -234,12 +197,9 @@ async fn refuse_opted_out(
                 code: "contact_opted_out".into(),
                 message: "the contact opted out of messages before this one was sent".into(),
             };
-            if store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await? {
-                batches.settled(&msg);
-            }
+            store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await?;
         }
     }
-    batches.apply(work, now).await?;
     Ok(claimed)
 }
 
@@ -286,23 +246,12 @@ async fn record_outcomes(
     state: &AppState,
     outcomes: Vec<(Message, Option<SendOutcome>)>,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), MessagingError> {
     let mut work = UnitOfWork::begin(state).await?;
-    let mut batches = BatchWork::default();
     let mut recorded = Recorded::default();
     for (msg, outcome) in outcomes {
-        record_outcome(
-            state,
-            &mut work,
-            &mut batches,
-            &mut recorded,
-            msg,
-            outcome,
-            now,
-        )
-        .await?;
+        record_outcome(state, &mut work, &mut recorded, msg, outcome, now).await?;
     }
-    batches.apply(&mut work, now_ms()).await?;
     work.commit().await?;
     if recorded.given_back > 0 {
         tracing::warn!(
@@ -326,12 +275,11 @@ async fn record_outcomes(
 async fn record_outcome(
     state: &AppState,
     work: &mut UnitOfWork,
-    batches: &mut BatchWork,
     recorded: &mut Recorded,
     mut msg: Message,
     outcome: Option<SendOutcome>,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), MessagingError> {
     let error = match outcome {
         None => {
             store::unclaim(work, &msg.id, now, now_ms()).await?;
@@ -371,19 +319,19 @@ async fn record_outcome(
         }
         Some(SendOutcome::Rejected(error)) => error,
     };
-    if store::transition(work, &mut msg, Status::Failed, now_ms(), Some(&error), None).await? {
-        batches.settled(&msg);
-    }
+    store::transition(work, &mut msg, Status::Failed, now_ms(), Some(&error), None).await?;
     Ok(())
 }
 
 /// Makes sure the message has its contact (bulk recipients get theirs now, created if new) and
 /// that the contact still accepts messages. `false`: opted out.
-async fn link_contact(conn: &mut UnitOfWork, msg: &mut Message) -> Result<bool, ApiError> {
+async fn link_contact(conn: &mut UnitOfWork, msg: &mut Message) -> Result<bool, MessagingError> {
     let contact = match &msg.contact_id {
         Some(id) => contacts::get(conn, &msg.account_id, id).await?,
         None => {
-            let (contact, _) = contacts::find_or_create(conn, &msg.account_id, &msg.phone).await?;
+            let (contact, _) = contacts::find_or_create(conn, &msg.account_id, &msg.phone)
+                .await
+                .map_err(|e| MessagingError::contact(&msg.id, e))?;
             store::set_contact(conn, &msg.id, &contact.id).await?;
             msg.contact_id = Some(contact.id.clone());
             Some(contact)
@@ -421,12 +369,11 @@ async fn reporter(state: AppState, mut stop: Stop) {
 
 /// Applies the due status reports, one transaction for the page, on rows this round alone holds
 /// (`store::due_reports`). `true` if the page was full.
-pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
+pub(crate) async fn report_round(state: &AppState) -> Result<bool, MessagingError> {
     let now = now_ms();
     let mut work = UnitOfWork::begin(state).await?;
     let due = store::due_reports(&mut work, now, REPORT_PAGE).await?;
     let full = due.len() as i64 == REPORT_PAGE;
-    let mut batches = BatchWork::default();
     for store::DueReport {
         message: mut msg,
         dispatched_at,
@@ -462,13 +409,8 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, ApiError> {
             // Something else moved it (a provider callback); stop reporting on it, unless that
             // set a report of its own.
             store::clear_next_report(&mut work, &msg.id, due_at).await?;
-            continue;
-        }
-        if !report.status.in_flight() {
-            batches.settled(&msg);
         }
     }
-    batches.apply(&mut work, now).await?;
     work.commit().await?;
     Ok(full)
 }
@@ -486,7 +428,10 @@ async fn housekeeping(state: AppState, mut stop: Stop) {
     }
 }
 
-pub(crate) async fn housekeeping_round(state: &AppState, sweep_keys: bool) -> Result<(), ApiError> {
+pub(crate) async fn housekeeping_round(
+    state: &AppState,
+    sweep_keys: bool,
+) -> Result<(), MessagingError> {
     let now = now_ms();
     let mut work = UnitOfWork::begin(state).await?;
     let recovered = recover_stale_claims(state, &mut work, now).await?;
@@ -514,13 +459,12 @@ async fn recover_stale_claims(
     state: &AppState,
     work: &mut UnitOfWork,
     now: i64,
-) -> Result<usize, ApiError> {
+) -> Result<usize, MessagingError> {
     let mut stale = Vec::new();
     for name in [simulated::NAME, cloud::NAME] {
         let lease = claim_lease(state, name).as_millis() as i64;
         stale.extend(store::stale_claims(work, name, now - lease).await?);
     }
-    let mut batches = BatchWork::default();
     for id in &stale {
         let Some(mut msg) = store::get_any(work, id).await? else {
             continue;
@@ -535,12 +479,9 @@ async fn recover_stale_claims(
                           it was not resent to avoid a duplicate"
                     .into(),
             };
-            if store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await? {
-                batches.settled(&msg);
-            }
+            store::transition(work, &mut msg, Status::Failed, now, Some(&error), None).await?;
         }
     }
-    batches.apply(work, now).await?;
     Ok(stale.len())
 }
 

@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod error;
 pub mod inbound;
 pub mod store;
 #[cfg(test)]
@@ -19,6 +20,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+
+pub use error::MessagingError;
 
 use crate::{clock::rfc3339, error::ApiError};
 

@@ -4,7 +4,7 @@
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{Content, Direction, ErrorInfo, Message, Status};
-use crate::{clock::now_ms, error::ApiError, events, unit_of_work::UnitOfWork};
+use crate::{clock::now_ms, events, unit_of_work::UnitOfWork};
 
 pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
@@ -304,7 +304,8 @@ fn page(rows: Vec<AnyRow>, limit: i64) -> Result<(Vec<Message>, Option<String>),
 }
 
 /// Moves a message to `to` at `at` unless that would move it backwards (or sideways); emits the
-/// status's event when it moved. `next_report_at` is stored with the transition (the channel's
+/// status's event when it moved, and a final status settles it in the unit of work (its batch
+/// may be complete). `next_report_at` is stored with the transition (the channel's
 /// next status report). Returns whether the message moved; `msg` is updated in memory if so.
 pub async fn transition(
     work: &mut UnitOfWork,
@@ -340,6 +341,9 @@ pub async fn transition(
             events::emit(work, &msg.account_id, event, msg.to_json()).await?;
         }
         work.messages_reached(to, 1);
+        if !to.in_flight() {
+            work.message_settled(msg);
+        }
     }
     Ok(moved)
 }
@@ -581,7 +585,7 @@ pub async fn apply_provider_report(
     status: Status,
     at: i64,
     error: Option<&ErrorInfo>,
-) -> Result<Option<bool>, ApiError> {
+) -> Result<Option<bool>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM messages WHERE account_id = $1 AND provider_message_id = $2 \
          AND direction = 'outbound'"
@@ -593,15 +597,9 @@ pub async fn apply_provider_report(
         .await?;
     let Some(row) = row else { return Ok(None) };
     let mut msg = from_row(&row)?;
-    // Taking the batch lock after the message's keeps the order every writer uses (messages,
-    // then contacts, then batches by id), so this cannot deadlock with the workers.
-    let moved = transition(work, &mut msg, status, at, error, None).await?;
-    if moved && !status.in_flight() {
-        if let Some(batch_id) = msg.batch_id.clone() {
-            crate::batches::check_completed(work, &msg.account_id, &batch_id).await?;
-        }
-    }
-    Ok(Some(moved))
+    Ok(Some(
+        transition(work, &mut msg, status, at, error, None).await?,
+    ))
 }
 
 /// Whether the account already has a message with this provider id (an inbound message Meta

@@ -362,7 +362,7 @@ pub async fn apply_pending(
     conn: &mut UnitOfWork,
     account_id: &str,
     provider_message_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), sqlx::Error> {
     let rows = sqlx::query_as::<_, PendingReportRow>(
         "SELECT id, status, at, error_code, error_message FROM channel_pending_reports \
          WHERE account_id = $1 AND provider_message_id = $2",
@@ -407,7 +407,7 @@ pub async fn apply_pending(
 
 /// Housekeeping: applies waiting reports whose wamid is now known and drops those older than a
 /// day (a wamid of another system, or of a send that failed as `send_outcome_unknown`).
-pub async fn sweep_pending(conn: &mut UnitOfWork, now: i64) -> Result<(), ApiError> {
+pub async fn sweep_pending(conn: &mut UnitOfWork, now: i64) -> Result<(), sqlx::Error> {
     let known: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT p.account_id, p.provider_message_id FROM channel_pending_reports p \
          JOIN messages m ON m.account_id = p.account_id \
