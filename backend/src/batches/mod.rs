@@ -11,30 +11,29 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod service;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+pub use service::accept;
 
-use axum::http::StatusCode;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::{
-    channel::window,
     clock::{now_ms, rfc3339},
     contacts,
     error::ApiError,
     events,
-    idempotency::Idempotency,
-    ids::new_id,
     messages::{
         self,
+        render::TemplateSource,
         store::{BatchRow, COLUMNS},
-        Content, ErrorInfo, Status, TemplateContent, TextContent,
+        Content, ErrorInfo, Status, TextContent,
     },
-    state::AppState,
     templates::{self, Compiled},
     unit_of_work::UnitOfWork,
 };
@@ -210,11 +209,7 @@ pub struct BulkAccepted {
 /// What the body of every recipient's message is rendered from.
 pub enum Source {
     Text(Compiled),
-    Template {
-        name: String,
-        language: String,
-        compiled: Compiled,
-    },
+    Template(TemplateSource),
 }
 
 /// A recipient that passed validation, with its rendered content.
@@ -326,25 +321,7 @@ fn validate_one(
             messages::validate_text("text.body (rendered)", &body)?;
             Content::Text(TextContent { body })
         }
-        Source::Template {
-            name,
-            language,
-            compiled,
-        } => {
-            let body = compiled.render(&recipient.variables)?;
-            messages::validate_text("template body (rendered)", &body)?;
-            let variables: BTreeMap<String, String> = recipient
-                .variables
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), templates::variable_text(k, v)?)))
-                .collect::<Result<_, ApiError>>()?;
-            Content::Template(TemplateContent {
-                name: name.clone(),
-                language: language.clone(),
-                variables,
-                body,
-            })
-        }
+        Source::Template(template) => Content::Template(template.render(&recipient.variables)?),
     };
     Ok(Accepted {
         index,
@@ -403,107 +380,6 @@ pub async fn resolve_contacts(
         });
     }
     Ok((rows, rejected))
-}
-
-/// Accepts a bulk request (the whole of `POST /v1/messages/bulk`): validates every recipient,
-/// then stores the batch and its messages in one transaction (nothing with `dry_run`) and wakes
-/// the dispatcher.
-pub async fn accept(
-    state: &AppState,
-    idem: &Idempotency,
-    account_id: &str,
-    mut req: BulkRequest,
-) -> Result<BulkAccepted, ApiError> {
-    check_shape(&req)?;
-    let (source, spec) = match (req.kind, &req.text, &req.template) {
-        (BulkKind::Text, Some(text), _) => (
-            text_source(&text.body)?,
-            json!({"type": "text", "text": {"body": text.body}}),
-        ),
-        (BulkKind::Template, _, Some(t)) => {
-            let template = {
-                let mut conn = state.db.acquire().await?;
-                templates::store::find(&mut conn, account_id, &t.name, t.language.as_deref())
-                    .await?
-            };
-            let compiled = templates::compile(&template.body).map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!("stored template does not compile: {e}"))
-            })?;
-            (
-                Source::Template {
-                    name: template.name.clone(),
-                    language: template.language.clone(),
-                    compiled,
-                },
-                json!({"type": "template",
-                       "template": {"name": template.name, "language": template.language}}),
-            )
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "missing message body",
-            ))
-        }
-    };
-    let recipients = std::mem::take(&mut req.recipients);
-    let (accepted, mut rejected) = validate_recipients(&source, recipients);
-
-    let mut tx = idem.begin(state).await?;
-    let (mut rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
-    rejected.extend(opted_out);
-    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
-    if matches!(req.kind, BulkKind::Text) {
-        // Free-form text on the Cloud API: only numbers inside the 24-hour window.
-        if let Some(open) = window::open_phones(&mut tx, account_id, channel).await? {
-            rows.retain(|row| {
-                let inside = open.contains(&row.phone);
-                if !inside {
-                    rejected.push(reject(row.index as usize, window::outside()));
-                }
-                inside
-            });
-        }
-    }
-    sort_rejections(&mut rejected);
-    if req.dry_run {
-        tx.rollback().await?;
-        return Ok(BulkAccepted {
-            batch_id: None,
-            accepted: rows.len(),
-            rejected,
-            dry_run: true,
-        });
-    }
-    if rows.is_empty() {
-        return Err(all_rejected(&rejected));
-    }
-    let kind = match req.kind {
-        BulkKind::Text => "text",
-        BulkKind::Template => "template",
-    };
-    let now = now_ms();
-    let batch = Batch {
-        id: new_id("bat"),
-        account_id: account_id.to_string(),
-        status: BatchStatus::Running,
-        kind: kind.to_string(),
-        total: rows.len() as i64,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-    };
-    store::insert(&mut tx, &batch, &spec.to_string()).await?;
-    tx.batch_reached(BatchStatus::Running);
-    messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
-    let answer = BulkAccepted {
-        batch_id: Some(batch.id),
-        accepted: rows.len(),
-        rejected,
-        dry_run: false,
-    };
-    idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
-    Ok(answer)
 }
 
 /// Completes the batch if none of its messages is still queued or sent, emitting

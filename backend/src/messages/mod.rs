@@ -11,6 +11,8 @@
 mod api_tests;
 pub mod error;
 pub mod inbound;
+pub mod render;
+pub mod service;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testkit;

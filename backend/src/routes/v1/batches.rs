@@ -15,12 +15,11 @@ use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     batches::{
-        self, store, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest, BulkTemplate,
-        BulkText, Counts, Recipient, Rejection,
+        self, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest, BulkTemplate, BulkText,
+        Counts, Recipient, Rejection,
     },
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     idempotency::Idempotency,
-    messages,
     openapi::ErrorBody,
     state::AppState,
 };
@@ -76,15 +75,6 @@ pub async fn bulk(
     Ok((status, Json(answer)))
 }
 
-async fn load(state: &AppState, account_id: &str, id: &str) -> Result<BatchView, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let batch = store::get(&mut conn, account_id, id)
-        .await?
-        .ok_or(ApiError::not_found("batch"))?;
-    let counts = store::counts(&mut conn, id).await?;
-    Ok(batch.view(counts))
-}
-
 /// Get a batch
 ///
 /// Status, total and counts by message status (they always add up to `total`; cancelled
@@ -99,7 +89,9 @@ pub async fn fetch(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    Ok(Json(load(&state, &caller.account_id, &id).await?))
+    Ok(Json(
+        batches::service::view(&state, &caller.account_id, &id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -134,12 +126,8 @@ pub async fn batch_messages(
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "msg")?;
     let status = parse_status(query.status.as_deref())?;
-    let mut conn = state.db.acquire().await?;
-    store::get(&mut conn, &caller.account_id, &id)
-        .await?
-        .ok_or(ApiError::not_found("batch"))?;
-    let (messages, next_cursor) = messages::store::list_batch(
-        &mut conn,
+    let (messages, next_cursor) = batches::service::messages_page(
+        &state,
         &caller.account_id,
         &id,
         status,
@@ -174,10 +162,7 @@ pub async fn cancel(
     idem: Idempotency,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    let mut tx = idem.begin(&state).await?;
-    let (batch, _) = batches::cancel(&mut tx, &caller.account_id, &id).await?;
-    let counts = store::counts(&mut tx, &id).await?;
-    let view = batch.view(counts);
-    idem.commit(tx, StatusCode::OK, &view).await?;
-    Ok(Json(view))
+    Ok(Json(
+        batches::service::cancel(&state, &idem, &caller.account_id, &id).await?,
+    ))
 }

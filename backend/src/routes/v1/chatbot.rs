@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use super::messages::resolve_contact;
+use crate::messages::service::resolve_contact;
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::routes::pagination::PageQuery;
 use crate::{
