@@ -12,9 +12,9 @@ use super::{
 };
 use crate::{
     channel::window,
+    clock::now_ms,
     error::ApiError,
     idempotency::Idempotency,
-    clock::now_ms,
     ids::new_id,
     messages::{self, render::TemplateSource, Message, Status},
     state::AppState,
