@@ -3,6 +3,7 @@
 //! Labels are low-cardinality only (route class, status class, error code): never a key, a
 //! secret, a phone number or a raw path.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -49,160 +50,159 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Each metric is named, described and registered in one call, where its field is set.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn float_gauge(&self, name: &str, help: &str) -> prometheus::Gauge {
+        self.add(prometheus::Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn latency(&self, name: &str, help: &str) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "wiz_gateway_requests_total",
-                "Requests handled by the gateway, by route class and status class.",
-            ),
+        let r = Registrar(&registry);
+        let requests = r.counter_vec(
+            "wiz_gateway_requests_total",
+            "Requests handled by the gateway, by route class and status class.",
             &["route_class", "status_class"],
-        )
-        .expect("valid metric");
-        let refusals = IntCounterVec::new(
-            Opts::new(
+        );
+        let m = Metrics {
+            requests_v1_2xx: requests.with_label_values(&["v1", "2xx"]),
+            requests,
+            refusals: r.counter_vec(
                 "wiz_gateway_refusals_total",
                 "Requests the gateway answered itself with an error, by error code.",
+                &["code"],
             ),
-            &["code"],
-        )
-        .expect("valid metric");
-        let request_duration = Histogram::with_opts(
-            HistogramOpts::new(
+            request_duration: r.latency(
                 "wiz_gateway_request_duration_seconds",
                 "Time from request start to the end of the response, in seconds.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let upstream_duration = Histogram::with_opts(
-            HistogramOpts::new(
+            ),
+            upstream_duration: r.latency(
                 "wiz_gateway_upstream_duration_seconds",
                 "Time from sending a request to the backend to its response header, in seconds.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        let key_table_size = IntGauge::new(
-            "wiz_gateway_key_table_size",
-            "API keys in the gateway's in-memory table.",
-        )
-        .expect("valid metric");
-        let key_table_age = prometheus::Gauge::new(
-            "wiz_gateway_key_table_age_seconds",
-            "Seconds since the key table last synced successfully with the backend (-1: never).",
-        )
-        .expect("valid metric");
-        let key_table_version = IntGauge::new(
-            "wiz_gateway_key_table_version",
-            "Backend version of the key table held in memory.",
-        )
-        .expect("valid metric");
-        let key_sync_errors = IntCounter::new(
-            "wiz_gateway_key_sync_errors_total",
-            "Failed key table sync calls to the backend.",
-        )
-        .expect("valid metric");
-        let limiter_store_errors = IntCounter::new(
-            "wiz_gateway_limiter_store_errors_total",
-            "Errors from the rate-limit counter store.",
-        )
-        .expect("valid metric");
-        let config_reload_errors = IntCounter::new(
-            "wiz_gateway_config_reload_errors_total",
-            "Configuration reloads rejected because the new configuration was invalid.",
-        )
-        .expect("valid metric");
-        let config_reloads = IntCounter::new(
-            "wiz_gateway_config_reloads_total",
-            "Configuration reloads applied.",
-        )
-        .expect("valid metric");
-        let usage_flush_errors = IntCounter::new(
-            "wiz_gateway_usage_flush_errors_total",
-            "Failed usage reports to the backend (kept and retried).",
-        )
-        .expect("valid metric");
-        let backend_requests = IntCounterVec::new(
-            Opts::new(
+            ),
+            key_table_size: r.gauge(
+                "wiz_gateway_key_table_size",
+                "API keys in the gateway's in-memory table.",
+            ),
+            key_table_age: r.float_gauge(
+                "wiz_gateway_key_table_age_seconds",
+                "Seconds since the key table last synced successfully with the backend (-1: never).",
+            ),
+            key_table_version: r.gauge(
+                "wiz_gateway_key_table_version",
+                "Backend version of the key table held in memory.",
+            ),
+            key_sync_errors: r.counter(
+                "wiz_gateway_key_sync_errors_total",
+                "Failed key table sync calls to the backend.",
+            ),
+            limiter_store_errors: r.counter(
+                "wiz_gateway_limiter_store_errors_total",
+                "Errors from the rate-limit counter store.",
+            ),
+            config_reload_errors: r.counter(
+                "wiz_gateway_config_reload_errors_total",
+                "Configuration reloads rejected because the new configuration was invalid.",
+            ),
+            config_reloads: r.counter(
+                "wiz_gateway_config_reloads_total",
+                "Configuration reloads applied.",
+            ),
+            usage_flush_errors: r.counter(
+                "wiz_gateway_usage_flush_errors_total",
+                "Failed usage reports to the backend (kept and retried).",
+            ),
+            backend_requests: r.counter_vec(
                 "wiz_gateway_backend_requests_total",
                 "Attempts to send a request to a backend, by backend index (retries included).",
+                &["backend"],
             ),
-            &["backend"],
-        )
-        .expect("valid metric");
-        let backend_errors = IntCounterVec::new(
-            Opts::new(
+            backend_errors: r.counter_vec(
                 "wiz_gateway_backend_errors_total",
                 "Attempts that failed to connect to a backend or broke before its answer, by \
                  backend index.",
+                &["backend"],
             ),
-            &["backend"],
-        )
-        .expect("valid metric");
-        let backend_healthy = IntGaugeVec::new(
-            Opts::new(
+            backend_healthy: r.gauge_vec(
                 "wiz_gateway_backend_healthy",
                 "1 if the backend passed its last /healthz check, else 0, by backend index.",
+                &["backend"],
             ),
-            &["backend"],
-        )
-        .expect("valid metric");
-        let limiter_state = IntGauge::new(
-            "wiz_gateway_limiter_state",
-            "Shared limit store: 0 available, 1 unreachable and refusing, 2 unreachable and \
-             serving local shares, 3 re-seeding after it lost its data.",
-        )
-        .expect("valid metric");
-        let limiter_local_admits = IntCounter::new(
-            "wiz_gateway_limiter_local_admits_total",
-            "Requests admitted on this gateway's local share while the shared store was \
-             unreachable.",
-        )
-        .expect("valid metric");
-        let limiter_reseeds = IntCounter::new(
-            "wiz_gateway_limiter_reseeds_total",
-            "Times this gateway re-seeded the shared store's daily counters from the backend.",
-        )
-        .expect("valid metric");
-        let limiter_gateways = IntGauge::new(
-            "wiz_gateway_limiter_gateways",
-            "Gateways sharing the limit store as of the last heartbeat (0: unknown); each one's \
-             local share is what was left divided by this.",
-        )
-        .expect("valid metric");
-
-        let tls_cert_reloads = IntCounter::new(
-            "wiz_gateway_tls_cert_reloads_total",
-            "TLS certificate/key pairs re-read from disk and installed.",
-        )
-        .expect("valid metric");
-        let tls_cert_reload_errors = IntCounter::new(
-            "wiz_gateway_tls_cert_reload_errors_total",
-            "Changed TLS certificate/key files refused (unreadable, mismatched, expired); the running pair stays.",
-        )
-        .expect("valid metric");
-        let tls_handshake_failures = IntCounter::new(
-            "wiz_gateway_tls_handshake_failures_total",
-            "Client TLS handshakes that failed (old protocol version, no common cipher, garbage).",
-        )
-        .expect("valid metric");
-        let client_connections = IntGauge::new(
-            "wiz_gateway_client_connections",
-            "Client connections open on the public listeners (plain and TLS).",
-        )
-        .expect("valid metric");
-        let client_limit_hits = IntCounterVec::new(
-            Opts::new(
+            limiter_state: r.gauge(
+                "wiz_gateway_limiter_state",
+                "Shared limit store: 0 available, 1 unreachable and refusing, 2 unreachable and \
+                 serving local shares, 3 re-seeding after it lost its data.",
+            ),
+            limiter_local_admits: r.counter(
+                "wiz_gateway_limiter_local_admits_total",
+                "Requests admitted on this gateway's local share while the shared store was \
+                 unreachable.",
+            ),
+            limiter_reseeds: r.counter(
+                "wiz_gateway_limiter_reseeds_total",
+                "Times this gateway re-seeded the shared store's daily counters from the backend.",
+            ),
+            limiter_gateways: r.gauge(
+                "wiz_gateway_limiter_gateways",
+                "Gateways sharing the limit store as of the last heartbeat (0: unknown); each one's \
+                 local share is what was left divided by this.",
+            ),
+            tls_cert_reloads: r.counter(
+                "wiz_gateway_tls_cert_reloads_total",
+                "TLS certificate/key pairs re-read from disk and installed.",
+            ),
+            tls_cert_reload_errors: r.counter(
+                "wiz_gateway_tls_cert_reload_errors_total",
+                "Changed TLS certificate/key files refused (unreadable, mismatched, expired); the running pair stays.",
+            ),
+            tls_handshake_failures: r.counter(
+                "wiz_gateway_tls_handshake_failures_total",
+                "Client TLS handshakes that failed (old protocol version, no common cipher, garbage).",
+            ),
+            client_connections: r.gauge(
+                "wiz_gateway_client_connections",
+                "Client connections open on the public listeners (plain and TLS).",
+            ),
+            client_limit_hits: r.counter_vec(
                 "wiz_gateway_client_limit_hits_total",
                 "Client connections closed by a slow/greedy-client bound, by limit \
                  (max_connections, handshake_timeout, header_timeout, max_header_bytes, body_timeout).",
+                &["limit"],
             ),
-            &["limit"],
-        )
-        .expect("valid metric");
-
+            registry,
+        };
         // Every series exists from the start, so a dashboard shows 0 rather than nothing.
         for limit in [
             "max_connections",
@@ -211,67 +211,8 @@ impl Metrics {
             "max_header_bytes",
             "body_timeout",
         ] {
-            client_limit_hits.with_label_values(&[limit]);
+            m.client_limit_hits.with_label_values(&[limit]);
         }
-
-        let m = Metrics {
-            registry,
-            requests_v1_2xx: requests.with_label_values(&["v1", "2xx"]),
-            requests,
-            refusals,
-            request_duration,
-            upstream_duration,
-            key_table_size,
-            key_table_age,
-            key_table_version,
-            key_sync_errors,
-            limiter_store_errors,
-            config_reload_errors,
-            config_reloads,
-            usage_flush_errors,
-            backend_requests,
-            backend_errors,
-            backend_healthy,
-            limiter_state,
-            limiter_local_admits,
-            limiter_reseeds,
-            limiter_gateways,
-            tls_cert_reloads,
-            tls_cert_reload_errors,
-            tls_handshake_failures,
-            client_connections,
-            client_limit_hits,
-        };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.requests.clone()),
-            Box::new(m.refusals.clone()),
-            Box::new(m.request_duration.clone()),
-            Box::new(m.upstream_duration.clone()),
-            Box::new(m.key_table_size.clone()),
-            Box::new(m.key_table_age.clone()),
-            Box::new(m.key_table_version.clone()),
-            Box::new(m.key_sync_errors.clone()),
-            Box::new(m.limiter_store_errors.clone()),
-            Box::new(m.config_reload_errors.clone()),
-            Box::new(m.config_reloads.clone()),
-            Box::new(m.usage_flush_errors.clone()),
-            Box::new(m.backend_requests.clone()),
-            Box::new(m.backend_errors.clone()),
-            Box::new(m.backend_healthy.clone()),
-            Box::new(m.limiter_state.clone()),
-            Box::new(m.limiter_local_admits.clone()),
-            Box::new(m.limiter_reseeds.clone()),
-            Box::new(m.limiter_gateways.clone()),
-            Box::new(m.tls_cert_reloads.clone()),
-            Box::new(m.tls_cert_reload_errors.clone()),
-            Box::new(m.tls_handshake_failures.clone()),
-            Box::new(m.client_connections.clone()),
-            Box::new(m.client_limit_hits.clone()),
-        ];
-        for c in collectors {
-            m.registry.register(c).expect("metric names are unique");
-        }
-        // Pre-create every refusal series so dashboards see zeros rather than gaps.
         for r in Refusal::ALL {
             m.refusals.with_label_values(&[r.code()]);
         }
