@@ -92,7 +92,7 @@ impl Bench {
             unix_ms(),
         )
         .await;
-        assert!(out.refusal.is_none(), "bench request refused: {out:?}");
+        assert!(out.refusal().is_none(), "bench request refused: {out:?}");
         black_box(out);
     }
 

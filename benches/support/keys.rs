@@ -14,8 +14,8 @@ pub fn api_secret(i: usize) -> String {
 
 pub fn record(i: usize, whitelist: &Whitelist) -> KeyRecord {
     KeyRecord {
-        id: format!("key_{i:022}").into(),
-        account_id: format!("acc_{:022}", i / 10).into(),
+        id: format!("key_{i:026}").as_str().into(),
+        account_id: format!("acc_{:026}", i / 10).as_str().into(),
         prefix: api_key(i)[..12].into(),
         key_hash: Digest::of(api_key(i).as_bytes()),
         secret_hash: Digest::of(api_secret(i).as_bytes()),

@@ -9,7 +9,7 @@ use crate::auth::{self, AuthOutcome};
 use crate::config::RuntimeConfig;
 use crate::credentials::{self, CredentialError};
 use crate::errors::Refusal;
-use crate::keys::KeyRecord;
+use crate::keys::{InlineStr, KeyRecord};
 use crate::limits::{Admission, Decision, LimitState, Quota};
 use crate::playground;
 use crate::state::GatewayState;
@@ -17,19 +17,33 @@ use crate::throttle::FailureVerdict;
 
 /// What the checks decided, plus what the response headers and the access log need.
 #[derive(Debug, Clone)]
-pub struct CheckOutcome {
-    /// `None`: forward the request. `Some((refusal, retry_after_secs))`: answer it.
-    pub refusal: Option<(Refusal, Option<u64>)>,
-    /// The key, once the secret matched.
-    pub key: Option<Arc<KeyRecord>>,
-    pub limits: Option<LimitState>,
-    /// The 12-character prefix of presented but non-matching credentials, for the log.
-    pub presented_prefix: Option<Box<str>>,
-    /// Set when the request was admitted and counted: when, and whether on the local share. A
-    /// request the gateway then answers itself with 502/503/504 is refunded with this.
-    pub admitted: Option<Admitted>,
+pub enum CheckOutcome {
+    /// Every check passed and the request was counted: forward it.
+    Admitted {
+        key: Arc<KeyRecord>,
+        limits: LimitState,
+        admitted: Admitted,
+    },
+    /// Refused for a key the credentials proved: its limit state goes into the headers when the
+    /// store could tell it.
+    KeyRefused {
+        key: Arc<KeyRecord>,
+        refusal: Refusal,
+        retry_after_secs: Option<u64>,
+        limits: Option<LimitState>,
+    },
+    /// Refused before any key was proved (missing, malformed or wrong credentials, throttled,
+    /// no key table yet).
+    Refused {
+        refusal: Refusal,
+        retry_after_secs: Option<u64>,
+        /// The 12-character prefix of presented credentials that matched no key, for the log.
+        presented_prefix: Option<InlineStr>,
+    },
 }
 
+/// When a request was admitted and counted, and whether on the local share. A request the
+/// gateway then answers itself with 502/503/504 is refunded with this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
     pub at_ms: i64,
@@ -37,13 +51,28 @@ pub struct Admitted {
 }
 
 impl CheckOutcome {
-    fn refused(refusal: Refusal, retry_after: Option<u64>) -> CheckOutcome {
-        CheckOutcome {
-            refusal: Some((refusal, retry_after)),
-            key: None,
-            limits: None,
+    fn refused(refusal: Refusal, retry_after_secs: Option<u64>) -> CheckOutcome {
+        CheckOutcome::Refused {
+            refusal,
+            retry_after_secs,
             presented_prefix: None,
-            admitted: None,
+        }
+    }
+
+    /// The refusal and its `Retry-After`, or `None` when the request goes on.
+    pub fn refusal(&self) -> Option<(Refusal, Option<u64>)> {
+        match self {
+            CheckOutcome::Admitted { .. } => None,
+            CheckOutcome::KeyRefused {
+                refusal,
+                retry_after_secs,
+                ..
+            }
+            | CheckOutcome::Refused {
+                refusal,
+                retry_after_secs,
+                ..
+            } => Some((*refusal, *retry_after_secs)),
         }
     }
 }
@@ -78,7 +107,7 @@ pub async fn check_v1(
     };
     // A Playground credential (console, issue 13) stands for a key; from here on the request is
     // that key's, with the same checks and limits.
-    let (outcome, presented_prefix) = match playground::presented(authorization) {
+    let (outcome, presented) = match playground::presented(authorization) {
         Some(token) => (
             playground::check(
                 &state.keys,
@@ -99,7 +128,7 @@ pub async fn check_v1(
             };
             (
                 auth::check(&state.keys, &creds, client_ip, now_ms),
-                Some(creds.key_prefix().into()),
+                Some(creds),
             )
         }
     };
@@ -112,18 +141,22 @@ pub async fn check_v1(
         AuthOutcome::Granted(key) => key,
         AuthOutcome::Invalid => {
             let mut out = failed(Refusal::InvalidCredentials);
-            out.presented_prefix = presented_prefix;
+            if let CheckOutcome::Refused {
+                presented_prefix, ..
+            } = &mut out
+            {
+                *presented_prefix = presented.map(|c| c.key_prefix().into());
+            }
             return out;
         }
         AuthOutcome::Denied(key, refusal) => {
             state.usage.record_refused(&key.id, refusal, now_ms);
             let limits = state.limits.peek(&key.id, quota_of(&key), now_ms).await;
-            return CheckOutcome {
-                refusal: Some((refusal, None)),
-                key: Some(key),
+            return CheckOutcome::KeyRefused {
+                key,
+                refusal,
+                retry_after_secs: None,
                 limits,
-                presented_prefix: None,
-                admitted: None,
             };
         }
     };
@@ -131,48 +164,37 @@ pub async fn check_v1(
         Admission::Decided { decision, local } => (Ok(decision), local),
         Admission::Unavailable => (Err(()), false),
     };
-    let mut admitted = None;
-    let (refusal, limits) = match decision {
-        Ok(Decision::Allowed(s)) => {
+    let (refusal, retry_after_secs, limits) = match decision {
+        Ok(Decision::Allowed(limits)) => {
             state.usage.record_accepted(&key.id, now_ms);
-            admitted = Some(Admitted {
-                at_ms: now_ms,
-                local,
-            });
-            (None, Some(s))
+            return CheckOutcome::Admitted {
+                key,
+                limits,
+                admitted: Admitted {
+                    at_ms: now_ms,
+                    local,
+                },
+            };
         }
         Ok(Decision::RateLimited {
             state: s,
             retry_after_secs,
-        }) => {
-            state
-                .usage
-                .record_refused(&key.id, Refusal::RateLimited, now_ms);
-            (
-                Some((Refusal::RateLimited, Some(retry_after_secs))),
-                Some(s),
-            )
-        }
+        }) => (Refusal::RateLimited, retry_after_secs, Some(s)),
         Ok(Decision::DailyLimitExceeded {
             state: s,
             retry_after_secs,
-        }) => {
-            state
-                .usage
-                .record_refused(&key.id, Refusal::DailyLimitExceeded, now_ms);
-            (
-                Some((Refusal::DailyLimitExceeded, Some(retry_after_secs))),
-                Some(s),
-            )
-        }
+        }) => (Refusal::DailyLimitExceeded, retry_after_secs, Some(s)),
         // Failing closed keeps the daily cap a hard cap while the store is down or re-seeded.
-        Err(()) => (Some((Refusal::LimiterUnavailable, Some(1))), None),
+        Err(()) => (Refusal::LimiterUnavailable, 1, None),
     };
-    CheckOutcome {
+    // A store that could not decide refused nothing on the key's account.
+    if refusal != Refusal::LimiterUnavailable {
+        state.usage.record_refused(&key.id, refusal, now_ms);
+    }
+    CheckOutcome::KeyRefused {
+        key,
         refusal,
-        key: Some(key),
+        retry_after_secs: Some(retry_after_secs),
         limits,
-        presented_prefix: None,
-        admitted,
     }
 }

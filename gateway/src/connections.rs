@@ -315,7 +315,8 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 /// Answers a request the proxy never saw and closes the connection.
 async fn refuse(mut stream: Stream, refusal: Refusal) {
     let request_id = headers::request_id(None);
-    let body = error_body(refusal, &request_id);
+    let request_id = request_id.to_str().unwrap_or("-");
+    let body = error_body(refusal, request_id);
     let reason = match refusal.status() {
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",

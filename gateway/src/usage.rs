@@ -12,7 +12,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::errors::Refusal;
-use crate::keys::IdHashBuilder;
+use crate::keys::{IdHashBuilder, InlineStr};
 use crate::state::GatewayState;
 use crate::sync::wire::{
     RefusedCounts, UsageEntry, UsageReport, INTERNAL_TOKEN_HEADER, USAGE_PATH,
@@ -34,7 +34,7 @@ impl Pending {
     }
 }
 
-type PerKey = HashMap<Arc<str>, Pending, IdHashBuilder>;
+type PerKey = HashMap<InlineStr, Pending, IdHashBuilder>;
 
 /// Accumulates per-key counts between flushes, by UTC minute then key id (so the hot path finds
 /// an existing entry by `&str` without cloning the id). The lock is held only for a map update.
@@ -64,12 +64,12 @@ impl UsageRecorder {
         UsageRecorder::default()
     }
 
-    fn update(&self, key_id: &Arc<str>, now_ms: i64, f: impl FnOnce(&mut Pending)) {
+    fn update(&self, key_id: &str, now_ms: i64, f: impl FnOnce(&mut Pending)) {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let per_key = map.entry(minute_of(now_ms)).or_default();
-        let entry = match per_key.get_mut(&**key_id) {
+        let entry = match per_key.get_mut(key_id) {
             Some(e) => e,
-            None => per_key.entry(key_id.clone()).or_default(),
+            None => per_key.entry(InlineStr::from(key_id)).or_default(),
         };
         entry.last_used_at_ms = entry.last_used_at_ms.max(now_ms);
         f(entry);
@@ -101,7 +101,7 @@ impl UsageRecorder {
         self.replay_pending.load(Ordering::Acquire)
     }
 
-    pub fn record_accepted(&self, key_id: &Arc<str>, now_ms: i64) {
+    pub fn record_accepted(&self, key_id: &str, now_ms: i64) {
         self.update(key_id, now_ms, |p| p.accepted += 1);
         if let Some(journal) = self.journal.get() {
             journal.add(key_id, minute_of(now_ms), 1);
@@ -135,7 +135,7 @@ impl UsageRecorder {
     }
 
     /// Only refusals attributable to a known key are reported; others are ignored.
-    pub fn record_refused(&self, key_id: &Arc<str>, refusal: Refusal, now_ms: i64) {
+    pub fn record_refused(&self, key_id: &str, refusal: Refusal, now_ms: i64) {
         self.update(key_id, now_ms, |p| {
             let r = &mut p.refused;
             match refusal {
@@ -177,7 +177,7 @@ impl UsageRecorder {
             };
             map.entry(e.minute)
                 .or_default()
-                .entry(Arc::from(e.key_id))
+                .entry(InlineStr::from(e.key_id))
                 .or_default()
                 .merge(&p);
         }

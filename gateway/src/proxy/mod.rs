@@ -11,18 +11,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::backend_auth;
-use crate::checks;
+use crate::checks::{self, CheckOutcome};
 use crate::client_ip;
 use crate::clock::unix_ms;
 use crate::config::RuntimeConfig;
 use crate::errors::{error_body, Refusal};
-use crate::keys::KeyRecord;
+use crate::keys::{InlineStr, KeyRecord};
 use crate::limits::LimitState;
 use crate::state::GatewayState;
 use crate::upstream;
@@ -32,20 +33,34 @@ pub use routes::RouteClass;
 pub struct RequestCtx {
     started: Instant,
     config: Arc<RuntimeConfig>,
-    request_id: String,
+    /// Empty until `request_filter` sets it.
+    request_id: HeaderValue,
     route: RouteClass,
     client_ip: IpAddr,
+    /// `client_ip` as text, formatted once for the forwarded headers, the proof and the log.
+    client_ip_text: HeaderValue,
     /// `https` when the client's connection is TLS, else `http`.
     scheme: &'static str,
     key: Option<Arc<KeyRecord>>,
     /// The 12-character prefix of presented credentials that matched no key.
-    presented_prefix: Option<Box<str>>,
+    presented_prefix: Option<InlineStr>,
     limits: Option<LimitState>,
     refusal: Option<Refusal>,
     admitted: Option<checks::Admitted>,
     upstream_started: Option<Instant>,
     /// Indexes of the backends this request was sent to, in order; the last one is current.
     tried: Vec<usize>,
+}
+
+impl RequestCtx {
+    fn request_id(&self) -> &str {
+        // Built from a checked client value or a ULID: always visible ASCII.
+        self.request_id.to_str().unwrap_or("-")
+    }
+
+    fn client_ip_text(&self) -> &str {
+        self.client_ip_text.to_str().unwrap_or("-")
+    }
 }
 
 pub struct Gateway {
@@ -79,13 +94,35 @@ impl Gateway {
             unix_ms(),
         )
         .await;
-        ctx.key = outcome.key;
-        ctx.limits = outcome.limits;
-        ctx.presented_prefix = outcome.presented_prefix;
-        ctx.admitted = outcome.admitted;
-        match outcome.refusal {
-            None => Ok(()),
-            Some(r) => Err(r),
+        match outcome {
+            CheckOutcome::Admitted {
+                key,
+                limits,
+                admitted,
+            } => {
+                ctx.key = Some(key);
+                ctx.limits = Some(limits);
+                ctx.admitted = Some(admitted);
+                Ok(())
+            }
+            CheckOutcome::KeyRefused {
+                key,
+                refusal,
+                retry_after_secs,
+                limits,
+            } => {
+                ctx.key = Some(key);
+                ctx.limits = limits;
+                Err((refusal, retry_after_secs))
+            }
+            CheckOutcome::Refused {
+                refusal,
+                retry_after_secs,
+                presented_prefix,
+            } => {
+                ctx.presented_prefix = presented_prefix;
+                Err((refusal, retry_after_secs))
+            }
         }
     }
 
@@ -102,16 +139,12 @@ impl Gateway {
         header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        header.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        header.insert_header(headers::REQUEST_ID, ctx.request_id.clone())?;
         if let Some(hsts) = hsts(session, &ctx.config) {
             header.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
         }
-        if ctx.route == RouteClass::V1 {
-            if let Some(state) = &ctx.limits {
-                for (name, value) in headers::limit_headers(state) {
-                    header.insert_header(name, value)?;
-                }
-            }
+        if let (RouteClass::V1, Some(limits)) = (ctx.route, &ctx.limits) {
+            headers::insert_limit_headers(&mut header, limits)?;
         }
         if status == 429 || status == 503 {
             header.insert_header(
@@ -144,7 +177,7 @@ impl Gateway {
         retry_after: Option<u64>,
     ) -> Result<bool> {
         ctx.refusal = Some(refusal);
-        let body = error_body(refusal, &ctx.request_id);
+        let body = error_body(refusal, ctx.request_id());
         self.respond(session, ctx, refusal.status(), body, retry_after)
             .await?;
         Ok(true)
@@ -197,9 +230,10 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             started: Instant::now(),
             config: self.state.config.load_full(),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             route: RouteClass::Unknown,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            client_ip_text: HeaderValue::from_static(""),
             scheme: "http",
             key: None,
             presented_prefix: None,
@@ -213,8 +247,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id =
-            headers::request_id(req.headers.get(headers::REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = headers::request_id(req.headers.get(headers::REQUEST_ID));
         ctx.route = routes::classify(req.uri.path());
         let peer = session
             .client_addr()
@@ -233,6 +266,7 @@ impl ProxyHttp for Gateway {
                 .map(|v| v.as_bytes()),
             &ctx.config.trusted_proxies,
         );
+        ctx.client_ip_text = headers::client_ip(ctx.client_ip);
 
         // Before any check: an oversized request is refused whoever sends it, and a refused
         // request is never counted against a key's limits.
@@ -377,7 +411,6 @@ impl ProxyHttp for Gateway {
         // The backend's per-IP decisions use the proven client IP; forwarding headers the client
         // wrote are replaced so that nothing behind the gateway can mistake them for ours.
         upstream.remove_header(headers::FORWARDED);
-        let client_ip = ctx.client_ip.to_string();
         let (key_id, account_id) = match (&ctx.route, &ctx.key) {
             (RouteClass::V1, Some(key)) => (&*key.id, &*key.account_id),
             _ => ("", ""),
@@ -389,15 +422,15 @@ impl ProxyHttp for Gateway {
             scheme: ctx.scheme,
             method: upstream.method.as_str(),
             path_and_query: upstream.uri.path_and_query().map_or("/", |p| p.as_str()),
-            client_ip: &client_ip,
+            client_ip: ctx.client_ip_text(),
             key_id,
             account_id,
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id(),
         });
-        upstream.insert_header(headers::FORWARDED_FOR, client_ip.as_str())?;
-        upstream.insert_header(headers::REAL_IP, client_ip.as_str())?;
-        upstream.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
-        upstream.insert_header(headers::CLIENT_IP, client_ip)?;
+        upstream.insert_header(headers::FORWARDED_FOR, ctx.client_ip_text.clone())?;
+        upstream.insert_header(headers::REAL_IP, ctx.client_ip_text.clone())?;
+        upstream.insert_header(headers::REQUEST_ID, ctx.request_id.clone())?;
+        upstream.insert_header(headers::CLIENT_IP, ctx.client_ip_text.clone())?;
         upstream.insert_header(headers::SCHEME, ctx.scheme)?;
         if let (RouteClass::V1, Some(key)) = (&ctx.route, &ctx.key) {
             upstream.insert_header(headers::KEY_ID, &*key.id)?;
@@ -430,16 +463,12 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        response.insert_header(headers::REQUEST_ID, ctx.request_id.clone())?;
         if let Some(hsts) = hsts(session, &ctx.config) {
             response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
         }
-        if ctx.route == RouteClass::V1 {
-            if let Some(state) = &ctx.limits {
-                for (name, value) in headers::limit_headers(state) {
-                    response.insert_header(name, value)?;
-                }
-            }
+        if let (RouteClass::V1, Some(limits)) = (ctx.route, &ctx.limits) {
+            headers::insert_limit_headers(response, limits)?;
         }
         if response.status.as_u16() == 429
             && response.headers.get(http::header::RETRY_AFTER).is_none()
@@ -514,7 +543,7 @@ impl ProxyHttp for Gateway {
         // Once the backend's response header went out there is no way to send another status.
         if session.response_written().is_none() {
             session.set_keepalive(None);
-            let body = error_body(refusal, &ctx.request_id);
+            let body = error_body(refusal, ctx.request_id());
             if let Err(write_err) = self
                 .respond(session, ctx, refusal.status(), body, None)
                 .await
@@ -560,11 +589,11 @@ impl ProxyHttp for Gateway {
             .unwrap_or("-");
         tracing::info!(
             target: "wiz_gateway::access",
-            request_id = %ctx.request_id,
+            request_id = %ctx.request_id(),
             method = %session.req_header().method,
             route_class = ctx.route.label(),
             key_prefix,
-            client_ip = %ctx.client_ip,
+            client_ip = %ctx.client_ip_text(),
             status,
             latency_ms = latency.as_secs_f64() * 1000.0,
             code = ctx.refusal.map(Refusal::code).unwrap_or("-"),

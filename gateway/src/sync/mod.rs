@@ -7,6 +7,7 @@
 
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,6 +108,7 @@ impl KeySync {
         }
         let mut seeds = Vec::new();
         let mut records = Vec::with_capacity(response.keys.len());
+        let mut whitelists = WhitelistCache::default();
         for key in response.keys {
             if response.full {
                 if let Some(u) = &key.usage_today {
@@ -115,7 +117,7 @@ impl KeySync {
                     }
                 }
             }
-            if let Some(r) = compile_key(key) {
+            if let Some(r) = compile_key(key, &mut whitelists) {
                 records.push(r);
             }
         }
@@ -251,8 +253,30 @@ impl BackgroundService for KeySync {
     }
 }
 
+/// Whitelists compiled during one sync answer, by their entries: keys of one account often
+/// share a whitelist, and then share one compiled copy instead of one each.
+#[derive(Default)]
+pub struct WhitelistCache(HashMap<Vec<String>, Whitelist>);
+
+impl WhitelistCache {
+    fn compile(&mut self, key_id: &str, entries: Vec<String>) -> Whitelist {
+        if entries.is_empty() {
+            return Whitelist::any();
+        }
+        if let Some(w) = self.0.get(&entries) {
+            return w.clone();
+        }
+        let (whitelist, rejected) = Whitelist::compile(&entries);
+        if !rejected.is_empty() {
+            tracing::warn!(key_id, ?rejected, "key sync: whitelist entries ignored");
+        }
+        self.0.insert(entries, whitelist.clone());
+        whitelist
+    }
+}
+
 /// Turns a wire key into a table record; `None` (logged) if its hashes are unusable.
-pub fn compile_key(key: WireKey) -> Option<KeyRecord> {
+pub fn compile_key(key: WireKey, whitelists: &mut WhitelistCache) -> Option<KeyRecord> {
     let (Some(key_hash), Some(secret_hash)) = (
         Digest::from_hex(&key.key_hash),
         Digest::from_hex(&key.secret_hash),
@@ -290,19 +314,16 @@ pub fn compile_key(key: WireKey) -> Option<KeyRecord> {
         tracing::error!(key_id = %key.id, plan = %key.plan, "key sync: unknown plan; treated as free");
         Plan::Free
     });
-    let (whitelist, rejected) = Whitelist::compile(&key.ip_whitelist);
-    if !rejected.is_empty() {
-        tracing::warn!(key_id = %key.id, ?rejected, "key sync: whitelist entries ignored");
-    }
+    let whitelist = whitelists.compile(&key.id, key.ip_whitelist);
     let prefix: String = key
         .prefix
         .chars()
         .take(crate::credentials::DISPLAY_PREFIX_LEN)
         .collect();
     Some(KeyRecord {
-        id: key.id.into(),
-        account_id: key.account_id.into(),
-        prefix: prefix.into(),
+        id: key.id.as_str().into(),
+        account_id: key.account_id.as_str().into(),
+        prefix: prefix.as_str().into(),
         key_hash,
         secret_hash,
         previous,
