@@ -6,7 +6,7 @@
 //! found by its current and its previous key hash.
 //!
 //! The table may hold millions of keys, so each costs one allocation (its record, ids inline)
-//! and one pointer in each index: ~260 bytes a key at 1,000,000 keys (`cargo bench --bench
+//! and one pointer in each index: ~280 bytes a key at 1,000,000 keys (`cargo bench --bench
 //! gateway_checks` prints it).
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
