@@ -445,7 +445,7 @@ pub async fn cancel(
          WHERE batch_id = $4 AND account_id = $5 AND dispatch_at IS NOT NULL \
          AND status = 'queued' RETURNING {COLUMNS}"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query_as::<_, messages::store::MessageRow>(&sql)
         .bind(now)
         .bind(&error.code)
         .bind(&error.message)
@@ -454,8 +454,7 @@ pub async fn cancel(
         .fetch_all(&mut **work)
         .await?;
     let cancelled = rows.len() as u64;
-    for row in &rows {
-        let msg = messages::store::from_row(row)?;
+    for msg in messages::store::from_rows(rows)? {
         events::emit(work, account_id, "message.failed", msg.to_json()).await?;
     }
     let finished = store::finish(work, batch_id, BatchStatus::Cancelled, now).await?;

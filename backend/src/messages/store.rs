@@ -1,10 +1,15 @@
 //! Messages SQL. Every function takes the caller's connection (inside a transaction: `&mut *tx`);
 //! the ones that change a status emit the matching `message.*` event on that same connection.
 
-use sqlx::{any::AnyRow, AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::{Content, Direction, ErrorInfo, Message, Status};
-use crate::{clock::now_ms, events, unit_of_work::UnitOfWork};
+use crate::{
+    clock::now_ms,
+    db::{JsonText, QueryBuilder},
+    events,
+    unit_of_work::UnitOfWork,
+};
 
 pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
@@ -14,6 +19,31 @@ pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, c
 /// PostgreSQL's 65,535 parameters per statement.
 pub const INSERT_CHUNK: usize = 500;
 
+/// A `messages` row as stored (`COLUMNS`); `Message` is what it means.
+#[derive(sqlx::FromRow)]
+pub struct MessageRow {
+    id: String,
+    account_id: String,
+    direction: String,
+    contact_id: Option<String>,
+    phone: String,
+    content: JsonText<Content>,
+    status: String,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    batch_id: Option<String>,
+    batch_index: Option<i64>,
+    reference: Option<String>,
+    flow_id: Option<String>,
+    created_at: i64,
+    sent_at: Option<i64>,
+    delivered_at: Option<i64>,
+    read_at: Option<i64>,
+    failed_at: Option<i64>,
+    updated_at: i64,
+    channel: String,
+}
+
 fn decode_err(column: &str, message: String) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
         index: column.to_string(),
@@ -21,39 +51,43 @@ fn decode_err(column: &str, message: String) -> sqlx::Error {
     }
 }
 
-pub fn from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
-    let direction: String = row.try_get("direction")?;
-    let status: String = row.try_get("status")?;
-    let content: String = row.try_get("content")?;
-    let error_code: Option<String> = row.try_get("error_code")?;
-    let error_message: Option<String> = row.try_get("error_message")?;
-    Ok(Message {
-        id: row.try_get("id")?,
-        account_id: row.try_get("account_id")?,
-        direction: Direction::parse(&direction)
-            .ok_or_else(|| decode_err("direction", format!("unknown direction {direction}")))?,
-        contact_id: row.try_get("contact_id")?,
-        phone: row.try_get("phone")?,
-        content: serde_json::from_str(&content)
-            .map_err(|e| decode_err("content", e.to_string()))?,
-        status: Status::parse(&status)
-            .ok_or_else(|| decode_err("status", format!("unknown status {status}")))?,
-        error: error_code.map(|code| ErrorInfo {
-            code,
-            message: error_message.unwrap_or_default(),
-        }),
-        batch_id: row.try_get("batch_id")?,
-        batch_index: row.try_get("batch_index")?,
-        reference: row.try_get("reference")?,
-        flow_id: row.try_get("flow_id")?,
-        created_at: row.try_get("created_at")?,
-        sent_at: row.try_get("sent_at")?,
-        delivered_at: row.try_get("delivered_at")?,
-        read_at: row.try_get("read_at")?,
-        failed_at: row.try_get("failed_at")?,
-        updated_at: row.try_get("updated_at")?,
-        channel: row.try_get("channel")?,
-    })
+impl TryFrom<MessageRow> for Message {
+    type Error = sqlx::Error;
+
+    fn try_from(row: MessageRow) -> Result<Self, sqlx::Error> {
+        Ok(Message {
+            direction: Direction::parse(&row.direction).ok_or_else(|| {
+                decode_err("direction", format!("unknown direction {}", row.direction))
+            })?,
+            status: Status::parse(&row.status)
+                .ok_or_else(|| decode_err("status", format!("unknown status {}", row.status)))?,
+            error: row.error_code.map(|code| ErrorInfo {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+            id: row.id,
+            account_id: row.account_id,
+            contact_id: row.contact_id,
+            phone: row.phone,
+            content: row.content.0,
+            batch_id: row.batch_id,
+            batch_index: row.batch_index,
+            reference: row.reference,
+            flow_id: row.flow_id,
+            created_at: row.created_at,
+            sent_at: row.sent_at,
+            delivered_at: row.delivered_at,
+            read_at: row.read_at,
+            failed_at: row.failed_at,
+            updated_at: row.updated_at,
+            channel: row.channel,
+        })
+    }
+}
+
+/// Decodes rows selected with `COLUMNS`.
+pub fn from_rows(rows: Vec<MessageRow>) -> Result<Vec<Message>, sqlx::Error> {
+    rows.into_iter().map(Message::try_from).collect()
 }
 
 /// A message to store. Outbound ones are `queued` and wait for the dispatcher; inbound ones are
@@ -209,13 +243,12 @@ pub async fn get(
     id: &str,
 ) -> Result<Option<Message>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE account_id = $1 AND id = $2");
-    sqlx::query(&sql)
+    sqlx::query_as::<_, MessageRow>(&sql)
         .bind(account_id)
         .bind(id)
         .fetch_optional(conn)
         .await?
-        .as_ref()
-        .map(from_row)
+        .map(Message::try_from)
         .transpose()
 }
 
@@ -235,36 +268,33 @@ pub async fn list(
     account_id: &str,
     filter: &ListFilter,
 ) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
-    let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE account_id = $1");
-    let mut binds: Vec<String> = vec![account_id.to_string()];
-    let mut add = |clause: &str, value: String, sql: &mut String| {
-        binds.push(value);
-        sql.push_str(&format!(" AND {clause} ${}", binds.len()));
-    };
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM messages WHERE account_id = "
+    ));
+    query.push_bind(account_id);
     if let Some(contact_id) = &filter.contact_id {
-        add("contact_id =", contact_id.clone(), &mut sql);
+        query
+            .push(" AND contact_id = ")
+            .push_bind(contact_id.as_str());
     }
     if let Some(status) = filter.status {
-        add("status =", status.as_str().to_string(), &mut sql);
+        query.push(" AND status = ").push_bind(status.as_str());
     }
     if let Some(direction) = filter.direction {
-        add("direction =", direction.as_str().to_string(), &mut sql);
+        query
+            .push(" AND direction = ")
+            .push_bind(direction.as_str());
     }
     if let Some(batch_id) = &filter.batch_id {
-        add("batch_id =", batch_id.clone(), &mut sql);
+        query.push(" AND batch_id = ").push_bind(batch_id.as_str());
     }
     if let Some(cursor) = &filter.cursor {
-        add("id <", cursor.clone(), &mut sql);
+        query.push(" AND id < ").push_bind(cursor.as_str());
     }
-    sql.push_str(&format!(
-        " ORDER BY id DESC LIMIT {}",
-        crate::db::page_rows(filter.limit)
-    ));
-    let mut query = sqlx::query(&sql);
-    for value in &binds {
-        query = query.bind(value);
-    }
-    let rows = query.fetch_all(conn).await?;
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push(crate::db::page_rows(filter.limit));
+    let rows = query.build_query_as::<MessageRow>().fetch_all(conn).await?;
     page(rows, filter.limit)
 }
 
@@ -277,29 +307,25 @@ pub async fn list_batch(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM messages WHERE batch_id = $1 AND account_id = $2 AND id > $3"
-    );
-    if status.is_some() {
-        sql.push_str(" AND status = $4");
-    }
-    sql.push_str(&format!(
-        " ORDER BY id LIMIT {}",
-        crate::db::page_rows(limit)
-    ));
-    let mut query = sqlx::query(&sql)
-        .bind(batch_id)
-        .bind(account_id)
-        .bind(cursor.unwrap_or(""));
+    let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM messages WHERE batch_id = "));
+    query
+        .push_bind(batch_id)
+        .push(" AND account_id = ")
+        .push_bind(account_id)
+        .push(" AND id > ")
+        .push_bind(cursor.unwrap_or(""));
     if let Some(status) = status {
-        query = query.bind(status.as_str());
+        query.push(" AND status = ").push_bind(status.as_str());
     }
-    let rows = query.fetch_all(conn).await?;
+    query
+        .push(" ORDER BY id LIMIT ")
+        .push(crate::db::page_rows(limit));
+    let rows = query.build_query_as::<MessageRow>().fetch_all(conn).await?;
     page(rows, limit)
 }
 
-fn page(rows: Vec<AnyRow>, limit: i64) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
-    let messages = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+fn page(rows: Vec<MessageRow>, limit: i64) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
+    let messages = from_rows(rows)?;
     Ok(crate::db::into_page(messages, limit, |m| &m.id))
 }
 
@@ -379,12 +405,12 @@ pub async fn claim_due(
          AND dispatch_at IS NOT NULL AND status = 'queued' RETURNING {COLUMNS}",
         lock = crate::db::skip_locked(conn),
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query_as::<_, MessageRow>(&sql)
         .bind(now)
         .bind(account_id)
         .fetch_all(conn)
         .await?;
-    let mut claimed = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut claimed = from_rows(rows)?;
     claimed.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(claimed)
 }
@@ -449,6 +475,14 @@ pub async fn unclaim(
         == 1)
 }
 
+#[derive(sqlx::FromRow)]
+struct DueReportRow {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    dispatched_at: Option<i64>,
+    next_report_at: i64,
+}
+
 /// A message whose channel report is due, as the report worker claimed it.
 pub struct DueReport {
     pub message: Message,
@@ -473,16 +507,17 @@ pub async fn due_reports(
          ORDER BY next_report_at, id LIMIT {limit}{lock}",
         lock = crate::db::skip_locked(conn),
     );
-    let rows = sqlx::query(&sql).bind(now).fetch_all(conn).await?;
+    let rows = sqlx::query_as::<_, DueReportRow>(&sql)
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
     let mut due = rows
-        .iter()
+        .into_iter()
         .map(|row| {
             Ok(DueReport {
-                message: from_row(row)?,
-                dispatched_at: row
-                    .try_get::<Option<i64>, _>("dispatched_at")?
-                    .unwrap_or_default(),
-                due_at: row.try_get("next_report_at")?,
+                message: row.message.try_into()?,
+                dispatched_at: row.dispatched_at.unwrap_or_default(),
+                due_at: row.next_report_at,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -555,12 +590,11 @@ pub async fn requeue(conn: &mut AnyConnection, id: &str, now: i64) -> Result<boo
 
 pub async fn get_any(conn: &mut AnyConnection, id: &str) -> Result<Option<Message>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = $1");
-    sqlx::query(&sql)
+    sqlx::query_as::<_, MessageRow>(&sql)
         .bind(id)
         .fetch_optional(conn)
         .await?
-        .as_ref()
-        .map(from_row)
+        .map(Message::try_from)
         .transpose()
 }
 
@@ -590,13 +624,13 @@ pub async fn apply_provider_report(
         "SELECT {COLUMNS} FROM messages WHERE account_id = $1 AND provider_message_id = $2 \
          AND direction = 'outbound'"
     );
-    let row = sqlx::query(&sql)
+    let row = sqlx::query_as::<_, MessageRow>(&sql)
         .bind(account_id)
         .bind(provider_message_id)
         .fetch_optional(&mut **work)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let mut msg = from_row(&row)?;
+    let mut msg = Message::try_from(row)?;
     Ok(Some(
         transition(work, &mut msg, status, at, error, None).await?,
     ))
