@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rand::Rng;
+use sqlx::AnyConnection;
 
 use super::INSERT_CHUNK;
 use crate::{
@@ -102,12 +103,50 @@ pub async fn record(
         return Ok(Recorded::default());
     }
     let now = now_ms();
-    let mut recorded = Recorded::default();
     let mut tx = db.begin().await?;
-    // Take each endpoint's row lock first, in id order: an endpoint deleted while its request
-    // was in flight is seen as gone here and its results are dropped, and a deletion racing
-    // this transaction waits for it and then removes what it wrote. Locking endpoints before
-    // deliveries, as `endpoints::delete` does, keeps the two from deadlocking on PostgreSQL.
+    let gone = lock_endpoints(&mut tx, results).await?;
+    let results: Vec<&AttemptResult> = results
+        .iter()
+        .filter(|r| !gone.contains(&r.endpoint_id.as_str()))
+        .collect();
+    if results.is_empty() {
+        tx.commit().await?;
+        return Ok(Recorded::default());
+    }
+    insert_attempts(&mut tx, &results).await?;
+    let settled = settle_deliveries(&mut tx, config, &results, now).await?;
+    let mut recorded = Recorded {
+        disabled: Vec::new(),
+        rescheduled: settled.retries.len(),
+    };
+    // Endpoint health, judged by each endpoint's latest attempt in this batch.
+    let mut latest: Vec<&AttemptResult> = Vec::new();
+    for r in results.iter().rev() {
+        if !latest.iter().any(|l| l.endpoint_id == r.endpoint_id) {
+            latest.push(r);
+        }
+    }
+    for r in latest {
+        if let Some(reason) = judge_endpoint(&mut tx, config, r, now).await? {
+            if disable_endpoint(&mut tx, r, &reason, now).await? {
+                recorded.disabled.push(r.endpoint_id.clone());
+            }
+        }
+    }
+    tx.commit().await?;
+    settled.log();
+    Ok(recorded)
+}
+
+/// Takes each endpoint's row lock first, in id order, and returns the endpoints that are gone.
+/// An endpoint deleted while its request was in flight is seen as gone here and its results
+/// are dropped, and a deletion racing this transaction waits for it and then removes what it
+/// wrote. Locking endpoints before deliveries, as `endpoints::delete` does, keeps the two from
+/// deadlocking on PostgreSQL.
+async fn lock_endpoints<'r>(
+    conn: &mut AnyConnection,
+    results: &'r [AttemptResult],
+) -> Result<Vec<&'r str>, sqlx::Error> {
     let mut endpoint_ids: Vec<&str> = results.iter().map(|r| r.endpoint_id.as_str()).collect();
     endpoint_ids.sort_unstable();
     endpoint_ids.dedup();
@@ -116,21 +155,20 @@ pub async fn record(
         let found =
             sqlx::query("UPDATE webhook_endpoints SET updated_at = updated_at WHERE id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
         if found == 0 {
             gone.push(id);
         }
     }
-    let results: Vec<&AttemptResult> = results
-        .iter()
-        .filter(|r| !gone.contains(&r.endpoint_id.as_str()))
-        .collect();
-    if results.is_empty() {
-        tx.commit().await?;
-        return Ok(recorded);
-    }
+    Ok(gone)
+}
+
+async fn insert_attempts(
+    conn: &mut AnyConnection,
+    results: &[&AttemptResult],
+) -> Result<(), sqlx::Error> {
     for chunk in results.chunks(INSERT_CHUNK) {
         QueryBuilder::new(
             "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, at, outcome, status_code, \
@@ -148,26 +186,57 @@ pub async fn record(
                 .push_bind(r.response.as_deref());
         })
         .build()
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    // Settled deliveries are updated in one statement per status (per chunk): in the common
-    // case of a healthy receiver that is one statement per batch instead of one per delivery.
-    // `status = 'pending'` keeps a late result from reopening a delivery that another attempt
-    // (an expired lease re-claimed elsewhere) already settled.
-    let mut succeeded = Vec::new();
-    let mut failed = Vec::new();
-    let mut retries = Vec::new();
-    for r in &results {
+    Ok(())
+}
+
+/// Which deliveries a batch settled and which it rescheduled, for the debug lines written once
+/// the transaction has committed.
+struct Settled<'r> {
+    succeeded: Vec<&'r str>,
+    failed: Vec<&'r str>,
+    retries: Vec<(&'r str, Duration)>,
+}
+
+impl Settled<'_> {
+    fn log(&self) {
+        for (status, ids) in [("succeeded", &self.succeeded), ("failed", &self.failed)] {
+            for id in ids {
+                tracing::debug!(delivery_id = %id, status, "webhook delivery recorded");
+            }
+        }
+        for (id, delay) in &self.retries {
+            tracing::debug!(delivery_id = %id, retry_in_ms = delay.as_millis() as u64, "webhook delivery rescheduled");
+        }
+    }
+}
+
+/// Each delivery's next state. Settled deliveries are updated in one statement per status (per
+/// chunk): in the common case of a healthy receiver that is one statement per batch instead of
+/// one per delivery. `status = 'pending'` keeps a late result from reopening a delivery that
+/// another attempt (an expired lease re-claimed elsewhere) already settled.
+async fn settle_deliveries<'r>(
+    conn: &mut AnyConnection,
+    config: &WebhooksConfig,
+    results: &[&'r AttemptResult],
+    now: i64,
+) -> Result<Settled<'r>, sqlx::Error> {
+    let mut settled = Settled {
+        succeeded: Vec::new(),
+        failed: Vec::new(),
+        retries: Vec::new(),
+    };
+    for r in results {
         let attempts = r.attempt_count + 1;
-        let settled = match r.outcome {
-            Outcome::Success => &mut succeeded,
-            Outcome::Gone => &mut failed,
-            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => &mut failed,
+        let into = match r.outcome {
+            Outcome::Success => &mut settled.succeeded,
+            Outcome::Gone => &mut settled.failed,
+            _ if r.is_test || attempts > config.retry_schedule.len() as i64 => &mut settled.failed,
             _ => {
                 let delay = retry_delay(&config.retry_schedule, attempts as usize, r.retry_after);
-                recorded.rescheduled += 1;
-                retries.push((r.delivery_id.as_str(), delay));
+                settled.retries.push((r.delivery_id.as_str(), delay));
                 sqlx::query(
                     "UPDATE webhook_deliveries SET attempt_count = attempt_count + 1, \
                      next_attempt_at = $1, locked_until = NULL, locked_by = NULL, updated_at = $2 \
@@ -176,14 +245,17 @@ pub async fn record(
                 .bind(now + delay.as_millis() as i64)
                 .bind(now)
                 .bind(&r.delivery_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
                 continue;
             }
         };
-        settled.push(r.delivery_id.as_str());
+        into.push(r.delivery_id.as_str());
     }
-    for (status, ids) in [("succeeded", &succeeded), ("failed", &failed)] {
+    for (status, ids) in [
+        ("succeeded", &settled.succeeded),
+        ("failed", &settled.failed),
+    ] {
         for chunk in ids.chunks(INSERT_CHUNK) {
             let mut query = QueryBuilder::new("UPDATE webhook_deliveries SET status = ");
             query
@@ -199,111 +271,110 @@ pub async fn record(
                 list.push_bind(*id);
             }
             list.push_unseparated(")");
-            query.build().execute(&mut *tx).await?;
+            query.build().execute(&mut *conn).await?;
         }
     }
+    Ok(settled)
+}
 
-    // Endpoint health, judged by each endpoint's latest attempt in this batch.
-    let mut latest: Vec<&AttemptResult> = Vec::new();
-    for r in results.iter().rev() {
-        if !latest.iter().any(|l| l.endpoint_id == r.endpoint_id) {
-            latest.push(r);
+/// Records the endpoint's health after its latest attempt and says why it must be disabled, if
+/// it must: on 410 Gone, or when every attempt failed for `disable_after`. A failure opens the
+/// circuit: nothing more goes to this endpoint until the backoff has passed, then one probe at a
+/// time (`claimable_endpoints`, `take_probe`).
+async fn judge_endpoint(
+    conn: &mut AnyConnection,
+    config: &WebhooksConfig,
+    r: &AttemptResult,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    match r.outcome {
+        Outcome::Success => {
+            sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0, \
+                 circuit_until = NULL, last_success_at = $1 WHERE id = $2",
+            )
+            .bind(r.at)
+            .bind(&r.endpoint_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(None)
         }
-    }
-    let disable_before = now - config.disable_after.as_millis() as i64;
-    for r in latest {
-        let reason = match r.outcome {
-            Outcome::Success => {
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0, \
-                     circuit_until = NULL, last_success_at = $1 WHERE id = $2",
-                )
-                .bind(r.at)
-                .bind(&r.endpoint_id)
-                .execute(&mut *tx)
-                .await?;
-                continue;
+        Outcome::Gone => Ok(Some("the endpoint answered 410 Gone".to_string())),
+        _ => {
+            let (failing_since, failures): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT failing_since, consecutive_failures FROM webhook_endpoints WHERE id = $1",
+            )
+            .bind(&r.endpoint_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or((None, 0));
+            let failures = failures + 1;
+            let failing_since = failing_since.unwrap_or(r.at);
+            sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since = $1, consecutive_failures = $2, \
+                 circuit_until = $3 WHERE id = $4",
+            )
+            .bind(failing_since)
+            .bind(failures)
+            .bind(now + circuit_open_for(failures, &config.retry_schedule).as_millis() as i64)
+            .bind(&r.endpoint_id)
+            .execute(&mut *conn)
+            .await?;
+            let disable_before = now - config.disable_after.as_millis() as i64;
+            if failing_since > disable_before {
+                return Ok(None);
             }
-            Outcome::Gone => "the endpoint answered 410 Gone".to_string(),
-            _ => {
-                // Open the circuit: nothing more goes to this endpoint until the backoff has
-                // passed, then one probe at a time (`claimable_endpoints`, `take_probe`).
-                let (failing_since, failures): (Option<i64>, i64) = sqlx::query_as(
-                    "SELECT failing_since, consecutive_failures FROM webhook_endpoints \
-                     WHERE id = $1",
-                )
-                .bind(&r.endpoint_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or((None, 0));
-                let failures = failures + 1;
-                let failing_since = failing_since.unwrap_or(r.at);
-                sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = $1, consecutive_failures = $2, \
-                     circuit_until = $3 WHERE id = $4",
-                )
-                .bind(failing_since)
-                .bind(failures)
-                .bind(now + circuit_open_for(failures, &config.retry_schedule).as_millis() as i64)
-                .bind(&r.endpoint_id)
-                .execute(&mut *tx)
-                .await?;
-                if failing_since > disable_before {
-                    continue;
-                }
-                format!(
-                    "every attempt failed for {} (since {})",
-                    humantime::format_duration(config.disable_after),
-                    rfc3339(failing_since)
-                )
-            }
-        };
-        let disabled = sqlx::query(
-            "UPDATE webhook_endpoints SET enabled = 0, disabled_at = $1, disabled_reason = $2, \
-             updated_at = $1 WHERE id = $3 AND enabled = 1",
-        )
-        .bind(now)
-        .bind(&reason)
-        .bind(&r.endpoint_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if disabled == 0 {
-            continue;
-        }
-        // Its waiting deliveries end here; each can be retried by hand once it is fixed.
-        let abandoned = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
-             locked_until = NULL, locked_by = NULL, updated_at = $1 \
-             WHERE endpoint_id = $2 AND status = 'pending'",
-        )
-        .bind(now)
-        .bind(&r.endpoint_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        endpoints::add_log(
-            &mut tx,
-            &r.endpoint_id,
-            now,
-            &format!(
-                "disabled: {reason} (delivery {}); {abandoned} pending deliveries marked failed",
-                r.delivery_id
-            ),
-        )
-        .await?;
-        recorded.disabled.push(r.endpoint_id.clone());
-    }
-    tx.commit().await?;
-    for (status, ids) in [("succeeded", &succeeded), ("failed", &failed)] {
-        for id in ids {
-            tracing::debug!(delivery_id = %id, status, "webhook delivery recorded");
+            Ok(Some(format!(
+                "every attempt failed for {} (since {})",
+                humantime::format_duration(config.disable_after),
+                rfc3339(failing_since)
+            )))
         }
     }
-    for (id, delay) in retries {
-        tracing::debug!(delivery_id = %id, retry_in_ms = delay.as_millis() as u64, "webhook delivery rescheduled");
+}
+
+/// Disables the endpoint (once: false if it already was) and ends its waiting deliveries; each
+/// can be retried by hand once the endpoint is fixed.
+async fn disable_endpoint(
+    conn: &mut AnyConnection,
+    r: &AttemptResult,
+    reason: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let disabled = sqlx::query(
+        "UPDATE webhook_endpoints SET enabled = 0, disabled_at = $1, disabled_reason = $2, \
+         updated_at = $1 WHERE id = $3 AND enabled = 1",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(&r.endpoint_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if disabled == 0 {
+        return Ok(false);
     }
-    Ok(recorded)
+    let abandoned = sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
+         locked_until = NULL, locked_by = NULL, updated_at = $1 \
+         WHERE endpoint_id = $2 AND status = 'pending'",
+    )
+    .bind(now)
+    .bind(&r.endpoint_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    endpoints::add_log(
+        conn,
+        &r.endpoint_id,
+        now,
+        &format!(
+            "disabled: {reason} (delivery {}); {abandoned} pending deliveries marked failed",
+            r.delivery_id
+        ),
+    )
+    .await?;
+    Ok(true)
 }
 
 #[cfg(test)]
