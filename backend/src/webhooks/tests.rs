@@ -712,19 +712,21 @@ async fn a_hanging_receiver_times_out_without_delaying_a_healthy_one() {
         healthy_done < timeout,
         "the healthy endpoint waited for the hanging one: {healthy_done:?}"
     );
-    // The hanging endpoint never had more than its cap in flight.
+    // An endpoint that never answered gets one attempt at a time (its share), so the hanging
+    // one holds one slot, not its whole cap. A second attempt can start when the first ends,
+    // before the recorder has opened the circuit; whether it does is a race, so the count is
+    // one or two, never more than the cap.
     hanging.next().await;
-    hanging.next().await;
-    assert_eq!(hanging.calls(), 2);
-
     let first = &events[0];
-    let second = &events[1];
-    for event_id in [first, second] {
-        eventually("the hanging attempt to time out", || async {
-            matches!(delivery_state(&app, &hanging_id, event_id).await, Some((s, 1)) if s == "pending")
-        })
-        .await;
-    }
+    eventually("the hanging attempt to time out", || async {
+        matches!(delivery_state(&app, &hanging_id, first).await, Some((s, 1)) if s == "pending")
+    })
+    .await;
+    assert!(
+        (1..=2).contains(&hanging.calls()),
+        "{} calls",
+        hanging.calls()
+    );
     let log = deliveries(&app, &console, &hanging_id, "").await;
     let timed_out: Vec<&Value> = log["data"]
         .as_array()
@@ -732,7 +734,7 @@ async fn a_hanging_receiver_times_out_without_delaying_a_healthy_one() {
         .iter()
         .flat_map(|d| d["attempts"].as_array().unwrap())
         .collect();
-    assert!(timed_out.len() >= 2);
+    assert!(!timed_out.is_empty());
     for attempt in timed_out {
         assert!(attempt["status_code"].is_null());
         assert!(attempt["error"].as_str().unwrap().contains("timed out"));
