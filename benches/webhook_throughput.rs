@@ -97,7 +97,9 @@ async fn add_endpoints(state: &AppState, account: &str, url: &str, n: usize) {
 }
 
 async fn outbox_depth(state: &AppState) -> i64 {
-    webhooks::metrics::refresh_gauges(state).await.unwrap();
+    webhooks::metrics::refresh_gauges(&state.db, &state.webhooks.metrics)
+        .await
+        .unwrap();
     state.webhooks.metrics.outbox_depth.get()
 }
 

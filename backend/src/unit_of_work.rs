@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use crate::{
     batches::{self, BatchStatus},
     channel::Messaging,
+    db::Db,
     messages::{Message, Status},
     state::AppState,
 };
@@ -62,12 +63,44 @@ struct Happened {
     chatbot: Vec<&'static str>,
 }
 
-impl UnitOfWork {
-    pub async fn begin(state: &AppState) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            tx: state.db.begin().await?,
+/// What a unit of work needs from the process: the database its transaction runs on and the
+/// doorbells its commit rings. The messaging workers hold this, not the whole `AppState` with
+/// the HTTP side's sessions, key versions and throttles.
+#[derive(Clone)]
+pub struct WorkContext {
+    pub db: Db,
+    events_notify: Arc<Notify>,
+    pub messaging: Arc<Messaging>,
+}
+
+impl From<&AppState> for WorkContext {
+    fn from(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
             events_notify: state.events_notify.clone(),
             messaging: state.messaging.clone(),
+        }
+    }
+}
+
+impl From<&WorkContext> for WorkContext {
+    fn from(ctx: &WorkContext) -> Self {
+        ctx.clone()
+    }
+}
+
+impl UnitOfWork {
+    /// Opens the transaction; `ctx` is an `&AppState` or a worker's `&WorkContext`.
+    pub async fn begin(ctx: impl Into<WorkContext>) -> Result<Self, sqlx::Error> {
+        let WorkContext {
+            db,
+            events_notify,
+            messaging,
+        } = ctx.into();
+        Ok(Self {
+            tx: db.begin().await?,
+            events_notify,
+            messaging,
             happened: Happened::default(),
             batches: BatchWork::default(),
         })

@@ -32,7 +32,7 @@ use crate::{
     contacts,
     messages::{store, ErrorInfo, Message, MessagingError, Status},
     state::AppState,
-    unit_of_work::UnitOfWork,
+    unit_of_work::{UnitOfWork, WorkContext},
 };
 
 /// How often a busy dispatcher looks for more work; the token buckets hold one tick's worth.
@@ -50,9 +50,9 @@ const CLAIM_LEASE: Duration = Duration::from_secs(10);
 /// The claim lease of a message on `channel`: `CLAIM_LEASE` for the simulated channel; for the
 /// Cloud API, whose sends are network calls of up to `whatsapp.timeout`, long enough that a send
 /// started in the first half always ends before the lease does.
-fn claim_lease(state: &AppState, channel: &str) -> Duration {
+fn claim_lease(ctx: &WorkContext, channel: &str) -> Duration {
     if channel == cloud::NAME {
-        CLAIM_LEASE.max(state.config.channel.whatsapp.timeout * 2 + CLAIM_LEASE)
+        CLAIM_LEASE.max(ctx.messaging.config.whatsapp.timeout * 2 + CLAIM_LEASE)
     } else {
         CLAIM_LEASE
     }
@@ -61,17 +61,18 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 
 /// Registers the dispatcher, the report worker and housekeeping with `background`.
 pub fn spawn(state: &AppState, background: &mut Background) {
+    let ctx = &WorkContext::from(state);
     background.spawn("message dispatcher", {
-        let state = state.clone();
-        |stop| dispatcher(state, stop)
+        let ctx = ctx.clone();
+        |stop| dispatcher(ctx, stop)
     });
     background.spawn("status reports", {
-        let state = state.clone();
-        |stop| reporter(state, stop)
+        let ctx = ctx.clone();
+        |stop| reporter(ctx, stop)
     });
     background.spawn("messaging housekeeping", {
-        let state = state.clone();
-        |stop| housekeeping(state, stop)
+        let ctx = ctx.clone();
+        |stop| housekeeping(ctx, stop)
     });
 }
 
@@ -97,10 +98,10 @@ impl Bucket {
     }
 }
 
-async fn dispatcher(state: AppState, mut stop: Stop) {
+async fn dispatcher(ctx: WorkContext, mut stop: Stop) {
     let mut buckets: HashMap<String, Bucket> = HashMap::new();
     while !stop.requested() {
-        match dispatch_round(&state, &mut buckets).await {
+        match dispatch_round(&ctx, &mut buckets).await {
             // Work left (or throttled): come back after one tick.
             Ok(true) => {
                 stop.sleep(TICK).await;
@@ -110,7 +111,7 @@ async fn dispatcher(state: AppState, mut stop: Stop) {
             Ok(false) => {
                 buckets.retain(|_, b| b.last.elapsed() < Duration::from_secs(60));
                 tokio::select! {
-                    _ = state.messaging.queued.notified() => {}
+                    _ = ctx.messaging.queued.notified() => {}
                     _ = stop.sleep(Duration::from_secs(1)) => {}
                 }
             }
@@ -125,23 +126,23 @@ async fn dispatcher(state: AppState, mut stop: Stop) {
 /// One round: claim what each account's bucket allows, send, record. `true` if messages are
 /// still waiting.
 pub(crate) async fn dispatch_round(
-    state: &AppState,
+    ctx: &WorkContext,
     buckets: &mut HashMap<String, Bucket>,
 ) -> Result<bool, MessagingError> {
     // The claim's time: stored as `dispatched_at`, it is the lease's start (see `CLAIM_LEASE`).
     let now = now_ms();
     let claimed_at = Instant::now();
     // Claim in one unit of work: after commit, these messages are ours alone.
-    let mut work = UnitOfWork::begin(state).await?;
-    let (picked, waiting) = claim_allowed(state, &mut work, buckets, now).await?;
+    let mut work = UnitOfWork::begin(ctx).await?;
+    let (picked, waiting) = claim_allowed(ctx, &mut work, buckets, now).await?;
     if picked.is_empty() {
         work.commit().await?;
         return Ok(waiting);
     }
     let claimed = refuse_opted_out(&mut work, picked, now).await?;
     work.commit().await?;
-    let outcomes = hand_over(state, &claimed, claimed_at).await;
-    record_outcomes(state, claimed.into_iter().zip(outcomes).collect(), now).await?;
+    let outcomes = hand_over(ctx, &claimed, claimed_at).await;
+    record_outcomes(ctx, claimed.into_iter().zip(outcomes).collect(), now).await?;
     Ok(true)
 }
 
@@ -149,12 +150,12 @@ pub(crate) async fn dispatch_round(
 /// in phone order (the contact lock order, see `unit_of_work::BatchWork`) and whether messages are still
 /// waiting.
 async fn claim_allowed(
-    state: &AppState,
+    ctx: &WorkContext,
     work: &mut UnitOfWork,
     buckets: &mut HashMap<String, Bucket>,
     now: i64,
 ) -> Result<(Vec<Message>, bool), MessagingError> {
-    let rate = f64::from(state.messaging.config.rate_per_second);
+    let rate = f64::from(ctx.messaging.config.rate_per_second);
     let capacity = (rate * TICK.as_secs_f64()).clamp(1.0, MAX_PER_ROUND);
     let mut waiting = false;
     let mut picked: Vec<Message> = Vec::new();
@@ -207,14 +208,14 @@ async fn refuse_opted_out(
 /// takes time), and only while the claim is well within its lease: the rest is given back
 /// (`None`), not sent late (after the lease another backend may already be sending it).
 async fn hand_over(
-    state: &AppState,
+    ctx: &WorkContext,
     claimed: &[Message],
     claimed_at: Instant,
 ) -> Vec<Option<SendOutcome>> {
     let mut outcomes = Vec::with_capacity(claimed.len());
     for msg in claimed {
-        let channel = state.messaging.channel(&msg.channel);
-        if Instant::now() >= claimed_at + claim_lease(state, &msg.channel) / 2 {
+        let channel = ctx.messaging.channel(&msg.channel);
+        if Instant::now() >= claimed_at + claim_lease(ctx, &msg.channel) / 2 {
             outcomes.push(None);
             continue;
         }
@@ -243,14 +244,14 @@ struct Recorded {
 
 /// Records every send outcome of the round (claimed at `now`) in one unit of work.
 async fn record_outcomes(
-    state: &AppState,
+    ctx: &WorkContext,
     outcomes: Vec<(Message, Option<SendOutcome>)>,
     now: i64,
 ) -> Result<(), MessagingError> {
-    let mut work = UnitOfWork::begin(state).await?;
+    let mut work = UnitOfWork::begin(ctx).await?;
     let mut recorded = Recorded::default();
     for (msg, outcome) in outcomes {
-        record_outcome(state, &mut work, &mut recorded, msg, outcome, now).await?;
+        record_outcome(ctx, &mut work, &mut recorded, msg, outcome, now).await?;
     }
     work.commit().await?;
     if recorded.given_back > 0 {
@@ -273,7 +274,7 @@ async fn record_outcomes(
 /// One message's send outcome: accepted (the provider's id and first report recorded), given
 /// back, requeued after a throttle, or failed.
 async fn record_outcome(
-    state: &AppState,
+    ctx: &WorkContext,
     work: &mut UnitOfWork,
     recorded: &mut Recorded,
     mut msg: Message,
@@ -289,7 +290,7 @@ async fn record_outcome(
         Some(SendOutcome::Accepted {
             provider_message_id,
         }) => {
-            let first = state
+            let first = ctx
                 .messaging
                 .channel(&msg.channel)
                 .report_plan(&msg.phone)
@@ -307,7 +308,7 @@ async fn record_outcome(
         Some(SendOutcome::Retry { after, refusal }) => {
             let counted = refusal.is_some();
             let retries = store::throttle_retries(work, &msg.id).await?;
-            let max = i64::from(state.config.channel.whatsapp.max_throttle_retries);
+            let max = i64::from(ctx.messaging.config.whatsapp.max_throttle_retries);
             match refusal {
                 Some(error) if retries >= max => error,
                 _ => {
@@ -341,12 +342,12 @@ async fn link_contact(conn: &mut UnitOfWork, msg: &mut Message) -> Result<bool, 
     Ok(contact.is_none_or(|c| c.opted_in))
 }
 
-async fn reporter(state: AppState, mut stop: Stop) {
+async fn reporter(ctx: WorkContext, mut stop: Stop) {
     while !stop.requested() {
-        match report_round(&state).await {
+        match report_round(&ctx).await {
             Ok(true) => continue,
             Ok(false) => {
-                let next = match state.db.acquire().await {
+                let next = match ctx.db.acquire().await {
                     Ok(mut conn) => store::next_report_due(&mut conn).await.ok().flatten(),
                     Err(_) => None,
                 };
@@ -355,7 +356,7 @@ async fn reporter(state: AppState, mut stop: Stop) {
                     .unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1));
                 tokio::select! {
-                    _ = state.messaging.reports.notified() => {}
+                    _ = ctx.messaging.reports.notified() => {}
                     _ = stop.sleep(wait) => {}
                 }
             }
@@ -369,9 +370,9 @@ async fn reporter(state: AppState, mut stop: Stop) {
 
 /// Applies the due status reports, one transaction for the page, on rows this round alone holds
 /// (`store::due_reports`). `true` if the page was full.
-pub(crate) async fn report_round(state: &AppState) -> Result<bool, MessagingError> {
+pub(crate) async fn report_round(ctx: &WorkContext) -> Result<bool, MessagingError> {
     let now = now_ms();
-    let mut work = UnitOfWork::begin(state).await?;
+    let mut work = UnitOfWork::begin(ctx).await?;
     let due = store::due_reports(&mut work, now, REPORT_PAGE).await?;
     let full = due.len() as i64 == REPORT_PAGE;
     for store::DueReport {
@@ -380,10 +381,7 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, MessagingErro
         due_at,
     } in due
     {
-        let plan = state
-            .messaging
-            .channel(&msg.channel)
-            .report_plan(&msg.phone);
+        let plan = ctx.messaging.channel(&msg.channel).report_plan(&msg.phone);
         let Some(i) = plan
             .iter()
             .position(|(_, r)| r.status.may_follow(msg.status))
@@ -415,13 +413,13 @@ pub(crate) async fn report_round(state: &AppState) -> Result<bool, MessagingErro
     Ok(full)
 }
 
-async fn housekeeping(state: AppState, mut stop: Stop) {
+async fn housekeeping(ctx: WorkContext, mut stop: Stop) {
     // Idempotency keys are swept every 30th round (once a minute).
     let mut until_sweep = 0u32;
     while !stop.requested() {
         let sweep = until_sweep == 0;
         until_sweep = if sweep { 29 } else { until_sweep - 1 };
-        if let Err(err) = housekeeping_round(&state, sweep).await {
+        if let Err(err) = housekeeping_round(&ctx, sweep).await {
             tracing::warn!(error = %err, "messaging housekeeping failed");
         }
         stop.sleep(HOUSEKEEPING_EVERY).await;
@@ -429,18 +427,18 @@ async fn housekeeping(state: AppState, mut stop: Stop) {
 }
 
 pub(crate) async fn housekeeping_round(
-    state: &AppState,
+    ctx: &WorkContext,
     sweep_keys: bool,
 ) -> Result<(), MessagingError> {
     let now = now_ms();
-    let mut work = UnitOfWork::begin(state).await?;
-    let recovered = recover_stale_claims(state, &mut work, now).await?;
+    let mut work = UnitOfWork::begin(ctx).await?;
+    let recovered = recover_stale_claims(ctx, &mut work, now).await?;
     // Cloud API callbacks whose wamid became known since they arrived (a race with the send's
     // commit on another connection or backend), and ones that never will (older than a day).
     cloud::callbacks::sweep_pending(&mut work, now).await?;
     work.commit().await?;
     // Outside the claim transaction: the sweep's row locks have nothing to do with the messages'.
-    let mut conn = state.db.acquire().await?;
+    let mut conn = ctx.db.acquire().await?;
     if sweep_keys {
         crate::idempotency::sweep(&mut conn, now).await?;
     }
@@ -449,27 +447,27 @@ pub(crate) async fn housekeeping_round(
     if recovered > 0 {
         tracing::info!(count = recovered, "recovered interrupted message claims");
     }
-    state.messaging.metrics.queue_depth.set(depth);
+    ctx.messaging.metrics.queue_depth.set(depth);
     Ok(())
 }
 
 /// Takes back the claims whose lease ran out: requeued where the channel can resend safely,
 /// failed (`send_interrupted`) where a resend could duplicate. Returns how many.
 async fn recover_stale_claims(
-    state: &AppState,
+    ctx: &WorkContext,
     work: &mut UnitOfWork,
     now: i64,
 ) -> Result<usize, MessagingError> {
     let mut stale = Vec::new();
     for name in [simulated::NAME, cloud::NAME] {
-        let lease = claim_lease(state, name).as_millis() as i64;
+        let lease = claim_lease(ctx, name).as_millis() as i64;
         stale.extend(store::stale_claims(work, name, now - lease).await?);
     }
     for id in &stale {
         let Some(mut msg) = store::get_any(work, id).await? else {
             continue;
         };
-        if state.messaging.channel(&msg.channel).resend_is_safe() {
+        if ctx.messaging.channel(&msg.channel).resend_is_safe() {
             store::requeue(work, id, now).await?;
             work.messages_requeued();
         } else {
@@ -530,7 +528,9 @@ mod tests {
             .unwrap();
         drop(conn);
 
-        housekeeping_round(&m.app.state, false).await.unwrap();
+        housekeeping_round(&WorkContext::from(&m.app.state), false)
+            .await
+            .unwrap();
         let mut conn = db.acquire().await.unwrap();
         assert!(
             !store::record_accepted(&mut conn, &id, old, "wamid.late", None)
@@ -572,9 +572,13 @@ mod tests {
             .await;
         let path = format!("/v1/messages/{}", sent.body["id"].as_str().unwrap());
         let mut buckets = HashMap::new();
-        dispatch_round(&m.app.state, &mut buckets).await.unwrap();
+        dispatch_round(&WorkContext::from(&m.app.state), &mut buckets)
+            .await
+            .unwrap();
         testkit::wait_for("the message read", || async {
-            report_round(&m.app.state).await.unwrap();
+            report_round(&WorkContext::from(&m.app.state))
+                .await
+                .unwrap();
             let answer = m.v1("GET", &path, None).await;
             (answer.body["status"] == "read").then_some(())
         })

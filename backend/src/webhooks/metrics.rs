@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use tokio::sync::watch;
 
-use crate::{clock::now_ms, metrics::Metrics, state::AppState};
+use crate::{clock::now_ms, db::Db, metrics::Metrics, webhooks::SenderContext};
 
 /// How an attempt ended; the `outcome` label of `wiz_webhook_attempts_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,20 +143,19 @@ impl WebhookMetrics {
 
 /// Refreshes the outbox gauges from the database (they describe shared state, which other
 /// backends change too, so they are read rather than counted).
-pub async fn refresh_gauges(state: &AppState) -> Result<(), sqlx::Error> {
+pub async fn refresh_gauges(db: &Db, m: &WebhookMetrics) -> Result<(), sqlx::Error> {
     let (depth, oldest): (i64, Option<i64>) = sqlx::query_as(
         // Deliveries of a disabled endpoint wait paused; they are not work the sender is behind on.
         "SELECT CAST(COUNT(*) AS BIGINT), MIN(d.created_at) FROM webhook_deliveries d \
          JOIN webhook_endpoints w ON w.id = d.endpoint_id \
          WHERE d.status = 'pending' AND w.enabled = 1",
     )
-    .fetch_one(&state.db)
+    .fetch_one(db)
     .await?;
     let (disabled,): (i64,) =
         sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_endpoints WHERE enabled = 0")
-            .fetch_one(&state.db)
+            .fetch_one(db)
             .await?;
-    let m = &state.webhooks.metrics;
     m.outbox_depth.set(depth);
     m.oldest_pending_age
         .set(oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0));
@@ -166,9 +165,9 @@ pub async fn refresh_gauges(state: &AppState) -> Result<(), sqlx::Error> {
 
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-pub async fn run_gauges(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run_gauges(sender: SenderContext, mut stop: watch::Receiver<bool>) {
     loop {
-        if let Err(e) = refresh_gauges(&state).await {
+        if let Err(e) = refresh_gauges(&sender.db, &sender.webhooks.metrics).await {
             tracing::warn!(error = %e, "refreshing webhook gauges");
         }
         tokio::select! {

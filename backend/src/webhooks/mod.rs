@@ -23,7 +23,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
-use crate::{background::Background, config::WebhooksConfig, metrics::Metrics, state::AppState};
+use crate::{
+    background::Background, config::WebhooksConfig, db::Db, metrics::Metrics, secrets::Secrets,
+    state::AppState,
+};
 
 pub use metrics::WebhookMetrics;
 
@@ -79,18 +82,49 @@ fn client(config: &WebhooksConfig) -> reqwest::Client {
 /// backend's one lifecycle: a graceful stop lets attempts in flight finish (bounded by the attempt
 /// timeout), records them and releases whatever this process still holds.
 pub fn spawn(state: &AppState, background: &mut Background) {
+    let sender = SenderContext::from(state);
     background.spawn("webhook fan-out", {
-        let state = state.clone();
-        |stop| outbox::run_fan_out(state, stop.receiver())
+        let sender = sender.clone();
+        |stop| outbox::run_fan_out(sender, stop.receiver())
     });
     background.spawn("webhook worker", {
-        let state = state.clone();
-        |stop| worker::run(state, stop.receiver())
+        let sender = sender.clone();
+        |stop| worker::run(sender, stop.receiver())
     });
-    background.spawn("webhook gauges", {
-        let state = state.clone();
-        |stop| metrics::run_gauges(state, stop.receiver())
+    background.spawn("webhook gauges", |stop| {
+        metrics::run_gauges(sender, stop.receiver())
     });
+}
+
+/// What the sender's tasks use, and nothing of the HTTP side (sessions, key versions, login
+/// throttles): the database, the secrets key (endpoint secrets are stored encrypted), the
+/// sender's client and doorbells, the events doorbell and its settings.
+#[derive(Clone)]
+pub struct SenderContext {
+    pub db: Db,
+    pub secrets: Arc<Secrets>,
+    pub webhooks: Webhooks,
+    /// Rung by `UnitOfWork::commit` when events were written; the fan-out waits on it.
+    pub events_notify: Arc<Notify>,
+    pub config: Arc<WebhooksConfig>,
+    /// `account_limits.max_pending_deliveries_per_endpoint`: the fan-out's bound.
+    pub max_pending_per_endpoint: u32,
+}
+
+impl From<&AppState> for SenderContext {
+    fn from(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            secrets: state.secrets.clone(),
+            webhooks: state.webhooks.clone(),
+            events_notify: state.events_notify.clone(),
+            config: Arc::new(state.config.webhooks.clone()),
+            max_pending_per_endpoint: state
+                .config
+                .account_limits
+                .max_pending_deliveries_per_endpoint,
+        }
+    }
 }
 
 /// The sender alone, in its own lifecycle (tests start it beside an app without the rest).

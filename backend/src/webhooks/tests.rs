@@ -1251,7 +1251,9 @@ async fn metrics_count_attempts_and_describe_the_outbox() {
         )
     })
     .await;
-    super::metrics::refresh_gauges(&app.state).await.unwrap();
+    super::metrics::refresh_gauges(&app.state.db, &app.state.webhooks.metrics)
+        .await
+        .unwrap();
     let text = app.state.metrics.render();
     for line in [
         "wiz_webhook_attempts_total{outcome=\"success\"} 1",

@@ -29,7 +29,7 @@ use super::{
     outbox::{self, AttemptResult, Job, RESPONSE_SNIPPET},
     sign, ssrf, Webhooks, TEST_EVENT_TYPE,
 };
-use crate::{clock::now_ms, config::WebhooksConfig, ids::new_id, state::AppState};
+use crate::{clock::now_ms, config::WebhooksConfig, ids::new_id, webhooks::SenderContext};
 
 /// Deliveries claimed per round at most.
 const CLAIM_BATCH: usize = 100;
@@ -396,7 +396,7 @@ async fn next_wake(db: &crate::db::Db, busy: &[String]) -> tokio::time::Instant 
 }
 
 struct Worker {
-    state: AppState,
+    sender: SenderContext,
     id: String,
     results: mpsc::Sender<AttemptResult>,
     tasks: JoinSet<()>,
@@ -415,12 +415,12 @@ struct Worker {
 
 /// The worker loop, until `stop` turns true. Then it stops claiming, waits for the attempts in
 /// flight (each bounded by the client timeout), records them and releases its leases.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn run(sender: SenderContext, mut stop: watch::Receiver<bool>) {
     let (results, receiver) = mpsc::channel(RECORD_BATCH * 4);
-    let recorder = AbortOnDrop(Some(tokio::spawn(record_loop(state.clone(), receiver))));
+    let recorder = AbortOnDrop(Some(tokio::spawn(record_loop(sender.clone(), receiver))));
     let mut worker = Worker {
         id: new_id("wrk"),
-        state,
+        sender,
         results,
         tasks: JoinSet::new(),
         task_endpoint: HashMap::new(),
@@ -435,11 +435,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     };
     worker.main_loop(&mut stop).await;
     worker.drain().await;
-    let Worker { state, id, .. } = worker;
+    let Worker { sender, id, .. } = worker;
     if let Some(handle) = recorder.take() {
         let _ = handle.await;
     }
-    if let Err(e) = outbox::release(&state.db, &id, None).await {
+    if let Err(e) = outbox::release(&sender.db, &id, None).await {
         tracing::warn!(error = %e, "releasing webhook leases at shutdown");
     }
 }
@@ -464,7 +464,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 impl Worker {
     fn config(&self) -> &WebhooksConfig {
-        &self.state.config.webhooks
+        &self.sender.config
     }
 
     /// Deliveries held here per endpoint: running or queued for one of its slots.
@@ -497,8 +497,8 @@ impl Worker {
             .filter(|(e, s)| s.probe && held.get(*e).is_some_and(|n| *n > 0))
             .count();
         Some(ClaimRound {
-            db: self.state.db.clone(),
-            secrets: self.state.secrets.clone(),
+            db: self.sender.db.clone(),
+            secrets: self.sender.secrets.clone(),
             worker: self.id.clone(),
             lease: self.config().lease,
             limit,
@@ -577,7 +577,7 @@ impl Worker {
                         }
                     }
                 }
-                _ = self.state.webhooks.wake.notified() => look = true,
+                _ = self.sender.webhooks.wake.notified() => look = true,
                 _ = tokio::time::sleep_until(wake_at) => look = true,
             }
         }
@@ -607,7 +607,7 @@ impl Worker {
     fn start_queued(&mut self) {
         let max = self.config().max_in_flight;
         let default_cap = self.config().max_in_flight_per_endpoint;
-        let registry = self.state.webhooks.in_flight.clone();
+        let registry = self.sender.webhooks.in_flight.clone();
         let endpoints: Vec<String> = self.queued.keys().cloned().collect();
         let now = now_ms();
         loop {
@@ -639,12 +639,12 @@ impl Worker {
     }
 
     fn spawn(&mut self, job: Job, slot: super::in_flight::Slot) {
-        let webhooks = self.state.webhooks.clone();
-        let config = self.state.config.clone();
+        let webhooks = self.sender.webhooks.clone();
+        let config = self.sender.config.clone();
         let results = self.results.clone();
         let endpoint = job.endpoint_id.clone();
         let handle = self.tasks.spawn(async move {
-            let result = send(&webhooks, &config.webhooks, &job).await;
+            let result = send(&webhooks, &config, &job).await;
             drop(slot);
             // Closed only at shutdown after an abort; the lease then makes it due again.
             let _ = results.send(result).await;
@@ -684,7 +684,7 @@ impl Worker {
             return;
         }
         let ids = std::mem::take(&mut self.expired);
-        if let Err(e) = outbox::release(&self.state.db, &self.id, Some(&ids)).await {
+        if let Err(e) = outbox::release(&self.sender.db, &self.id, Some(&ids)).await {
             // Harmless: their leases expire on their own.
             tracing::warn!(error = %e, "giving back webhook deliveries");
         }
@@ -715,7 +715,7 @@ impl Worker {
 /// Writes attempt results in batches: whatever has arrived, up to `RECORD_BATCH`, in one
 /// transaction. A result that cannot be written is not lost either: its delivery's lease expires
 /// and it is attempted again (at least once).
-async fn record_loop(state: AppState, mut receiver: mpsc::Receiver<AttemptResult>) {
+async fn record_loop(sender: SenderContext, mut receiver: mpsc::Receiver<AttemptResult>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.clear();
@@ -728,14 +728,14 @@ async fn record_loop(state: AppState, mut receiver: mpsc::Receiver<AttemptResult
         }
         let mut tries = 0;
         loop {
-            match outbox::record(&state.db, &state.config.webhooks, &batch).await {
+            match outbox::record(&sender.db, &sender.config, &batch).await {
                 Ok(recorded) => {
                     for endpoint_id in &recorded.disabled {
                         tracing::warn!(endpoint_id = %endpoint_id, "webhook endpoint disabled");
                     }
                     if recorded.rescheduled > 0 {
                         // The worker re-reads when the next retry is due.
-                        state.webhooks.wake.notify_one();
+                        sender.webhooks.wake.notify_one();
                     }
                     break;
                 }

@@ -21,8 +21,8 @@ use crate::{
     clock::now_ms,
     db::{Db, QueryBuilder},
     ids::new_id,
-    state::AppState,
     webhooks::endpoints,
+    webhooks::SenderContext,
 };
 
 /// Events read per fan-out statement.
@@ -391,13 +391,12 @@ pub async fn prune_history(db: &Db, cutoff_ms: i64) -> Result<u64, sqlx::Error> 
 }
 
 /// Both kinds of pruning; run by the fan-out loop at start and then every `PRUNE_EVERY`.
-async fn prune(state: &AppState) {
-    if let Err(e) = prune_markers(&state.db).await {
+async fn prune(sender: &SenderContext) {
+    if let Err(e) = prune_markers(&sender.db).await {
         tracing::warn!(error = %e, "pruning webhook fan-out markers");
     }
-    let retention =
-        i64::try_from(state.config.webhooks.history_retention.as_millis()).unwrap_or(i64::MAX);
-    match prune_history(&state.db, now_ms().saturating_sub(retention)).await {
+    let retention = i64::try_from(sender.config.history_retention.as_millis()).unwrap_or(i64::MAX);
+    match prune_history(&sender.db, now_ms().saturating_sub(retention)).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(deliveries = n, "pruned webhook delivery history"),
         Err(e) => tracing::warn!(error = %e, "pruning webhook delivery history"),
@@ -406,13 +405,10 @@ async fn prune(state: &AppState) {
 
 /// The fan-out loop: woken by `UnitOfWork::commit` when events were written, polling as a
 /// fallback (for events another backend wrote).
-pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
-    let max_pending = state
-        .config
-        .account_limits
-        .max_pending_deliveries_per_endpoint;
+pub async fn run_fan_out(sender: SenderContext, mut stop: watch::Receiver<bool>) {
+    let max_pending = sender.max_pending_per_endpoint;
     let mut fan_out = loop {
-        match FanOut::resume(&state.db).await {
+        match FanOut::resume(&sender.db).await {
             Ok(f) => break f.bounded(max_pending),
             Err(e) => {
                 tracing::error!(error = %e, "webhook fan-out cannot start; retrying");
@@ -423,21 +419,21 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
             }
         }
     };
-    prune(&state).await;
+    prune(&sender).await;
     let mut last_prune = Instant::now();
     loop {
         // Registered before the pass, so an event written during the pass still wakes us.
-        let notified = state.events_notify.notified();
+        let notified = sender.events_notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match fan_out.pass(&state.db).await {
+        match fan_out.pass(&sender.db).await {
             Ok(0) => {}
-            Ok(_) => state.webhooks.wake.notify_one(),
+            Ok(_) => sender.webhooks.wake.notify_one(),
             Err(e) => tracing::warn!(error = %e, "webhook fan-out failed; will retry"),
         }
         let refused = fan_out.take_refused();
         if refused > 0 {
-            state
+            sender
                 .webhooks
                 .metrics
                 .deliveries_refused
@@ -446,7 +442,7 @@ pub async fn run_fan_out(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
-            prune(&state).await;
+            prune(&sender).await;
         }
         tokio::select! {
             _ = stop.changed() => return,
