@@ -163,9 +163,7 @@ impl Gateway {
         session
             .write_response_body(Some(Bytes::from(body)), true)
             .await?;
-        if unread_body {
-            linger(session).await;
-        }
+        // The unread body is drained in `logging`, after the answer is on its way.
         Ok(())
     }
 
@@ -600,9 +598,10 @@ impl ProxyHttp for Gateway {
             error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"
         );
-        // The backend may answer before it has read the whole body (a 413 for a login body over
-        // its own limit): the client is still writing, so the same lingering close applies.
-        if ctx.refusal.is_none() && !session.as_downstream_mut().is_body_done() {
+        // Answered before the whole body was read (the gateway's own refusals, or the backend's
+        // early answers such as a 413 for a login body over its limit): the client may still be
+        // writing, so the connection closes with a lingering close.
+        if !session.as_downstream_mut().is_body_done() {
             session.set_keepalive(None);
             linger(session).await;
         }
