@@ -9,7 +9,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::request_id::RequestId;
+use crate::{
+    refusal::{Refusal, RefusalKind},
+    request_id::RequestId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -209,5 +212,52 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+/// The HTTP edge's reading of a domain refusal: the kind picks the status, the code and message
+/// pass through unchanged.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let Refusal {
+            kind,
+            code,
+            message,
+        } = refusal;
+        match kind {
+            RefusalKind::Invalid => ApiError::BadRequest { code, message },
+            RefusalKind::Unacceptable => ApiError::Unprocessable { code, message },
+            RefusalKind::Conflict => ApiError::Conflict { code, message },
+            RefusalKind::NotAllowed => ApiError::Forbidden { code, message },
+            RefusalKind::Busy { retry_after_secs } => ApiError::TooManyRequests {
+                code,
+                message,
+                retry_after_secs,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_their_code_and_message_and_get_their_status() {
+        let cases = [
+            (Refusal::invalid("invalid_phone", "bad"), 400),
+            (Refusal::unacceptable("unknown_template", "no"), 422),
+            (Refusal::conflict("duplicate", "twice"), 409),
+            (Refusal::not_allowed("plan_required", "plan"), 403),
+            (Refusal::busy("endpoint_busy", "later", 7), 429),
+        ];
+        for (refusal, status) in cases {
+            let code = refusal.code;
+            let error = ApiError::from(refusal);
+            assert_eq!(error.status().as_u16(), status);
+            assert_eq!(error.code(), code);
+        }
+        let response = ApiError::from(Refusal::busy("endpoint_busy", "later", 7)).into_response();
+        assert_eq!(response.headers()["retry-after"], "7");
     }
 }

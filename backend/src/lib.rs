@@ -24,6 +24,7 @@ pub mod keys;
 pub mod messages;
 pub mod metrics;
 pub mod openapi;
+pub mod refusal;
 pub mod request_id;
 pub mod routes;
 pub mod secrets;
