@@ -362,7 +362,10 @@ async fn apply(
             }
         }
     };
-    match contacts::update(conn, ctx.account_id, &contact.id, patch).await {
+    match contacts::update(conn, ctx.account_id, &contact.id, patch)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(updated) => {
             *contact = updated;
         }

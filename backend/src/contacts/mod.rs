@@ -1,7 +1,10 @@
 //! Contacts (SPEC §7): an account's address book, keyed by E.164 phone number. This module holds
-//! the types and the validation; `store` holds the SQL. Other modules (messaging, chatbot) use
-//! the functions re-exported here.
+//! the types and the field checks; `service` the rules of each operation, `store` the SQL. Other
+//! modules (messaging, chatbot) use the functions re-exported here.
 
+#[cfg(test)]
+mod api_tests;
+pub mod error;
 pub mod service;
 pub mod store;
 
@@ -9,9 +12,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, error::ApiError};
+use crate::{clock::rfc3339, refusal::Refusal};
 
-pub use store::{find_by_phone, find_or_create, get, set_chatbot, update};
+pub use error::ContactError;
+pub use service::{find_or_create, update};
+pub use store::{find_by_phone, get, set_chatbot};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_TAGS: usize = 50;
@@ -115,16 +120,16 @@ impl Contact {
 }
 
 /// E.164: `+`, then 8 to 15 digits, the first not zero. Errors name the field `phone`.
-pub fn validate_phone(phone: &str) -> Result<(), ApiError> {
+pub fn validate_phone(phone: &str) -> Result<(), Refusal> {
     validate_phone_field("phone", phone)
 }
 
 /// Like `validate_phone`, for a field with another name (`to`, `from`, `recipients[3].to`).
-pub fn validate_phone_field(field: &str, phone: &str) -> Result<(), ApiError> {
+pub fn validate_phone_field(field: &str, phone: &str) -> Result<(), Refusal> {
     if is_e164(phone) {
         Ok(())
     } else {
-        Err(ApiError::unprocessable(
+        Err(Refusal::unacceptable(
             "invalid_phone",
             format!(
                 "{field}: must be an E.164 phone number: '+' then 8 to 15 digits, \
@@ -144,10 +149,10 @@ fn is_e164(phone: &str) -> bool {
 }
 
 /// A name of at most 200 characters; an empty or blank name means "no name".
-pub fn validate_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+pub fn validate_name(name: Option<String>) -> Result<Option<String>, Refusal> {
     match name {
         Some(name) if name.trim().is_empty() => Ok(None),
-        Some(name) if name.chars().count() > MAX_NAME_CHARS => Err(ApiError::unprocessable(
+        Some(name) if name.chars().count() > MAX_NAME_CHARS => Err(Refusal::unacceptable(
             "invalid_name",
             format!("name: at most {MAX_NAME_CHARS} characters"),
         )),
@@ -156,12 +161,12 @@ pub fn validate_name(name: Option<String>) -> Result<Option<String>, ApiError> {
 }
 
 /// At most 50 non-empty tags of at most 64 characters; duplicates are dropped, order kept.
-pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ApiError> {
+pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, Refusal> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for (i, tag) in tags.into_iter().enumerate() {
         let len = tag.chars().count();
         if len == 0 || len > MAX_TAG_CHARS {
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::unacceptable(
                 "invalid_tags",
                 format!("tags[{i}]: a tag has 1 to {MAX_TAG_CHARS} characters"),
             ));
@@ -171,7 +176,7 @@ pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ApiError> {
         }
     }
     if out.len() > MAX_TAGS {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "invalid_tags",
             format!("tags: at most {MAX_TAGS} tags"),
         ));
@@ -184,8 +189,8 @@ pub fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ApiError> {
 pub fn validate_attributes(
     attributes: &Map<String, Value>,
     allow_null: bool,
-) -> Result<(), ApiError> {
-    let invalid = |message: String| ApiError::unprocessable("invalid_attributes", message);
+) -> Result<(), Refusal> {
+    let invalid = |message: String| Refusal::unacceptable("invalid_attributes", message);
     for (key, value) in attributes {
         let key_len = key.chars().count();
         if key_len == 0 || key_len > MAX_ATTRIBUTE_KEY_CHARS {
@@ -222,7 +227,7 @@ pub fn validate_attributes(
 pub fn merge_attributes(
     current: &Map<String, Value>,
     patch: &Map<String, Value>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Map<String, Value>, Refusal> {
     validate_attributes(patch, true)?;
     let mut merged = current.clone();
     for (key, value) in patch {
@@ -233,7 +238,7 @@ pub fn merge_attributes(
         }
     }
     if merged.len() > MAX_ATTRIBUTES {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "invalid_attributes",
             format!("attributes: at most {MAX_ATTRIBUTES} attributes"),
         ));
@@ -267,7 +272,7 @@ mod tests {
             "+",
         ] {
             let err = validate_phone(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_phone", "{bad}");
+            assert_eq!(err.code, "invalid_phone", "{bad}");
             assert!(err.to_string().starts_with("phone:"));
         }
         assert!(validate_phone_field("to", "x")
@@ -297,7 +302,7 @@ mod tests {
         assert_eq!(
             validate_attributes(nested.as_object().unwrap(), false)
                 .unwrap_err()
-                .code(),
+                .code,
             "invalid_attributes"
         );
         let null = json!({"a": null});

@@ -5,11 +5,10 @@
 use serde_json::{Map, Value};
 use sqlx::AnyConnection;
 
-use super::{merge_attributes, validate_phone, validate_tags, ChatbotState, Contact, ContactPatch};
+use super::{ChatbotState, Contact};
 use crate::{
     clock::now_ms,
     db::{JsonText, QueryBuilder},
-    error::ApiError,
     events,
     ids::new_id,
     unit_of_work::UnitOfWork,
@@ -114,8 +113,9 @@ pub async fn find_by_phone(
         .map(Contact::from))
 }
 
-/// Inserts unless the phone is taken; `None` when it was (the caller decides: 409 or reuse).
-async fn insert(
+/// Inserts a checked contact and emits `contact.created`, unless the account has the number:
+/// `None` then (the caller decides: refuse or reuse).
+pub async fn insert(
     conn: &mut UnitOfWork,
     account_id: &str,
     new: &NewContact,
@@ -180,93 +180,14 @@ async fn write_tags(
     Ok(())
 }
 
-/// Creates a validated contact and emits `contact.created`; 409 `contact_exists` if the account
-/// already has this number.
-pub async fn create(
+/// Writes `next` over `current` (the same contact) and emits `contact.updated`. `false` when
+/// another contact of the account took `next`'s phone number meanwhile: nothing was written.
+pub async fn write(
     conn: &mut UnitOfWork,
     account_id: &str,
-    new: NewContact,
-) -> Result<Contact, ApiError> {
-    insert(conn, account_id, &new).await?.ok_or_else(|| {
-        ApiError::conflict(
-            "contact_exists",
-            "phone: a contact with this number already exists",
-        )
-    })
-}
-
-/// The contact with this number, created (opted in, nothing else known) if there is none.
-/// `true` when it was created; `contact.created` is then emitted on `conn`.
-pub async fn find_or_create(
-    conn: &mut UnitOfWork,
-    account_id: &str,
-    phone: &str,
-) -> Result<(Contact, bool), ApiError> {
-    validate_phone(phone)?;
-    if let Some(contact) = find_by_phone(conn, account_id, phone).await? {
-        return Ok((contact, false));
-    }
-    if let Some(contact) = insert(conn, account_id, &NewContact::with_phone(phone)).await? {
-        return Ok((contact, true));
-    }
-    // Lost a race with a concurrent creator; theirs has committed by now.
-    let contact = find_by_phone(conn, account_id, phone)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("contact vanished during creation")))?;
-    Ok((contact, false))
-}
-
-/// Applies a patch and emits `contact.updated` (only if something changed); 404 if absent.
-pub async fn update(
-    conn: &mut UnitOfWork,
-    account_id: &str,
-    id: &str,
-    patch: ContactPatch,
-) -> Result<Contact, ApiError> {
-    update_with_phone(conn, account_id, id, patch, None).await
-}
-
-/// `update`, plus an optional new phone number (the HTTP PATCH allows fixing a number):
-/// 409 `contact_exists` if another contact of the account has it.
-pub async fn update_with_phone(
-    conn: &mut UnitOfWork,
-    account_id: &str,
-    id: &str,
-    patch: ContactPatch,
-    phone: Option<String>,
-) -> Result<Contact, ApiError> {
-    let current = get(conn, account_id, id)
-        .await?
-        .ok_or(ApiError::not_found("contact"))?;
-    let mut next = current.clone();
-    if let Some(phone) = phone {
-        validate_phone(&phone)?;
-        if phone != current.phone {
-            if find_by_phone(conn, account_id, &phone).await?.is_some() {
-                return Err(ApiError::conflict(
-                    "contact_exists",
-                    "phone: a contact with this number already exists",
-                ));
-            }
-            next.phone = phone;
-        }
-    }
-    if let Some(name) = patch.name {
-        next.name = super::validate_name(name)?;
-    }
-    if let Some(tags) = patch.tags {
-        next.tags = validate_tags(tags)?;
-    }
-    if let Some(attributes) = &patch.attributes {
-        next.attributes = merge_attributes(&current.attributes, attributes)?;
-    }
-    if let Some(opted_in) = patch.opted_in {
-        next.opted_in = opted_in;
-    }
-    if next == current {
-        return Ok(current);
-    }
-    next.updated_at = now_ms().max(current.updated_at);
+    current: &Contact,
+    next: &Contact,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE contacts SET phone = $1, name = $2, tags = $3, attributes = $4, opted_in = $5, \
          updated_at = $6 WHERE account_id = $7 AND id = $8",
@@ -278,25 +199,20 @@ pub async fn update_with_phone(
     .bind(next.opted_in)
     .bind(next.updated_at)
     .bind(account_id)
-    .bind(id)
+    .bind(&current.id)
     .execute(&mut **conn)
     .await;
     match updated {
         Ok(_) => {}
-        // A concurrent writer took the number between our check and our write.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(
-                "contact_exists",
-                "phone: a contact with this number already exists",
-            ))
-        }
-        Err(e) => return Err(e.into()),
+        // A concurrent writer took the number between the caller's check and this write.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(false),
+        Err(e) => return Err(e),
     }
     if next.tags != current.tags {
-        write_tags(conn, account_id, id, &next.tags).await?;
+        write_tags(conn, account_id, &current.id, &next.tags).await?;
     }
     events::emit(conn, account_id, "contact.updated", next.to_json()).await?;
-    Ok(next)
+    Ok(true)
 }
 
 /// Records the contact's chatbot state (`None`: not in a flow). No event: the chatbot emits its
@@ -320,12 +236,21 @@ pub async fn set_chatbot(
     Ok(())
 }
 
-/// Deletes a contact; `false` if the account has no such contact.
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The account has no such contact.
+    Missing,
+    /// Rows elsewhere (messages) still point at it; nothing was deleted.
+    InUse,
+}
+
 pub async fn delete(
     conn: &mut AnyConnection,
     account_id: &str,
     id: &str,
-) -> Result<bool, ApiError> {
+) -> Result<Deletion, sqlx::Error> {
     let exists: Option<(String,)> =
         sqlx::query_as("SELECT id FROM contacts WHERE account_id = $1 AND id = $2")
             .bind(account_id)
@@ -333,7 +258,7 @@ pub async fn delete(
             .fetch_optional(&mut *conn)
             .await?;
     if exists.is_none() {
-        return Ok(false);
+        return Ok(Deletion::Missing);
     }
     sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1")
         .bind(id)
@@ -345,13 +270,10 @@ pub async fn delete(
         .execute(&mut *conn)
         .await;
     match deleted {
-        Ok(done) => Ok(done.rows_affected() > 0),
-        // Rows elsewhere (messages) still point at it.
-        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(ApiError::conflict(
-            "contact_in_use",
-            "the contact has messages and cannot be deleted; opt it out instead",
-        )),
-        Err(e) => Err(e.into()),
+        Ok(done) if done.rows_affected() > 0 => Ok(Deletion::Deleted),
+        Ok(_) => Ok(Deletion::Missing),
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(Deletion::InUse),
+        Err(e) => Err(e),
     }
 }
 

@@ -3,7 +3,7 @@
 //! alone turns it into an `ApiError` (the `From` impl below), so background code never builds an
 //! HTTP answer.
 
-use crate::error::ApiError;
+use crate::{contacts::ContactError, error::ApiError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessagingError {
@@ -16,10 +16,10 @@ pub enum MessagingError {
 }
 
 impl MessagingError {
-    /// A contacts operation (which answers in HTTP terms) failed for `message_id`.
-    pub fn contact(message_id: &str, err: ApiError) -> Self {
+    /// A contacts operation failed for `message_id`.
+    pub fn contact(message_id: &str, err: ContactError) -> Self {
         match err {
-            ApiError::Database(e) => Self::Database(e),
+            ContactError::Db(e) => Self::Database(e),
             other => Self::Contact {
                 message_id: message_id.to_string(),
                 reason: other.to_string(),
