@@ -118,12 +118,8 @@ pub async fn seed(conn: &mut AnyConnection, account_id: &str) -> Result<(), ApiE
         return Ok(());
     }
     for (name, language, body) in TEMPLATES {
-        match templates::store::insert(conn, account_id, name, language, body).await {
-            Ok(_) => {}
-            // The account made its own template of that name first: keep theirs.
-            Err(ApiError::Conflict { .. }) => {}
-            Err(err) => return Err(err),
-        }
+        // `None`: the account made its own template of that name first; keep theirs.
+        templates::store::insert(conn, account_id, name, language, body).await?;
     }
     let (name, definition) = demo_flow();
     chatbot::store::insert(conn, account_id, name, definition).await?;

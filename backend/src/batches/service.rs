@@ -39,7 +39,7 @@ pub async fn accept(
         (BulkKind::Template, _, Some(t)) => {
             let template = {
                 let mut conn = state.db.acquire().await?;
-                templates::store::find(&mut conn, account_id, &t.name, t.language.as_deref())
+                templates::service::find(&mut conn, account_id, &t.name, t.language.as_deref())
                     .await?
             };
             let source = TemplateSource::new(template)?;

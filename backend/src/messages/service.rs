@@ -157,7 +157,8 @@ pub async fn send(
         (_, _, Some(media)) => Content::Media(media),
         (_, Some(t), _) => {
             let template =
-                templates::store::find(&mut tx, account_id, &t.name, t.language.as_deref()).await?;
+                templates::service::find(&mut tx, account_id, &t.name, t.language.as_deref())
+                    .await?;
             Content::Template(TemplateSource::new(template)?.render(&t.variables)?)
         }
         (None, None, None) => {

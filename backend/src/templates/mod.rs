@@ -5,20 +5,21 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod service;
 pub mod store;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, db::Page, error::ApiError};
+use crate::{clock::rfc3339, refusal::Refusal};
 
 pub const MAX_BODY_CHARS: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 512;
 pub const MAX_VARIABLES: usize = 30;
 pub const MAX_VARIABLE_CHARS: usize = 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Template {
     pub id: String,
     pub account_id: String,
@@ -53,18 +54,14 @@ pub struct TemplateList {
     pub next_cursor: Option<String>,
 }
 
-/// The account's templates in creation order, one page.
-pub async fn list_page(
-    conn: &mut sqlx::AnyConnection,
-    account_id: &str,
-    page: &Page,
-) -> Result<TemplateList, sqlx::Error> {
-    let (templates, next_cursor) =
-        store::list(conn, account_id, page.cursor.as_deref(), page.limit).await?;
-    Ok(TemplateList {
-        data: templates.iter().map(Template::view).collect(),
-        next_cursor,
-    })
+impl TemplateList {
+    /// One page of templates as the lists show it.
+    pub fn new(templates: &[Template], next_cursor: Option<String>) -> Self {
+        TemplateList {
+            data: templates.iter().map(Template::view).collect(),
+            next_cursor,
+        }
+    }
 }
 
 impl Template {
@@ -140,20 +137,20 @@ pub fn compile(body: &str) -> Result<Compiled, String> {
 }
 
 /// A variable's value as text: strings as they are, numbers and booleans written out.
-pub fn variable_text(name: &str, value: &Value) -> Result<String, ApiError> {
+pub fn variable_text(name: &str, value: &Value) -> Result<String, Refusal> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         _ => {
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::unacceptable(
                 "invalid_variables",
                 format!("variables.{name}: must be a string, number or boolean"),
             ))
         }
     };
     if text.chars().count() > MAX_VARIABLE_CHARS {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "invalid_variables",
             format!("variables.{name}: at most {MAX_VARIABLE_CHARS} characters"),
         ));
@@ -163,7 +160,7 @@ pub fn variable_text(name: &str, value: &Value) -> Result<String, ApiError> {
 
 impl Compiled {
     /// Fills the placeholders. Missing and unexpected variables are 422s naming them all.
-    pub fn render(&self, variables: &Map<String, Value>) -> Result<String, ApiError> {
+    pub fn render(&self, variables: &Map<String, Value>) -> Result<String, Refusal> {
         let missing: Vec<&str> = self
             .variables
             .iter()
@@ -171,7 +168,7 @@ impl Compiled {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::unacceptable(
                 "missing_variables",
                 format!("missing variables: {}", missing.join(", ")),
             ));
@@ -182,7 +179,7 @@ impl Compiled {
             .map(String::as_str)
             .collect();
         if !unexpected.is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::unacceptable(
                 "unexpected_variables",
                 format!("unexpected variables: {}", unexpected.join(", ")),
             ));
@@ -211,12 +208,12 @@ impl Compiled {
     }
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::unprocessable("invalid_template", message)
+fn invalid(message: String) -> Refusal {
+    Refusal::unacceptable("invalid_template", message)
 }
 
 /// WhatsApp's template name rule: lowercase letters, digits and underscores.
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
+pub fn validate_name(name: &str) -> Result<(), Refusal> {
     if name.is_empty()
         || name.len() > MAX_NAME_CHARS
         || !name
@@ -231,7 +228,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// A language code as WhatsApp spells them: `en`, `pt_BR`, `zh_HK`.
-pub fn validate_language(language: &str) -> Result<(), ApiError> {
+pub fn validate_language(language: &str) -> Result<(), Refusal> {
     let (base, region) = match language.split_once('_') {
         Some((base, region)) => (base, Some(region)),
         None => (language, None),
@@ -247,7 +244,7 @@ pub fn validate_language(language: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn validate_body(body: &str) -> Result<Compiled, ApiError> {
+pub fn validate_body(body: &str) -> Result<Compiled, Refusal> {
     if body.trim().is_empty() || body.chars().count() > MAX_BODY_CHARS {
         return Err(invalid(format!("body: 1 to {MAX_BODY_CHARS} characters")));
     }
@@ -273,19 +270,19 @@ mod tests {
             "Hi Ada, order 42 has shipped. Bye Ada"
         );
         let err = c.render(&vars(json!({"name": "Ada"}))).unwrap_err();
-        assert_eq!(err.code(), "missing_variables");
+        assert_eq!(err.code, "missing_variables");
         assert_eq!(err.to_string(), "missing variables: order");
         let err = c
             .render(&vars(
                 json!({"name": "Ada", "order": "1", "x": "1", "y": "2"}),
             ))
             .unwrap_err();
-        assert_eq!(err.code(), "unexpected_variables");
+        assert_eq!(err.code, "unexpected_variables");
         assert_eq!(err.to_string(), "unexpected variables: x, y");
         let err = c
             .render(&vars(json!({"name": {"a": 1}, "order": "1"})))
             .unwrap_err();
-        assert_eq!(err.code(), "invalid_variables");
+        assert_eq!(err.code, "invalid_variables");
     }
 
     #[test]

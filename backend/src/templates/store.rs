@@ -3,23 +3,9 @@
 use sqlx::AnyConnection;
 
 use super::Template;
-use crate::{clock::now_ms, error::ApiError, ids::new_id};
-
-type Row = (String, String, String, String, String, i64, i64);
+use crate::{clock::now_ms, ids::new_id};
 
 const COLUMNS: &str = "id, account_id, name, language, body, created_at, updated_at";
-
-fn from_row((id, account_id, name, language, body, created_at, updated_at): Row) -> Template {
-    Template {
-        id,
-        account_id,
-        name,
-        language,
-        body,
-        created_at,
-        updated_at,
-    }
-}
 
 /// In creation (id) order; `cursor` is the last id of the previous page.
 pub async fn list(
@@ -28,7 +14,7 @@ pub async fn list(
     cursor: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<Template>, Option<String>), sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
+    let templates = sqlx::query_as::<_, Template>(&format!(
         "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT {}",
         crate::db::page_rows(limit)
     ))
@@ -36,7 +22,6 @@ pub async fn list(
     .bind(cursor.unwrap_or(""))
     .fetch_all(conn)
     .await?;
-    let templates: Vec<Template> = rows.into_iter().map(from_row).collect();
     Ok(crate::db::into_page(templates, limit, |t| &t.id))
 }
 
@@ -45,25 +30,24 @@ pub async fn get(
     account_id: &str,
     id: &str,
 ) -> Result<Option<Template>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND id = $2"
     ))
     .bind(account_id)
     .bind(id)
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(from_row))
+    .await
 }
 
-/// The template with this name in `language`; without a language, the only template with this
-/// name (`Err` listing the languages when there are several).
-pub async fn find(
+/// The templates with this name: the one in `language`, or without a language all of them, in
+/// language order.
+pub async fn named(
     conn: &mut AnyConnection,
     account_id: &str,
     name: &str,
     language: Option<&str>,
-) -> Result<Template, ApiError> {
-    let rows: Vec<Row> = match language {
+) -> Result<Vec<Template>, sqlx::Error> {
+    match language {
         Some(language) => {
             sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM templates WHERE account_id = $1 AND name = $2 AND language = $3"
@@ -72,7 +56,7 @@ pub async fn find(
             .bind(name)
             .bind(language)
             .fetch_all(conn)
-            .await?
+            .await
         }
         None => {
             sqlx::query_as(&format!(
@@ -81,48 +65,19 @@ pub async fn find(
             .bind(account_id)
             .bind(name)
             .fetch_all(conn)
-            .await?
+            .await
         }
-    };
-    let mut templates: Vec<Template> = rows.into_iter().map(from_row).collect();
-    match templates.len() {
-        0 => Err(ApiError::unprocessable(
-            "template_not_found",
-            match language {
-                Some(language) => format!("no template named {name:?} in language {language:?}"),
-                None => format!("no template named {name:?}"),
-            },
-        )),
-        1 => Ok(templates.remove(0)),
-        _ => Err(ApiError::unprocessable(
-            "template_language_required",
-            format!(
-                "template {name:?} exists in several languages ({}); give template.language",
-                templates
-                    .iter()
-                    .map(|t| t.language.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
     }
 }
 
-fn duplicate(name: &str, language: &str) -> ApiError {
-    ApiError::conflict(
-        "template_exists",
-        format!("a template named {name:?} in language {language:?} already exists"),
-    )
-}
-
-/// Inserts a validated template; 409 `template_exists` on a duplicate name + language.
+/// Inserts a validated template; `None` if the account has one with this name and language.
 pub async fn insert(
     conn: &mut AnyConnection,
     account_id: &str,
     name: &str,
     language: &str,
     body: &str,
-) -> Result<Template, ApiError> {
+) -> Result<Option<Template>, sqlx::Error> {
     let now = now_ms();
     let template = Template {
         id: new_id("tpl"),
@@ -146,15 +101,13 @@ pub async fn insert(
     .execute(conn)
     .await?
     .rows_affected();
-    if inserted == 0 {
-        return Err(duplicate(name, language));
-    }
-    Ok(template)
+    Ok((inserted == 1).then_some(template))
 }
 
-/// Saves a changed template; 409 if the new name + language belong to another template.
-pub async fn update(conn: &mut AnyConnection, template: &Template) -> Result<(), ApiError> {
-    let taken: Option<(String,)> = sqlx::query_as(
+/// Saves a changed template; `false` (nothing saved) if its new name and language belong to
+/// another template of the account.
+pub async fn update(conn: &mut AnyConnection, template: &Template) -> Result<bool, sqlx::Error> {
+    let taken: Option<String> = sqlx::query_scalar(
         "SELECT id FROM templates WHERE account_id = $1 AND name = $2 AND language = $3 AND id <> $4",
     )
     .bind(&template.account_id)
@@ -164,7 +117,7 @@ pub async fn update(conn: &mut AnyConnection, template: &Template) -> Result<(),
     .fetch_optional(&mut *conn)
     .await?;
     if taken.is_some() {
-        return Err(duplicate(&template.name, &template.language));
+        return Ok(false);
     }
     sqlx::query(
         "UPDATE templates SET name = $1, language = $2, body = $3, updated_at = $4 \
@@ -178,7 +131,7 @@ pub async fn update(conn: &mut AnyConnection, template: &Template) -> Result<(),
     .bind(&template.id)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 pub async fn delete(

@@ -7,12 +7,14 @@ use utoipa::{OpenApi, ToSchema};
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
-    clock::now_ms,
     error::{ApiError, ApiResult},
     openapi::ErrorBody,
     routes::pagination::PageQuery,
     state::AppState,
-    templates::{self, store, TemplateList, TemplateView},
+    templates::{
+        service::{NewTemplate, TemplateChanges, TemplateError, Templates},
+        TemplateList, TemplateView,
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -31,6 +33,24 @@ pub fn router() -> Router<AppState> {
     tags((name = "admin: templates", description = "Manage message templates (console session)"))
 )]
 pub struct ApiDoc;
+
+/// The HTTP answer of each refusal of the template rules.
+impl From<TemplateError> for ApiError {
+    fn from(error: TemplateError) -> Self {
+        match error {
+            TemplateError::NotFound => ApiError::not_found("template"),
+            e @ TemplateError::Exists { .. } => {
+                ApiError::conflict("template_exists", e.to_string())
+            }
+            TemplateError::Refused(refusal) => refusal.into(),
+            TemplateError::Db(e) => e.into(),
+        }
+    }
+}
+
+fn templates_of(state: &AppState) -> Templates<'_> {
+    Templates { db: &state.db }
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +87,10 @@ pub async fn list(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
     let page = query.page("tpl")?;
-    let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        templates::list_page(&mut conn, &session.account_id, &page).await?,
-    ))
+    let (templates, next_cursor) = templates_of(&state)
+        .list(&session.account_id, &page)
+        .await?;
+    Ok(Json(TemplateList::new(&templates, next_cursor)))
 }
 
 /// Create a template
@@ -91,19 +111,21 @@ pub async fn create(
     session: AdminSession,
     JsonBody(input): JsonBody<TemplateInput>,
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
-    templates::validate_name(&input.name)?;
-    templates::validate_language(&input.language)?;
-    templates::validate_body(&input.body)?;
-    let mut tx = state.db.begin().await?;
-    let template = store::insert(
-        &mut tx,
-        &session.account_id,
-        &input.name,
-        &input.language,
-        &input.body,
-    )
-    .await?;
-    tx.commit().await?;
+    let TemplateInput {
+        name,
+        language,
+        body,
+    } = input;
+    let template = templates_of(&state)
+        .create(
+            &session.account_id,
+            NewTemplate {
+                name,
+                language,
+                body,
+            },
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(template.view())))
 }
 
@@ -119,11 +141,8 @@ pub async fn fetch(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<TemplateView>> {
-    let mut conn = state.db.acquire().await?;
-    store::get(&mut conn, &session.account_id, &id)
-        .await?
-        .map(|t| Json(t.view()))
-        .ok_or(ApiError::not_found("template"))
+    let template = templates_of(&state).get(&session.account_id, &id).await?;
+    Ok(Json(template.view()))
 }
 
 /// Change a template
@@ -147,25 +166,22 @@ pub async fn patch(
     PathParams(id): PathParams<String>,
     JsonBody(patch): JsonBody<TemplatePatch>,
 ) -> ApiResult<Json<TemplateView>> {
-    let mut tx = state.db.begin().await?;
-    let mut template = store::get(&mut tx, &session.account_id, &id)
-        .await?
-        .ok_or(ApiError::not_found("template"))?;
-    if let Some(name) = patch.name {
-        templates::validate_name(&name)?;
-        template.name = name;
-    }
-    if let Some(language) = patch.language {
-        templates::validate_language(&language)?;
-        template.language = language;
-    }
-    if let Some(body) = patch.body {
-        templates::validate_body(&body)?;
-        template.body = body;
-    }
-    template.updated_at = now_ms().max(template.updated_at);
-    store::update(&mut tx, &template).await?;
-    tx.commit().await?;
+    let TemplatePatch {
+        name,
+        language,
+        body,
+    } = patch;
+    let template = templates_of(&state)
+        .update(
+            &session.account_id,
+            &id,
+            TemplateChanges {
+                name,
+                language,
+                body,
+            },
+        )
+        .await?;
     Ok(Json(template.view()))
 }
 
@@ -181,10 +197,8 @@ pub async fn remove(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let mut conn = state.db.acquire().await?;
-    if store::delete(&mut conn, &session.account_id, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("template"))
-    }
+    templates_of(&state)
+        .delete(&session.account_id, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

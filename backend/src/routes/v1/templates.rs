@@ -10,7 +10,7 @@ use crate::{
     error::ApiResult,
     openapi::ErrorBody,
     state::AppState,
-    templates::{self, TemplateList, TemplateView},
+    templates::{service::Templates, TemplateList, TemplateView},
 };
 
 pub fn router() -> Router<AppState> {
@@ -37,8 +37,8 @@ pub async fn list(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<TemplateList>> {
     let page = query.page("tpl")?;
-    let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        templates::list_page(&mut conn, &caller.account_id, &page).await?,
-    ))
+    let (templates, next_cursor) = Templates { db: &state.db }
+        .list(&caller.account_id, &page)
+        .await?;
+    Ok(Json(TemplateList::new(&templates, next_cursor)))
 }
