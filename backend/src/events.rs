@@ -43,5 +43,8 @@ pub async fn emit(
     .execute(&mut **work)
     .await?;
     work.event_written();
+    // Inside the operation's span (a message's id, a batch's), this line links the two; the
+    // webhook fan-out's "delivery created" line links the event to its deliveries.
+    tracing::debug!(event_id = %id, event_type, account_id, "event written");
     Ok(id)
 }

@@ -25,6 +25,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracing::Instrument;
+
 use super::{cloud, simulated, Outbound, SendOutcome};
 use crate::{
     background::{Background, Stop},
@@ -220,6 +222,12 @@ async fn hand_over(
             continue;
         }
         let content = serde_json::to_value(&msg.content).expect("content serializes");
+        let span = tracing::info_span!(
+            "message_send",
+            message_id = %msg.id,
+            account_id = %msg.account_id,
+            channel = %msg.channel,
+        );
         let outcome = channel
             .send(Outbound {
                 message_id: &msg.id,
@@ -227,6 +235,7 @@ async fn hand_over(
                 to: &msg.phone,
                 content: &content,
             })
+            .instrument(span)
             .await;
         outcomes.push(Some(outcome));
     }
@@ -273,6 +282,7 @@ async fn record_outcomes(
 
 /// One message's send outcome: accepted (the provider's id and first report recorded), given
 /// back, requeued after a throttle, or failed.
+#[tracing::instrument(name = "message_outcome", skip_all, fields(message_id = %msg.id))]
 async fn record_outcome(
     ctx: &WorkContext,
     work: &mut UnitOfWork,
@@ -394,6 +404,11 @@ pub(crate) async fn report_round(ctx: &WorkContext) -> Result<bool, MessagingErr
         let next = plan
             .get(i + 1)
             .map(|(delay, _)| dispatched_at + delay.as_millis() as i64);
+        let span = tracing::debug_span!(
+            "message_report",
+            message_id = %msg.id,
+            status = report.status.as_str(),
+        );
         let moved = store::transition(
             &mut work,
             &mut msg,
@@ -402,6 +417,7 @@ pub(crate) async fn report_round(ctx: &WorkContext) -> Result<bool, MessagingErr
             report.error.as_ref(),
             next,
         )
+        .instrument(span)
         .await?;
         if !moved {
             // Something else moved it (a provider callback); stop reporting on it, unless that
@@ -585,6 +601,62 @@ mod tests {
         .await;
         for event in ["message.sent", "message.delivered", "message.read"] {
             assert_eq!(m.count_events(event).await, 1, "{event}");
+        }
+    }
+
+    /// At debug level one message can be followed in the log: each event it caused is written
+    /// inside a span that names the message.
+    #[tokio::test]
+    async fn a_message_and_its_events_can_be_followed_in_the_log() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _log = tracing::subscriber::set_default(subscriber);
+
+        let mut m = testkit::start(100).await;
+        m.workers = None;
+        let sent = m
+            .v1(
+                "POST",
+                "/v1/messages",
+                Some(json!({"to": "+14155550113", "type": "text", "text": {"body": "x"}})),
+            )
+            .await;
+        let id = sent.body["id"].as_str().unwrap().to_string();
+        let ctx = WorkContext::from(&m.app.state);
+        dispatch_round(&ctx, &mut HashMap::new()).await.unwrap();
+        testkit::wait_for("the message read", || async {
+            report_round(&ctx).await.unwrap();
+            let answer = m.v1("GET", &format!("/v1/messages/{id}"), None).await;
+            (answer.body["status"] == "read").then_some(())
+        })
+        .await;
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let trail: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("message_id={id}")) && l.contains("event written"))
+            .collect();
+        for event in ["message.sent", "message.delivered", "message.read"] {
+            assert!(
+                trail.iter().any(|l| l.contains(event) && l.contains("event_id=evt_")),
+                "no `event written` line for {event} in the message's span:\n{log}"
+            );
         }
     }
 }
