@@ -11,10 +11,11 @@
 
 #[cfg(test)]
 mod api_tests;
+pub mod error;
 pub mod service;
 pub mod store;
 
-pub use service::accept;
+pub use error::BatchError;
 
 use std::collections::HashMap;
 
@@ -25,15 +26,14 @@ use utoipa::ToSchema;
 
 use crate::{
     clock::{now_ms, rfc3339},
-    contacts,
-    error::ApiError,
-    events,
+    contacts, events,
     messages::{
         self,
         render::TemplateSource,
         store::{BatchRow, COLUMNS},
         Content, ErrorInfo, Status, TextContent,
     },
+    refusal::Refusal,
     templates::{self, Compiled},
     unit_of_work::UnitOfWork,
 };
@@ -222,15 +222,15 @@ pub struct Accepted {
 }
 
 /// Checks the request as a whole (type, body, recipient count) before looking at recipients.
-pub fn check_shape(request: &BulkRequest) -> Result<(), ApiError> {
+pub fn check_shape(request: &BulkRequest) -> Result<(), Refusal> {
     if request.recipients.is_empty() {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "no_recipients",
             "recipients: at least one recipient",
         ));
     }
     if request.recipients.len() > MAX_RECIPIENTS {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "too_many_recipients",
             format!(
                 "recipients: at most {MAX_RECIPIENTS} per request, got {}",
@@ -240,10 +240,10 @@ pub fn check_shape(request: &BulkRequest) -> Result<(), ApiError> {
     }
     match request.kind {
         BulkKind::Text if request.text.is_none() || request.template.is_some() => Err(
-            ApiError::bad_request("invalid_body", "type text needs `text` (and no `template`)"),
+            Refusal::invalid("invalid_body", "type text needs `text` (and no `template`)"),
         ),
         BulkKind::Template if request.template.is_none() || request.text.is_some() => {
-            Err(ApiError::bad_request(
+            Err(Refusal::invalid(
                 "invalid_body",
                 "type template needs `template` (and no `text`)",
             ))
@@ -253,24 +253,24 @@ pub fn check_shape(request: &BulkRequest) -> Result<(), ApiError> {
 }
 
 /// The source for a text bulk: the body compiled as a template.
-pub fn text_source(body: &str) -> Result<Source, ApiError> {
+pub fn text_source(body: &str) -> Result<Source, Refusal> {
     messages::validate_text("text.body", body)?;
     let compiled = templates::compile(body)
-        .map_err(|e| ApiError::unprocessable("invalid_text", format!("text.body: {e}")))?;
+        .map_err(|e| Refusal::unacceptable("invalid_text", format!("text.body: {e}")))?;
     Ok(Source::Text(compiled))
 }
 
-fn reject(index: usize, err: ApiError) -> Rejection {
+fn reject(index: usize, refusal: Refusal) -> Rejection {
     Rejection {
         index,
-        code: err.code().to_string(),
-        message: err.to_string(),
+        code: refusal.code.to_string(),
+        message: refusal.message,
     }
 }
 
-fn parse_recipient(value: Value) -> Result<Recipient, ApiError> {
+fn parse_recipient(value: Value) -> Result<Recipient, Refusal> {
     serde_json::from_value(value).map_err(|e| {
-        ApiError::unprocessable(
+        Refusal::unacceptable(
             "invalid_recipient",
             format!("recipient: {e} (expected {{\"to\",\"variables\",\"reference\"}})"),
         )
@@ -303,11 +303,11 @@ fn validate_one(
     value: Value,
     index: usize,
     seen: &HashMap<String, usize>,
-) -> Result<Accepted, ApiError> {
+) -> Result<Accepted, Refusal> {
     let recipient = parse_recipient(value)?;
     contacts::validate_phone_field("to", &recipient.to)?;
     if let Some(first) = seen.get(&recipient.to) {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "duplicate_recipient",
             format!("to: the same number as recipients[{first}]"),
         ));
@@ -355,7 +355,7 @@ pub async fn resolve_contacts(
             Some((_, false)) => {
                 rejected.push(reject(
                     a.index,
-                    ApiError::unprocessable(
+                    Refusal::unacceptable(
                         "contact_opted_out",
                         "to: this contact opted out of messages",
                     ),
@@ -418,18 +418,13 @@ pub async fn cancel(
     work: &mut UnitOfWork,
     account_id: &str,
     batch_id: &str,
-) -> Result<(Batch, Option<u64>), ApiError> {
+) -> Result<(Batch, Option<u64>), BatchError> {
     let batch = store::get(work, account_id, batch_id)
         .await?
-        .ok_or(ApiError::not_found("batch"))?;
+        .ok_or(BatchError::NotFound)?;
     match batch.status {
         BatchStatus::Cancelled => return Ok((batch, None)),
-        BatchStatus::Completed => {
-            return Err(ApiError::conflict(
-                "batch_completed",
-                "the batch already completed; there is nothing left to cancel",
-            ))
-        }
+        BatchStatus::Completed => return Err(already_completed()),
         BatchStatus::Running => {}
     }
     let now = now_ms();
@@ -460,15 +455,12 @@ pub async fn cancel(
     let finished = store::finish(work, batch_id, BatchStatus::Cancelled, now).await?;
     let batch = store::get(work, account_id, batch_id)
         .await?
-        .ok_or(ApiError::not_found("batch"))?;
+        .ok_or(BatchError::NotFound)?;
     // Another workection (PostgreSQL, several backends) may have completed or cancelled the
     // batch since it was read above: then it is not ours to announce.
     if !finished {
         return match batch.status {
-            BatchStatus::Completed => Err(ApiError::conflict(
-                "batch_completed",
-                "the batch already completed; there is nothing left to cancel",
-            )),
+            BatchStatus::Completed => Err(already_completed()),
             _ => Ok((batch, None)),
         };
     }
@@ -480,20 +472,28 @@ pub async fn cancel(
     Ok((batch, Some(cancelled)))
 }
 
+fn already_completed() -> BatchError {
+    Refusal::conflict(
+        "batch_completed",
+        "the batch already completed; there is nothing left to cancel",
+    )
+    .into()
+}
+
 /// Recipients rejected at acceptance are reported in index order.
 pub fn sort_rejections(rejected: &mut [Rejection]) {
     rejected.sort_by_key(|r| r.index);
 }
 
 /// Fails a whole request whose recipients were all rejected, naming the first few reasons.
-pub fn all_rejected(rejected: &[Rejection]) -> ApiError {
+pub fn all_rejected(rejected: &[Rejection]) -> Refusal {
     let sample = rejected
         .iter()
         .take(5)
         .map(|r| format!("recipients[{}]: {} ({})", r.index, r.message, r.code))
         .collect::<Vec<_>>()
         .join("; ");
-    ApiError::unprocessable(
+    Refusal::unacceptable(
         "no_valid_recipients",
         format!(
             "all {} recipients were rejected; validate with dry_run to see each: {sample}",

@@ -1,35 +1,45 @@
-//! Bulk operations behind `/v1/messages/bulk` and `/v1/batches/...`: accept a bulk request,
-//! read a batch and its messages, cancel it. Each runs in one unit of work (writes through the
-//! request's idempotency claim) and returns what the handler shows.
+//! Bulk operations behind `/v1/messages/bulk` and `/v1/batches/...`: prepare a bulk request
+//! (everything that needs no transaction), accept it, read a batch and its messages, cancel it.
+//! Writes happen in the caller's unit of work, which the caller commits (through the request's
+//! idempotency claim).
 
-use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+use sqlx::AnyConnection;
 
 use super::{
     all_rejected, check_shape, reject, resolve_contacts, sort_rejections, store, text_source,
-    validate_recipients, Batch, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest,
-    Source,
+    validate_recipients, Accepted, Batch, BatchError, BatchStatus, BatchView, BulkAccepted,
+    BulkKind, BulkRequest, Rejection, Source,
 };
 use crate::{
-    channel::window,
+    channel::{window, Messaging},
     clock::now_ms,
-    error::ApiError,
-    idempotency::Idempotency,
+    db::Db,
     ids::new_id,
     messages::{self, render::TemplateSource, Message, Status},
-    state::AppState,
+    refusal::Refusal,
     templates,
+    unit_of_work::UnitOfWork,
 };
 
-/// Accepts a bulk request (the whole of `POST /v1/messages/bulk`): validates every recipient,
-/// then stores the batch and its messages in one transaction (nothing with `dry_run`) and wakes
-/// the dispatcher.
-pub async fn accept(
-    state: &AppState,
-    idem: &Idempotency,
+/// A bulk request whose shape, body and recipients are checked and rendered: what is left to do
+/// needs the request's transaction.
+pub struct PreparedBulk {
+    kind: BulkKind,
+    /// The batch's stored description of its content.
+    spec: Value,
+    accepted: Vec<Accepted>,
+    rejected: Vec<Rejection>,
+    dry_run: bool,
+}
+
+/// Checks the request as a whole, reads and compiles its template, and validates and renders
+/// every recipient.
+pub async fn prepare(
+    db: &Db,
     account_id: &str,
     mut req: BulkRequest,
-) -> Result<BulkAccepted, ApiError> {
+) -> Result<PreparedBulk, BatchError> {
     check_shape(&req)?;
     let (source, spec) = match (req.kind, &req.text, &req.template) {
         (BulkKind::Text, Some(text), _) => (
@@ -38,7 +48,7 @@ pub async fn accept(
         ),
         (BulkKind::Template, _, Some(t)) => {
             let template = {
-                let mut conn = state.db.acquire().await?;
+                let mut conn = db.acquire().await?;
                 templates::service::find(&mut conn, account_id, &t.name, t.language.as_deref())
                     .await?
             };
@@ -47,23 +57,42 @@ pub async fn accept(
                               "template": {"name": source.name(), "language": source.language()}});
             (Source::Template(source), spec)
         }
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "missing message body",
-            ))
-        }
+        _ => return Err(Refusal::invalid("invalid_body", "missing message body").into()),
     };
     let recipients = std::mem::take(&mut req.recipients);
-    let (accepted, mut rejected) = validate_recipients(&source, recipients);
+    let (accepted, rejected) = validate_recipients(&source, recipients);
+    Ok(PreparedBulk {
+        kind: req.kind,
+        spec,
+        accepted,
+        rejected,
+        dry_run: req.dry_run,
+    })
+}
 
-    let mut tx = idem.begin(state).await?;
-    let (mut rows, opted_out) = resolve_contacts(&mut tx, account_id, accepted).await?;
+/// Accepts a prepared bulk request: links the recipients to their contacts (opted-out ones
+/// rejected, and on the Cloud API, for text, those outside the customer-service window), then
+/// stores the batch and its messages in `work`. A dry run stores nothing and answers what
+/// would be accepted; the caller rolls `work` back. `no_valid_recipients` when nobody is left.
+pub async fn accept(
+    work: &mut UnitOfWork,
+    messaging: &Messaging,
+    account_id: &str,
+    req: PreparedBulk,
+) -> Result<BulkAccepted, BatchError> {
+    let PreparedBulk {
+        kind,
+        spec,
+        accepted,
+        mut rejected,
+        dry_run,
+    } = req;
+    let (mut rows, opted_out) = resolve_contacts(work, account_id, accepted).await?;
     rejected.extend(opted_out);
-    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
-    if matches!(req.kind, BulkKind::Text) {
+    let channel = messaging.channel_for(work, account_id).await?;
+    if matches!(kind, BulkKind::Text) {
         // Free-form text on the Cloud API: only numbers inside the 24-hour window.
-        if let Some(open) = window::open_phones(&mut tx, account_id, channel).await? {
+        if let Some(open) = window::open_phones(work, account_id, channel).await? {
             rows.retain(|row| {
                 let inside = open.contains(&row.phone);
                 if !inside {
@@ -74,8 +103,7 @@ pub async fn accept(
         }
     }
     sort_rejections(&mut rejected);
-    if req.dry_run {
-        tx.rollback().await?;
+    if dry_run {
         return Ok(BulkAccepted {
             batch_id: None,
             accepted: rows.len(),
@@ -84,9 +112,9 @@ pub async fn accept(
         });
     }
     if rows.is_empty() {
-        return Err(all_rejected(&rejected));
+        return Err(all_rejected(&rejected).into());
     }
-    let kind = match req.kind {
+    let kind = match kind {
         BulkKind::Text => "text",
         BulkKind::Template => "template",
     };
@@ -101,58 +129,54 @@ pub async fn accept(
         started_at: None,
         finished_at: None,
     };
-    store::insert(&mut tx, &batch, &spec.to_string()).await?;
-    tx.batch_reached(BatchStatus::Running);
-    messages::store::insert_many(&mut tx, account_id, &batch.id, kind, channel, now, &rows).await?;
-    let answer = BulkAccepted {
+    store::insert(work, &batch, &spec.to_string()).await?;
+    work.batch_reached(BatchStatus::Running);
+    messages::store::insert_many(work, account_id, &batch.id, kind, channel, now, &rows).await?;
+    Ok(BulkAccepted {
         batch_id: Some(batch.id),
         accepted: rows.len(),
         rejected,
         dry_run: false,
-    };
-    idem.commit(tx, StatusCode::ACCEPTED, &answer).await?;
-    Ok(answer)
+    })
 }
 
-/// A batch's view: its counts by message status, progress and times; 404 if the account has no
-/// such batch.
-pub async fn view(state: &AppState, account_id: &str, id: &str) -> Result<BatchView, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let batch = store::get(&mut conn, account_id, id)
+/// A batch's view: its counts by message status, progress and times; `NotFound` if the account
+/// has no such batch.
+pub async fn view(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+) -> Result<BatchView, BatchError> {
+    let batch = store::get(conn, account_id, id)
         .await?
-        .ok_or(ApiError::not_found("batch"))?;
-    let counts = store::counts(&mut conn, id).await?;
+        .ok_or(BatchError::NotFound)?;
+    let counts = store::counts(conn, id).await?;
     Ok(batch.view(counts))
 }
 
-/// A page of a batch's messages in recipient order (optionally one status); 404 if the account
-/// has no such batch.
+/// A page of a batch's messages in recipient order (optionally one status); `NotFound` if the
+/// account has no such batch.
 pub async fn messages_page(
-    state: &AppState,
+    conn: &mut AnyConnection,
     account_id: &str,
     id: &str,
     status: Option<Status>,
     cursor: Option<&str>,
     limit: i64,
-) -> Result<(Vec<Message>, Option<String>), ApiError> {
-    let mut conn = state.db.acquire().await?;
-    store::get(&mut conn, account_id, id)
+) -> Result<(Vec<Message>, Option<String>), BatchError> {
+    store::get(conn, account_id, id)
         .await?
-        .ok_or(ApiError::not_found("batch"))?;
-    Ok(messages::store::list_batch(&mut conn, account_id, id, status, cursor, limit).await?)
+        .ok_or(BatchError::NotFound)?;
+    Ok(messages::store::list_batch(conn, account_id, id, status, cursor, limit).await?)
 }
 
-/// Cancels a running batch (see the module doc of `batches`) and returns its view.
+/// Cancels a running batch in `work` (see the module doc of `batches`) and returns its view.
 pub async fn cancel(
-    state: &AppState,
-    idem: &Idempotency,
+    work: &mut UnitOfWork,
     account_id: &str,
     id: &str,
-) -> Result<BatchView, ApiError> {
-    let mut work = idem.begin(state).await?;
-    let (batch, _) = super::cancel(&mut work, account_id, id).await?;
-    let counts = store::counts(&mut work, id).await?;
-    let view = batch.view(counts);
-    idem.commit(work, StatusCode::OK, &view).await?;
-    Ok(view)
+) -> Result<BatchView, BatchError> {
+    let (batch, _) = super::cancel(work, account_id, id).await?;
+    let counts = store::counts(work, id).await?;
+    Ok(batch.view(counts))
 }

@@ -28,7 +28,6 @@ use tokio::sync::Notify;
 use crate::{
     config::ChannelConfig,
     db::Db,
-    error::ApiError,
     messages::{ErrorInfo, Status},
     metrics::Metrics,
     secrets::Secrets,
@@ -188,7 +187,7 @@ impl Messaging {
         &self,
         conn: &mut sqlx::AnyConnection,
         account_id: &str,
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<&'static str, sqlx::Error> {
         Ok(settings::kind(conn, account_id).await?.message_channel())
     }
 

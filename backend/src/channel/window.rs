@@ -10,8 +10,8 @@ use sqlx::AnyConnection;
 
 use crate::{
     clock::now_ms,
-    error::ApiError,
-    messages::{store, Content},
+    messages::{store, Content, MessageError},
+    refusal::Refusal,
 };
 
 pub const WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -34,7 +34,7 @@ pub async fn check(
     channel: &str,
     phone: &str,
     content: &Content,
-) -> Result<(), ApiError> {
+) -> Result<(), MessageError> {
     if channel != super::cloud::NAME || !free_form(content) {
         return Ok(());
     }
@@ -42,11 +42,11 @@ pub async fn check(
     if last.is_some_and(|at| now_ms() - at < WINDOW_MS) {
         return Ok(());
     }
-    Err(outside())
+    Err(outside().into())
 }
 
-pub fn outside() -> ApiError {
-    ApiError::unprocessable(
+pub fn outside() -> Refusal {
+    Refusal::unacceptable(
         "outside_customer_service_window",
         "the recipient has not written in the last 24 hours, so WhatsApp only accepts an \
          approved template message (type template)",
@@ -59,7 +59,7 @@ pub async fn open_phones(
     conn: &mut AnyConnection,
     account_id: &str,
     channel: &str,
-) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
+) -> Result<Option<std::collections::HashSet<String>>, sqlx::Error> {
     if channel != super::cloud::NAME {
         return Ok(None);
     }

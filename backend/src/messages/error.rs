@@ -1,9 +1,38 @@
-//! The error of messaging work that runs outside a request (the dispatcher, the report worker,
-//! housekeeping, provider reports). It names what went wrong in the domain's terms; the HTTP edge
-//! alone turns it into an `ApiError` (the `From` impl below), so background code never builds an
+//! What goes wrong with messages, in the domain's terms: `MessageError` for the operations a
+//! client asks for (send, receive, read), `MessagingError` for the work that runs outside a
+//! request (the dispatcher, the report worker, housekeeping, provider reports). The HTTP edge
+//! alone turns them into an `ApiError` (`routes/v1/messages.rs`), so no messaging code builds an
 //! HTTP answer.
 
-use crate::{contacts::ContactError, error::ApiError};
+use crate::{
+    contacts::ContactError, error::ApiError, refusal::Refusal, templates::service::TemplateError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The account has no message with this id.
+    #[error("message not found")]
+    NotFound,
+    /// The request breaks a rule of messaging (`invalid_text`, `contact_opted_out`,
+    /// `outside_customer_service_window`, ...).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Finding or creating the recipient failed.
+    #[error(transparent)]
+    Contact(#[from] ContactError),
+    /// Picking the template a message names failed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// A stored template body no longer compiles (it was checked when saved: our fault).
+    #[error("stored template does not compile: {0}")]
+    BrokenTemplate(String),
+    /// The chatbot failed on an inbound message. It still answers in HTTP terms; this variant
+    /// carries that answer through until the chatbot domain has an error of its own.
+    #[error(transparent)]
+    Chatbot(ApiError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessagingError {
@@ -24,15 +53,6 @@ impl MessagingError {
                 message_id: message_id.to_string(),
                 reason: other.to_string(),
             },
-        }
-    }
-}
-
-impl From<MessagingError> for ApiError {
-    fn from(err: MessagingError) -> Self {
-        match err {
-            MessagingError::Database(e) => ApiError::Database(e),
-            other => ApiError::Internal(other.into()),
         }
     }
 }

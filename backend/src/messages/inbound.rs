@@ -4,12 +4,11 @@
 
 use super::{
     store::{self, NewMessage},
-    Content, Direction, Message,
+    Content, Direction, Message, MessageError,
 };
 use crate::{
     chatbot::engine::{self, Ctx, Outcome},
     contacts,
-    error::ApiError,
     ids::new_id,
     unit_of_work::UnitOfWork,
 };
@@ -30,7 +29,7 @@ pub struct Inbound<'a> {
 pub async fn receive(
     conn: &mut UnitOfWork,
     inbound: Inbound<'_>,
-) -> Result<(Message, Outcome), ApiError> {
+) -> Result<(Message, Outcome), MessageError> {
     let (contact, _) = contacts::find_or_create(conn, inbound.account_id, inbound.from).await?;
     let message = store::insert(
         conn,
@@ -67,6 +66,7 @@ pub async fn receive(
         text,
         button,
     )
-    .await?;
+    .await
+    .map_err(MessageError::Chatbot)?;
     Ok((message, outcome))
 }

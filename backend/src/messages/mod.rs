@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub use error::MessagingError;
+pub use error::{MessageError, MessagingError};
 
-use crate::{clock::rfc3339, error::ApiError};
+use crate::{clock::rfc3339, refusal::Refusal};
 
 /// WhatsApp's limits: a text body up to 4096 characters, a media caption up to 1024.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -397,12 +397,12 @@ impl Message {
     }
 }
 
-fn unprocessable(code: &'static str, message: String) -> ApiError {
-    ApiError::unprocessable(code, message)
+fn unprocessable(code: &'static str, message: String) -> Refusal {
+    Refusal::unacceptable(code, message)
 }
 
 /// A text body: 1 to 4096 characters, not blank.
-pub fn validate_text(field: &str, body: &str) -> Result<(), ApiError> {
+pub fn validate_text(field: &str, body: &str) -> Result<(), Refusal> {
     if body.trim().is_empty() {
         return Err(unprocessable(
             "invalid_text",
@@ -418,7 +418,7 @@ pub fn validate_text(field: &str, body: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn validate_media(media: &MediaContent) -> Result<(), ApiError> {
+pub fn validate_media(media: &MediaContent) -> Result<(), Refusal> {
     let url = media.url.as_str();
     let rest = url
         .strip_prefix("https://")
@@ -453,7 +453,7 @@ pub fn validate_media(media: &MediaContent) -> Result<(), ApiError> {
 }
 
 /// A client reference: 1 to 128 characters.
-pub fn validate_reference(field: &str, reference: &str) -> Result<(), ApiError> {
+pub fn validate_reference(field: &str, reference: &str) -> Result<(), Refusal> {
     let len = reference.chars().count();
     if len == 0 || len > MAX_REFERENCE_CHARS {
         return Err(unprocessable(
@@ -526,7 +526,7 @@ mod tests {
             "javascript:alert(1)",
         ] {
             assert_eq!(
-                validate_media(&media(bad)).unwrap_err().code(),
+                validate_media(&media(bad)).unwrap_err().code,
                 "invalid_media_url",
                 "{bad}"
             );
@@ -536,10 +536,7 @@ mod tests {
             url: "https://x.example/a.ogg".into(),
             caption: Some("c".into()),
         };
-        assert_eq!(
-            validate_media(&audio).unwrap_err().code(),
-            "invalid_caption"
-        );
+        assert_eq!(validate_media(&audio).unwrap_err().code, "invalid_caption");
     }
 
     #[test]

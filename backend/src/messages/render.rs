@@ -3,9 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{validate_text, TemplateContent};
+use super::{validate_text, MessageError, TemplateContent};
 use crate::{
-    error::ApiError,
+    refusal::Refusal,
     templates::{self, Compiled, Template},
 };
 
@@ -17,11 +17,9 @@ pub struct TemplateSource {
 }
 
 impl TemplateSource {
-    pub fn new(template: Template) -> Result<Self, ApiError> {
+    pub fn new(template: Template) -> Result<Self, MessageError> {
         // Stored bodies were validated when saved; one that no longer compiles is our fault.
-        let compiled = templates::compile(&template.body).map_err(|e| {
-            ApiError::Internal(anyhow::anyhow!("stored template does not compile: {e}"))
-        })?;
+        let compiled = templates::compile(&template.body).map_err(MessageError::BrokenTemplate)?;
         Ok(Self {
             name: template.name,
             language: template.language,
@@ -39,13 +37,13 @@ impl TemplateSource {
 
     /// The content of one recipient's message: the body rendered (a value for every variable,
     /// no more), checked as a text body, and the variables as sent.
-    pub fn render(&self, variables: &Map<String, Value>) -> Result<TemplateContent, ApiError> {
+    pub fn render(&self, variables: &Map<String, Value>) -> Result<TemplateContent, Refusal> {
         let body = self.compiled.render(variables)?;
         validate_text("template body (rendered)", &body)?;
         let variables = variables
             .iter()
             .map(|(k, v)| Ok((k.clone(), templates::variable_text(k, v)?)))
-            .collect::<Result<_, ApiError>>()?;
+            .collect::<Result<_, Refusal>>()?;
         Ok(TemplateContent {
             name: self.name.clone(),
             language: self.language.clone(),

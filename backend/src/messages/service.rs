@@ -1,24 +1,23 @@
-//! Messaging operations behind `/v1/messages` and `/v1/sandbox/inbound`: each validates, runs in
-//! one unit of work (through the request's idempotency claim) and returns the message's view.
+//! Messaging operations behind `/v1/messages` and `/v1/sandbox/inbound`: a request is checked
+//! before any transaction starts (`check`), then acted on in the caller's unit of work, which the
+//! caller commits (through the request's idempotency claim).
 
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::{
     inbound,
     render::TemplateSource,
-    store::{self, NewMessage},
-    ButtonReply, Content, Direction, MediaContent, MessageView, TextContent,
+    store::{self, ListFilter, NewMessage},
+    ButtonReply, Content, Direction, MediaContent, Message, MessageError, TextContent,
 };
 use crate::{
-    channel::window,
+    channel::{window, Messaging},
     contacts::{self, Contact},
-    error::ApiError,
-    idempotency::Idempotency,
     ids::new_id,
-    state::AppState,
+    refusal::Refusal,
     templates,
     unit_of_work::UnitOfWork,
 };
@@ -30,19 +29,21 @@ pub async fn resolve_contact(
     account_id: &str,
     to: Option<&str>,
     contact_id: Option<&str>,
-) -> Result<Contact, ApiError> {
+) -> Result<Contact, MessageError> {
     let id = match (to, contact_id) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_body",
                 "give either `to` or `contact_id`, not both",
-            ))
+            )
+            .into())
         }
         (None, None) => {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_body",
                 "missing recipient: give `to` (E.164) or `contact_id`",
-            ))
+            )
+            .into())
         }
         (Some(to), None) if !to.starts_with("con_") => {
             contacts::validate_phone_field("to", to)?;
@@ -52,7 +53,7 @@ pub async fn resolve_contact(
         (Some(id), None) | (None, Some(id)) => id,
     };
     contacts::get(conn, account_id, id).await?.ok_or_else(|| {
-        ApiError::unprocessable("contact_not_found", format!("no contact with id {id:?}"))
+        Refusal::unacceptable("contact_not_found", format!("no contact with id {id:?}")).into()
     })
 }
 
@@ -96,7 +97,7 @@ pub struct SendMessage {
 }
 
 /// Checks the type against the bodies given: exactly the one the type names.
-fn check_body_matches_type(req: &SendMessage) -> Result<(), ApiError> {
+fn check_body_matches_type(req: &SendMessage) -> Result<(), Refusal> {
     let given = [
         ("text", req.text.is_some()),
         ("template", req.template.is_some()),
@@ -109,13 +110,13 @@ fn check_body_matches_type(req: &SendMessage) -> Result<(), ApiError> {
     };
     for (name, present) in given {
         if name == wanted && !present {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_body",
                 format!("type {wanted} needs a `{wanted}` object"),
             ));
         }
         if name != wanted && present {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_body",
                 format!("`{name}` does not go with type {wanted}"),
             ));
@@ -135,56 +136,86 @@ pub struct InboundRequest {
     pub button: Option<ButtonReply>,
 }
 
-/// Sends one message (`POST /v1/messages`): validated, rendered and queued.
-pub async fn send(
-    state: &AppState,
-    idem: &Idempotency,
-    account_id: &str,
-    req: SendMessage,
-) -> Result<MessageView, ApiError> {
-    check_body_matches_type(&req)?;
-    if let Some(reference) = &req.reference {
-        super::validate_reference("reference", reference)?;
-    }
-    match (&req.text, &req.media) {
-        (Some(text), _) => super::validate_text("text.body", &text.body)?,
-        (_, Some(media)) => super::validate_media(media)?,
-        _ => {}
-    }
-    let mut tx = idem.begin(state).await?;
-    let content = match (req.text, req.template, req.media) {
-        (Some(text), _, _) => Content::Text(text),
-        (_, _, Some(media)) => Content::Media(media),
-        (_, Some(t), _) => {
-            let template =
-                templates::service::find(&mut tx, account_id, &t.name, t.language.as_deref())
-                    .await?;
-            Content::Template(TemplateSource::new(template)?.render(&t.variables)?)
+/// A message to send that passed the checks that need no database.
+#[derive(Debug)]
+pub struct CheckedSend {
+    to: Option<String>,
+    contact_id: Option<String>,
+    body: Body,
+    reference: Option<String>,
+}
+
+/// A message's content, or the template it is rendered from once the template is read.
+#[derive(Debug)]
+enum Body {
+    Ready(Content),
+    Template(TemplateRequest),
+}
+
+impl SendMessage {
+    /// The request, or the first rule it breaks: the type against the bodies given, then the
+    /// reference, then the text or media. Checked before any transaction starts.
+    pub fn check(self) -> Result<CheckedSend, Refusal> {
+        check_body_matches_type(&self)?;
+        if let Some(reference) = &self.reference {
+            super::validate_reference("reference", reference)?;
         }
-        (None, None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "missing message body",
-            ))
+        match (&self.text, &self.media) {
+            (Some(text), _) => super::validate_text("text.body", &text.body)?,
+            (_, Some(media)) => super::validate_media(media)?,
+            _ => {}
+        }
+        let body = match (self.text, self.template, self.media) {
+            (Some(text), _, _) => Body::Ready(Content::Text(text)),
+            (_, _, Some(media)) => Body::Ready(Content::Media(media)),
+            (_, Some(template), _) => Body::Template(template),
+            (None, None, None) => {
+                return Err(Refusal::invalid("invalid_body", "missing message body"))
+            }
+        };
+        Ok(CheckedSend {
+            to: self.to,
+            contact_id: self.contact_id,
+            body,
+            reference: self.reference,
+        })
+    }
+}
+
+/// Sends one message (`POST /v1/messages`): the template rendered, the recipient resolved (an
+/// opted-out contact refused, the customer-service window checked), the message queued.
+pub async fn send(
+    work: &mut UnitOfWork,
+    messaging: &Messaging,
+    account_id: &str,
+    req: CheckedSend,
+) -> Result<Message, MessageError> {
+    let content = match req.body {
+        Body::Ready(content) => content,
+        Body::Template(t) => {
+            let template =
+                templates::service::find(work, account_id, &t.name, t.language.as_deref()).await?;
+            Content::Template(TemplateSource::new(template)?.render(&t.variables)?)
         }
     };
     let contact = resolve_contact(
-        &mut tx,
+        work,
         account_id,
         req.to.as_deref(),
         req.contact_id.as_deref(),
     )
     .await?;
     if !contact.opted_in {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "contact_opted_out",
             "the contact opted out of messages",
-        ));
+        )
+        .into());
     }
-    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
-    window::check(&mut tx, account_id, channel, &contact.phone, &content).await?;
+    let channel = messaging.channel_for(work, account_id).await?;
+    window::check(work, account_id, channel, &contact.phone, &content).await?;
     let message = store::insert(
-        &mut tx,
+        work,
         NewMessage {
             id: new_id("msg"),
             account_id: account_id.to_string(),
@@ -198,62 +229,94 @@ pub async fn send(
         },
     )
     .await?;
-    let view = message.view();
-    idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
-    Ok(view)
+    Ok(message)
+}
+
+/// A simulated inbound message that passed its checks.
+#[derive(Debug)]
+pub struct CheckedInbound {
+    from: String,
+    content: Content,
+}
+
+impl InboundRequest {
+    /// The message, or the first rule it breaks (the number, then the text or the button).
+    pub fn check(self) -> Result<CheckedInbound, Refusal> {
+        contacts::validate_phone_field("from", &self.from)?;
+        let content = match (self.text, self.button) {
+            (Some(text), None) => {
+                super::validate_text("text", &text)?;
+                Content::Text(TextContent { body: text })
+            }
+            (None, Some(button)) => {
+                let id_ok = button
+                    .id
+                    .as_deref()
+                    .is_some_and(|s| !s.is_empty() && s.chars().count() <= 256);
+                let text_ok = button
+                    .text
+                    .as_deref()
+                    .is_some_and(|s| !s.trim().is_empty() && s.chars().count() <= 256);
+                if !id_ok && !text_ok {
+                    return Err(Refusal::unacceptable(
+                        "invalid_button",
+                        "button: give its `id` or its `text` (1 to 256 characters)",
+                    ));
+                }
+                Content::Button(button)
+            }
+            _ => {
+                return Err(Refusal::invalid(
+                    "invalid_body",
+                    "give exactly one of `text` or `button`",
+                ))
+            }
+        };
+        Ok(CheckedInbound {
+            from: self.from,
+            content,
+        })
+    }
 }
 
 /// Stores a simulated inbound message (`POST /v1/sandbox/inbound`) and feeds it to the chatbot.
 pub async fn receive_sandbox(
-    state: &AppState,
-    idem: &Idempotency,
+    work: &mut UnitOfWork,
+    messaging: &Messaging,
     account_id: &str,
-    req: InboundRequest,
-) -> Result<MessageView, ApiError> {
-    contacts::validate_phone_field("from", &req.from)?;
-    let content = match (req.text, req.button) {
-        (Some(text), None) => {
-            super::validate_text("text", &text)?;
-            Content::Text(TextContent { body: text })
-        }
-        (None, Some(button)) => {
-            let id_ok = button
-                .id
-                .as_deref()
-                .is_some_and(|s| !s.is_empty() && s.chars().count() <= 256);
-            let text_ok = button
-                .text
-                .as_deref()
-                .is_some_and(|s| !s.trim().is_empty() && s.chars().count() <= 256);
-            if !id_ok && !text_ok {
-                return Err(ApiError::unprocessable(
-                    "invalid_button",
-                    "button: give its `id` or its `text` (1 to 256 characters)",
-                ));
-            }
-            Content::Button(button)
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "give exactly one of `text` or `button`",
-            ))
-        }
-    };
-    let mut tx = idem.begin(state).await?;
-    let channel = state.messaging.channel_for(&mut tx, account_id).await?;
+    req: CheckedInbound,
+) -> Result<Message, MessageError> {
+    let channel = messaging.channel_for(work, account_id).await?;
     let (message, _) = inbound::receive(
-        &mut tx,
+        work,
         inbound::Inbound {
             account_id,
             channel,
             from: &req.from,
-            content,
+            content: req.content,
             provider_message_id: None,
         },
     )
     .await?;
-    let view = message.view();
-    idem.commit(tx, StatusCode::ACCEPTED, &view).await?;
-    Ok(view)
+    Ok(message)
+}
+
+/// The message, or `NotFound`.
+pub async fn get(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    id: &str,
+) -> Result<Message, MessageError> {
+    store::get(conn, account_id, id)
+        .await?
+        .ok_or(MessageError::NotFound)
+}
+
+/// One page of the account's messages, newest first, and the cursor of the next.
+pub async fn list(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    filter: &ListFilter,
+) -> Result<(Vec<Message>, Option<String>), MessageError> {
+    Ok(store::list(conn, account_id, filter).await?)
 }

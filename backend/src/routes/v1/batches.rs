@@ -15,10 +15,10 @@ use crate::routes::pagination::{page_cursor, page_limit};
 use crate::{
     auth::gateway::Caller,
     batches::{
-        self, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest, BulkTemplate, BulkText,
-        Counts, Recipient, Rejection,
+        service, BatchError, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest,
+        BulkTemplate, BulkText, Counts, Recipient, Rejection,
     },
-    error::ApiResult,
+    error::{ApiError, ApiResult},
     idempotency::Idempotency,
     openapi::ErrorBody,
     state::AppState,
@@ -43,6 +43,19 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
+/// The HTTP answer of each batch error.
+impl From<BatchError> for ApiError {
+    fn from(error: BatchError) -> Self {
+        match error {
+            BatchError::NotFound => ApiError::not_found("batch"),
+            BatchError::Refused(refusal) => refusal.into(),
+            BatchError::Template(e) => e.into(),
+            BatchError::Message(e) => e.into(),
+            BatchError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// Send in bulk
 ///
 /// Validates every recipient first: the valid ones are accepted (stored with their rendered
@@ -66,13 +79,16 @@ pub async fn bulk(
     idem: Idempotency,
     JsonBody(req): JsonBody<BulkRequest>,
 ) -> ApiResult<(StatusCode, Json<BulkAccepted>)> {
-    let answer = batches::accept(&state, &idem, &caller.account_id, req).await?;
-    let status = if answer.dry_run {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(answer)))
+    let req = service::prepare(&state.db, &caller.account_id, req).await?;
+    let mut work = idem.begin(&state).await?;
+    let answer = service::accept(&mut work, &state.messaging, &caller.account_id, req).await?;
+    if answer.dry_run {
+        // Nothing is stored, not even the idempotency key: a dry run can be repeated freely.
+        work.rollback().await?;
+        return Ok((StatusCode::OK, Json(answer)));
+    }
+    idem.commit(work, StatusCode::ACCEPTED, &answer).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// Get a batch
@@ -89,8 +105,9 @@ pub async fn fetch(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
+    let mut conn = state.db.acquire().await?;
     Ok(Json(
-        batches::service::view(&state, &caller.account_id, &id).await?,
+        service::view(&mut conn, &caller.account_id, &id).await?,
     ))
 }
 
@@ -126,8 +143,9 @@ pub async fn batch_messages(
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "msg")?;
     let status = parse_status(query.status.as_deref())?;
-    let (messages, next_cursor) = batches::service::messages_page(
-        &state,
+    let mut conn = state.db.acquire().await?;
+    let (messages, next_cursor) = service::messages_page(
+        &mut conn,
         &caller.account_id,
         &id,
         status,
@@ -162,7 +180,8 @@ pub async fn cancel(
     idem: Idempotency,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<BatchView>> {
-    Ok(Json(
-        batches::service::cancel(&state, &idem, &caller.account_id, &id).await?,
-    ))
+    let mut work = idem.begin(&state).await?;
+    let view = service::cancel(&mut work, &caller.account_id, &id).await?;
+    idem.commit(work, StatusCode::OK, &view).await?;
+    Ok(Json(view))
 }

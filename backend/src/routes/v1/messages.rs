@@ -19,9 +19,9 @@ use crate::{
     messages::{
         self,
         service::{self, InboundRequest, SendKind, SendMessage, TemplateRequest},
-        store::{self, ListFilter},
-        ButtonReply, Content, Direction, MediaContent, MessageView, Status, TemplateContent,
-        TextContent,
+        store::ListFilter,
+        ButtonReply, Content, Direction, MediaContent, MessageError, MessageView, Status,
+        TemplateContent, TextContent,
     },
     openapi::ErrorBody,
     state::AppState,
@@ -47,6 +47,21 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
+/// The HTTP answer of each messaging error.
+impl From<MessageError> for ApiError {
+    fn from(error: MessageError) -> Self {
+        match error {
+            MessageError::NotFound => ApiError::not_found("message"),
+            MessageError::Refused(refusal) => refusal.into(),
+            MessageError::Contact(e) => e.into(),
+            MessageError::Template(e) => e.into(),
+            e @ MessageError::BrokenTemplate(_) => ApiError::Internal(e.into()),
+            MessageError::Chatbot(e) => e,
+            MessageError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// Send one message
 ///
 /// Validates, renders and queues the message; the channel then moves it through
@@ -67,7 +82,12 @@ pub async fn send(
     idem: Idempotency,
     JsonBody(req): JsonBody<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
-    let view = service::send(&state, &idem, &caller.account_id, req).await?;
+    let req = req.check()?;
+    let mut work = idem.begin(&state).await?;
+    let view = service::send(&mut work, &state.messaging, &caller.account_id, req)
+        .await?
+        .view();
+    idem.commit(work, StatusCode::ACCEPTED, &view).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
@@ -88,10 +108,8 @@ pub async fn fetch(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<MessageView>> {
     let mut conn = state.db.acquire().await?;
-    store::get(&mut conn, &caller.account_id, &id)
-        .await?
-        .map(|m| Json(m.view()))
-        .ok_or(ApiError::not_found("message"))
+    let message = service::get(&mut conn, &caller.account_id, &id).await?;
+    Ok(Json(message.view()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -166,7 +184,7 @@ pub async fn list(
         limit: page_limit(query.limit)?,
     };
     let mut conn = state.db.acquire().await?;
-    let (messages, next_cursor) = store::list(&mut conn, &caller.account_id, &filter).await?;
+    let (messages, next_cursor) = service::list(&mut conn, &caller.account_id, &filter).await?;
     Ok(Json(MessageList {
         data: messages.iter().map(|m| m.view()).collect(),
         next_cursor,
@@ -192,6 +210,11 @@ pub async fn inbound(
     idem: Idempotency,
     JsonBody(req): JsonBody<InboundRequest>,
 ) -> ApiResult<(StatusCode, Json<MessageView>)> {
-    let view = service::receive_sandbox(&state, &idem, &caller.account_id, req).await?;
+    let req = req.check()?;
+    let mut work = idem.begin(&state).await?;
+    let view = service::receive_sandbox(&mut work, &state.messaging, &caller.account_id, req)
+        .await?
+        .view();
+    idem.commit(work, StatusCode::ACCEPTED, &view).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
