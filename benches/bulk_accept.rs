@@ -9,10 +9,28 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use wiz_backend::{
-    batches,
+    batches::{self, BulkAccepted, BulkRequest},
     config::{AdminConfig, Config},
-    idempotency::Idempotency,
+    state::AppState,
+    unit_of_work::UnitOfWork,
 };
+
+/// What the handler does with a bulk request, without an idempotency key.
+async fn accept(state: &AppState, account_id: &str, request: BulkRequest) -> BulkAccepted {
+    let prepared = batches::service::prepare(&state.db, account_id, request)
+        .await
+        .unwrap();
+    let mut work = UnitOfWork::begin(state).await.unwrap();
+    let answer = batches::service::accept(&mut work, &state.messaging, account_id, prepared)
+        .await
+        .unwrap();
+    if answer.dry_run {
+        work.rollback().await.unwrap();
+    } else {
+        work.commit().await.unwrap();
+    }
+    answer
+}
 
 fn body() -> Vec<u8> {
     let recipients: Vec<_> = (0..10_000)
@@ -58,9 +76,7 @@ fn bulk_accept(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let request: batches::BulkRequest = serde_json::from_slice(&bytes).unwrap();
-                let answer = batches::accept(&state, &Idempotency::default(), &account_id, request)
-                    .await
-                    .unwrap();
+                let answer = accept(&state, &account_id, request).await;
                 assert_eq!(answer.accepted, 10_000);
             })
         })
@@ -74,9 +90,7 @@ fn bulk_accept(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let request: batches::BulkRequest = serde_json::from_slice(&dry).unwrap();
-                let answer = batches::accept(&state, &Idempotency::default(), &account_id, request)
-                    .await
-                    .unwrap();
+                let answer = accept(&state, &account_id, request).await;
                 assert_eq!(answer.accepted, 10_000);
             })
         })
