@@ -14,7 +14,7 @@ use super::{
 use crate::{
     channel::{window, Messaging},
     clock::now_ms,
-    db::Db,
+    db::{Db, Page},
     ids::new_id,
     messages::{self, render::TemplateSource, Message, Status},
     refusal::Refusal,
@@ -161,13 +161,13 @@ pub async fn messages_page(
     account_id: &str,
     id: &str,
     status: Option<Status>,
-    cursor: Option<&str>,
-    limit: i64,
+    page: &Page,
 ) -> Result<(Vec<Message>, Option<String>), BatchError> {
     store::get(conn, account_id, id)
         .await?
         .ok_or(BatchError::NotFound)?;
-    Ok(messages::store::list_batch(conn, account_id, id, status, cursor, limit).await?)
+    let cursor = page.cursor.as_deref();
+    Ok(messages::store::list_batch(conn, account_id, id, status, cursor, page.limit).await?)
 }
 
 /// Cancels a running batch in `work` (see the module doc of `batches`) and returns its view.

@@ -654,7 +654,9 @@ mod tests {
             .collect();
         for event in ["message.sent", "message.delivered", "message.read"] {
             assert!(
-                trail.iter().any(|l| l.contains(event) && l.contains("event_id=evt_")),
+                trail
+                    .iter()
+                    .any(|l| l.contains(event) && l.contains("event_id=evt_")),
                 "no `event written` line for {event} in the message's span:\n{log}"
             );
         }

@@ -18,8 +18,10 @@ use crate::{
         service, BatchError, BatchStatus, BatchView, BulkAccepted, BulkKind, BulkRequest,
         BulkTemplate, BulkText, Counts, Recipient, Rejection,
     },
+    db::Page,
     error::{ApiError, ApiResult},
     idempotency::Idempotency,
+    messages::Status,
     openapi::ErrorBody,
     state::AppState,
 };
@@ -122,6 +124,17 @@ pub struct BatchMessagesQuery {
     pub status: Option<String>,
 }
 
+impl BatchMessagesQuery {
+    /// The status and the page asked for, or the first parameter that is wrong (limit, cursor,
+    /// status, in that order).
+    fn page(self) -> Result<(Option<Status>, Page), ApiError> {
+        let limit = page_limit(self.limit)?;
+        let cursor = page_cursor(self.cursor, "msg")?;
+        let status = parse_status(self.status.as_deref())?;
+        Ok((status, Page { limit, cursor }))
+    }
+}
+
 /// List a batch's messages
 ///
 /// In recipient order, each with its `index` in the request and your `reference`.
@@ -140,23 +153,11 @@ pub async fn batch_messages(
     PathParams(id): PathParams<String>,
     QueryParams(query): QueryParams<BatchMessagesQuery>,
 ) -> ApiResult<Json<MessageList>> {
-    let limit = page_limit(query.limit)?;
-    let cursor = page_cursor(query.cursor, "msg")?;
-    let status = parse_status(query.status.as_deref())?;
+    let (status, page) = query.page()?;
     let mut conn = state.db.acquire().await?;
-    let (messages, next_cursor) = service::messages_page(
-        &mut conn,
-        &caller.account_id,
-        &id,
-        status,
-        cursor.as_deref(),
-        limit,
-    )
-    .await?;
-    Ok(Json(MessageList {
-        data: messages.iter().map(|m| m.view()).collect(),
-        next_cursor,
-    }))
+    let (messages, next_cursor) =
+        service::messages_page(&mut conn, &caller.account_id, &id, status, &page).await?;
+    Ok(Json(MessageList::new(&messages, next_cursor)))
 }
 
 /// Cancel a batch

@@ -103,6 +103,18 @@ pub struct CreateBody {
     opted_in: Option<bool>,
 }
 
+impl From<CreateBody> for ContactInput {
+    fn from(body: CreateBody) -> Self {
+        ContactInput {
+            phone: body.phone,
+            name: body.name,
+            tags: body.tags,
+            attributes: body.attributes,
+            opted_in: body.opted_in,
+        }
+    }
+}
+
 /// Create a contact
 #[utoipa::path(
     post, path = "/v1/contacts", operation_id = "createContact", tag = "contacts",
@@ -120,14 +132,7 @@ async fn create(
     idem: Idempotency,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Contact>)> {
-    let new = ContactInput {
-        phone: body.phone,
-        name: body.name,
-        tags: body.tags,
-        attributes: body.attributes,
-        opted_in: body.opted_in,
-    }
-    .check()?;
+    let new = ContactInput::from(body).check()?;
     let mut tx = idem.begin(&state).await?;
     let contact = service::create(&mut tx, &caller.account_id, new).await?;
     idem.commit(tx, StatusCode::CREATED, &contact).await?;
@@ -179,6 +184,20 @@ pub struct PatchBody {
     opted_in: Option<bool>,
 }
 
+impl PatchBody {
+    /// The patch and the new phone number, which the patch type leaves out (only the HTTP
+    /// PATCH may change a number).
+    fn into_patch(self) -> (ContactPatch, Option<String>) {
+        let patch = ContactPatch {
+            name: self.name,
+            tags: self.tags,
+            attributes: self.attributes,
+            opted_in: self.opted_in,
+        };
+        (patch, self.phone)
+    }
+}
+
 /// Update a contact (absent fields stay as they are)
 #[utoipa::path(
     patch, path = "/v1/contacts/{id}", operation_id = "updateContact", tag = "contacts",
@@ -197,15 +216,10 @@ async fn patch(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<PatchBody>,
 ) -> ApiResult<Json<Contact>> {
-    let patch = ContactPatch {
-        name: body.name,
-        tags: body.tags,
-        attributes: body.attributes,
-        opted_in: body.opted_in,
-    };
+    let (patch, phone) = body.into_patch();
     let mut tx = UnitOfWork::begin(&state).await?;
     let contact =
-        service::update_with_phone(&mut tx, &caller.account_id, &id, patch, body.phone).await?;
+        service::update_with_phone(&mut tx, &caller.account_id, &id, patch, phone).await?;
     tx.commit().await?;
     Ok(Json(contact))
 }

@@ -20,7 +20,7 @@ use crate::{
         self,
         service::{self, InboundRequest, SendKind, SendMessage, TemplateRequest},
         store::ListFilter,
-        ButtonReply, Content, Direction, MediaContent, MessageError, MessageView, Status,
+        ButtonReply, Content, Direction, MediaContent, Message, MessageError, MessageView, Status,
         TemplateContent, TextContent,
     },
     openapi::ErrorBody,
@@ -128,11 +128,45 @@ pub struct ListQuery {
     pub batch_id: Option<String>,
 }
 
+impl ListQuery {
+    /// The filter the query asks for, or the first parameter that is wrong (`direction`,
+    /// `status`, `cursor`, `limit`, in that order); an empty parameter filters nothing.
+    fn filter(self) -> Result<ListFilter, ApiError> {
+        let direction = self
+            .direction
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|d| {
+                Direction::parse(d).ok_or_else(|| {
+                    ApiError::bad_request("invalid_query", "direction: outbound or inbound")
+                })
+            })
+            .transpose()?;
+        Ok(ListFilter {
+            contact_id: self.contact_id.filter(|s| !s.is_empty()),
+            status: parse_status(self.status.as_deref())?,
+            direction,
+            batch_id: self.batch_id.filter(|s| !s.is_empty()),
+            cursor: page_cursor(self.cursor, "msg")?,
+            limit: page_limit(self.limit)?,
+        })
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageList {
     pub data: Vec<MessageView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+impl MessageList {
+    pub fn new(messages: &[Message], next_cursor: Option<String>) -> Self {
+        Self {
+            data: messages.iter().map(Message::view).collect(),
+            next_cursor,
+        }
+    }
 }
 
 pub fn parse_status(status: Option<&str>) -> Result<Option<Status>, ApiError> {
@@ -165,30 +199,10 @@ pub async fn list(
     caller: Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<MessageList>> {
-    let direction = query
-        .direction
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|d| {
-            Direction::parse(d).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "direction: outbound or inbound")
-            })
-        })
-        .transpose()?;
-    let filter = ListFilter {
-        contact_id: query.contact_id.filter(|s| !s.is_empty()),
-        status: parse_status(query.status.as_deref())?,
-        direction,
-        batch_id: query.batch_id.filter(|s| !s.is_empty()),
-        cursor: page_cursor(query.cursor, "msg")?,
-        limit: page_limit(query.limit)?,
-    };
+    let filter = query.filter()?;
     let mut conn = state.db.acquire().await?;
     let (messages, next_cursor) = service::list(&mut conn, &caller.account_id, &filter).await?;
-    Ok(Json(MessageList {
-        data: messages.iter().map(|m| m.view()).collect(),
-        next_cursor,
-    }))
+    Ok(Json(MessageList::new(&messages, next_cursor)))
 }
 
 /// Simulate an inbound message
