@@ -27,12 +27,7 @@ use utoipa::ToSchema;
 use crate::{
     clock::{now_ms, rfc3339},
     contacts, events,
-    messages::{
-        self,
-        render::TemplateSource,
-        store::{BatchRow, COLUMNS},
-        Content, ErrorInfo, Status, TextContent,
-    },
+    messages::{self, render::TemplateSource, store::BatchRow, Content, TextContent},
     refusal::Refusal,
     templates::{self, Compiled},
     unit_of_work::UnitOfWork,
@@ -409,75 +404,6 @@ pub async fn check_completed(
     events::emit(work, account_id, "batch.completed", data).await?;
     work.batch_reached(BatchStatus::Completed);
     Ok(true)
-}
-
-/// Cancels a running batch (see the module doc). Returns the batch and how many messages were
-/// failed (`None`: it was cancelled already, nothing changed); 409 `batch_completed` if it
-/// already completed.
-pub async fn cancel(
-    work: &mut UnitOfWork,
-    account_id: &str,
-    batch_id: &str,
-) -> Result<(Batch, Option<u64>), BatchError> {
-    let batch = store::get(work, account_id, batch_id)
-        .await?
-        .ok_or(BatchError::NotFound)?;
-    match batch.status {
-        BatchStatus::Cancelled => return Ok((batch, None)),
-        BatchStatus::Completed => return Err(already_completed()),
-        BatchStatus::Running => {}
-    }
-    let now = now_ms();
-    let error = ErrorInfo {
-        code: "batch_cancelled".into(),
-        message: "the batch was cancelled before this message was sent".into(),
-    };
-    // Only messages nobody claimed yet (`dispatch_at` set): the dispatcher's claim and this
-    // UPDATE exclude each other, so a message is either sent or cancelled, never both.
-    let sql = format!(
-        "UPDATE messages SET status = 'failed', failed_at = $1, error_code = $2, \
-         error_message = $3, dispatch_at = NULL, updated_at = $1 \
-         WHERE batch_id = $4 AND account_id = $5 AND dispatch_at IS NOT NULL \
-         AND status = 'queued' RETURNING {COLUMNS}"
-    );
-    let rows = sqlx::query_as::<_, messages::store::MessageRow>(&sql)
-        .bind(now)
-        .bind(&error.code)
-        .bind(&error.message)
-        .bind(batch_id)
-        .bind(account_id)
-        .fetch_all(&mut **work)
-        .await?;
-    let cancelled = rows.len() as u64;
-    for msg in messages::store::from_rows(rows)? {
-        events::emit(work, account_id, "message.failed", msg.to_json()).await?;
-    }
-    let finished = store::finish(work, batch_id, BatchStatus::Cancelled, now).await?;
-    let batch = store::get(work, account_id, batch_id)
-        .await?
-        .ok_or(BatchError::NotFound)?;
-    // Another workection (PostgreSQL, several backends) may have completed or cancelled the
-    // batch since it was read above: then it is not ours to announce.
-    if !finished {
-        return match batch.status {
-            BatchStatus::Completed => Err(already_completed()),
-            _ => Ok((batch, None)),
-        };
-    }
-    let counts = store::counts(work, batch_id).await?;
-    let data = serde_json::to_value(batch.view(counts)).expect("batch serializes");
-    events::emit(work, account_id, "batch.completed", data).await?;
-    work.messages_reached(Status::Failed, cancelled);
-    work.batch_reached(BatchStatus::Cancelled);
-    Ok((batch, Some(cancelled)))
-}
-
-fn already_completed() -> BatchError {
-    Refusal::conflict(
-        "batch_completed",
-        "the batch already completed; there is nothing left to cancel",
-    )
-    .into()
 }
 
 /// Recipients rejected at acceptance are reported in index order.

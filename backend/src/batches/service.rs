@@ -15,8 +15,9 @@ use crate::{
     channel::{window, Messaging},
     clock::now_ms,
     db::{Db, Page},
+    events,
     ids::new_id,
-    messages::{self, render::TemplateSource, Message, Status},
+    messages::{self, render::TemplateSource, ErrorInfo, Message, Status},
     refusal::Refusal,
     templates,
     unit_of_work::UnitOfWork,
@@ -170,13 +171,57 @@ pub async fn messages_page(
     Ok(messages::store::list_batch(conn, account_id, id, status, cursor, page.limit).await?)
 }
 
-/// Cancels a running batch in `work` (see the module doc of `batches`) and returns its view.
+/// Cancels a running batch in `work` (see the module doc of `batches`) and returns its view:
+/// every message not yet claimed by the dispatcher fails (`batch_cancelled`, one
+/// `message.failed` each) and the batch announces `batch.completed` as `cancelled`. A cancelled
+/// batch changes nothing; a completed one is `batch_completed`.
 pub async fn cancel(
     work: &mut UnitOfWork,
     account_id: &str,
     id: &str,
 ) -> Result<BatchView, BatchError> {
-    let (batch, _) = super::cancel(work, account_id, id).await?;
-    let counts = store::counts(work, id).await?;
-    Ok(batch.view(counts))
+    let batch = store::get(work, account_id, id)
+        .await?
+        .ok_or(BatchError::NotFound)?;
+    match batch.status {
+        BatchStatus::Cancelled => return Ok(batch.view(store::counts(work, id).await?)),
+        BatchStatus::Completed => return Err(already_completed()),
+        BatchStatus::Running => {}
+    }
+    let now = now_ms();
+    let error = ErrorInfo {
+        code: "batch_cancelled".into(),
+        message: "the batch was cancelled before this message was sent".into(),
+    };
+    let failed =
+        messages::store::fail_unclaimed_of_batch(work, account_id, id, &error, now).await?;
+    for msg in &failed {
+        events::emit(work, account_id, "message.failed", msg.to_json()).await?;
+    }
+    let finished = store::finish(work, id, BatchStatus::Cancelled, now).await?;
+    let batch = store::get(work, account_id, id)
+        .await?
+        .ok_or(BatchError::NotFound)?;
+    // Another transaction (PostgreSQL, several backends) may have completed or cancelled the
+    // batch since it was read above: then it is not ours to announce.
+    if !finished {
+        return match batch.status {
+            BatchStatus::Completed => Err(already_completed()),
+            _ => Ok(batch.view(store::counts(work, id).await?)),
+        };
+    }
+    let view = batch.view(store::counts(work, id).await?);
+    let data = serde_json::to_value(&view).expect("batch serializes");
+    events::emit(work, account_id, "batch.completed", data).await?;
+    work.messages_reached(Status::Failed, failed.len() as u64);
+    work.batch_reached(BatchStatus::Cancelled);
+    Ok(view)
+}
+
+fn already_completed() -> BatchError {
+    Refusal::conflict(
+        "batch_completed",
+        "the batch already completed; there is nothing left to cancel",
+    )
+    .into()
 }

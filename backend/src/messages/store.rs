@@ -11,7 +11,7 @@ use crate::{
     unit_of_work::UnitOfWork,
 };
 
-pub const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
+const COLUMNS: &str = "id, account_id, direction, contact_id, phone, type, content, status, \
      error_code, error_message, batch_id, batch_index, reference, flow_id, created_at, sent_at, \
      delivered_at, read_at, failed_at, updated_at, channel";
 
@@ -21,7 +21,7 @@ pub const INSERT_CHUNK: usize = 500;
 
 /// A `messages` row as stored (`COLUMNS`); `Message` is what it means.
 #[derive(sqlx::FromRow)]
-pub struct MessageRow {
+struct MessageRow {
     id: String,
     account_id: String,
     direction: String,
@@ -86,7 +86,7 @@ impl TryFrom<MessageRow> for Message {
 }
 
 /// Decodes rows selected with `COLUMNS`.
-pub fn from_rows(rows: Vec<MessageRow>) -> Result<Vec<Message>, sqlx::Error> {
+fn from_rows(rows: Vec<MessageRow>) -> Result<Vec<Message>, sqlx::Error> {
     rows.into_iter().map(Message::try_from).collect()
 }
 
@@ -322,6 +322,33 @@ pub async fn list_batch(
         .push(crate::db::page_rows(limit));
     let rows = query.build_query_as::<MessageRow>().fetch_all(conn).await?;
     page(rows, limit)
+}
+
+/// Fails a batch's messages that nobody claimed yet (`dispatch_at` set) with `error` at `now`,
+/// and returns them. The dispatcher's claim and this UPDATE exclude each other, so a message is
+/// either sent or failed here, never both.
+pub async fn fail_unclaimed_of_batch(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    batch_id: &str,
+    error: &ErrorInfo,
+    now: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE messages SET status = 'failed', failed_at = $1, error_code = $2, \
+         error_message = $3, dispatch_at = NULL, updated_at = $1 \
+         WHERE batch_id = $4 AND account_id = $5 AND dispatch_at IS NOT NULL \
+         AND status = 'queued' RETURNING {COLUMNS}"
+    );
+    let rows = sqlx::query_as::<_, MessageRow>(&sql)
+        .bind(now)
+        .bind(&error.code)
+        .bind(&error.message)
+        .bind(batch_id)
+        .bind(account_id)
+        .fetch_all(conn)
+        .await?;
+    from_rows(rows)
 }
 
 fn page(rows: Vec<MessageRow>, limit: i64) -> Result<(Vec<Message>, Option<String>), sqlx::Error> {
