@@ -3,18 +3,20 @@
 //! section checks itself, errors naming the full key path. Library code never reads the
 //! environment: `main` passes it in, so tests can hand over exactly what they want.
 //!
-//! Written the same way as the gateway's `config` module. The backend keeps no separate compiled
-//! form: its sections already hold typed values (`Duration`s, a `SocketAddr`), and consumers read
-//! them under the file's names (`config.webhooks.lease`).
+//! figment does the merging, the parsing and the bookkeeping of where each value came from; each
+//! section's `check` returns its problems as `figment::Error`s too, so that one message format
+//! serves both. The backend keeps no separate compiled form: its sections already hold typed
+//! values (`Duration`s, a `SocketAddr`), and consumers read them under the file's names
+//! (`config.webhooks.lease`).
 
 use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::Path, time::Duration};
 
 use figment::{
-    providers::{Format, Yaml},
-    value::{Dict, Map, Value},
-    Figment, Metadata, Profile, Provider,
+    providers::{Format, Serialized, Yaml},
+    value::{Dict, Map},
+    Figment, Metadata, Profile, Provider, Source,
 };
-use serde::{de::DeserializeOwned, Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer};
 
 pub const ENV_PREFIX: &str = "WIZ_BACKEND__";
 
@@ -81,79 +83,63 @@ impl Default for Config {
 }
 
 impl Config {
-    /// File (if present) → `WIZ_BACKEND__*` variables → `WIZ_ADMIN_*` → validation.
+    /// File (if present) → `WIZ_BACKEND__*` variables → `WIZ_ADMIN_*` → checks. Every problem is
+    /// reported, with the file or variable that set the refused value.
     pub fn load(
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
-        let mut file = None;
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                file = Some(format!("config file {}", path.display()));
-                figment = figment.merge(Yaml::string(&text));
-            }
-            // A missing file means "all defaults".
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ConfigError::Read {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }
+        let figment = sources(path, env)?;
+        let config: Config = figment.extract_lossy().map_err(ConfigError::invalid)?;
+        let mut found = config.check();
+        if found.is_empty() {
+            return Ok(config);
         }
-        let mut aliases = Vec::new();
-        for (name, value) in env {
-            if let Some(var) = EnvVar::prefixed(ENV_PREFIX, &name, &value) {
-                figment = figment.merge(var);
-            } else if let Some(var) = EnvVar::alias(&name, &value) {
-                aliases.push(var);
-            }
+        for problem in &mut found {
+            problem.metadata = figment.find_metadata(&problem.path.join(".")).cloned();
         }
-        for var in aliases {
-            figment = figment.merge(var);
-        }
-        let sources = Sources { figment, file };
-        let config: Config = sources.extract()?;
-        config.validate().map_err(|e| sources.attribute(e))?;
-        Ok(config)
+        Err(ConfigError::invalid(found))
     }
 
-    /// Checks every section; all problems are reported at once.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Problems::default();
-        let p = &mut problems;
+    fn check(&self) -> Vec<Problem> {
+        let mut found = Vec::new();
         if self.internal_token.len() < 32 {
-            p.add(
+            found.push(problem(
                 "internal_token",
                 "must be set (WIZ_BACKEND__INTERNAL_TOKEN), at least 32 characters",
-            );
+            ));
         }
         if !self.secrets_key.is_empty() && self.secrets_key.len() < crate::secrets::MIN_KEY_LEN {
-            p.add(
+            found.push(problem(
                 "secrets_key",
                 "at least 32 characters (or empty: generated into secrets_key_file)",
-            );
+            ));
         }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))
         {
-            p.add("database_url", "must start with sqlite: or postgres://");
+            found.push(problem(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         if self.max_body_bytes < 1024 {
-            p.add("max_body_bytes", "must be at least 1024");
+            found.push(problem("max_body_bytes", "must be at least 1024"));
         }
-        p.section("listen_tls", |p| self.listen_tls.check(p));
-        p.section("session", |p| self.session.check(p));
-        p.section("login_throttle", |p| self.login_throttle.check(p));
-        p.section("password_hashing", |p| self.password_hashing.check(p));
-        p.section("webhooks", |p| self.webhooks.check(p));
-        p.section("account_limits", |p| self.account_limits.check(p));
-        p.section("channel", |p| self.channel.check(p));
-        p.section("playground", |p| self.playground.check(p));
-        p.section("admin", |p| self.admin.check(p));
-        problems.into_result()
+        let sections = [
+            within("listen_tls", self.listen_tls.check()),
+            within("session", self.session.check()),
+            within("login_throttle", self.login_throttle.check()),
+            within("password_hashing", self.password_hashing.check()),
+            within("webhooks", self.webhooks.check()),
+            within("account_limits", self.account_limits.check()),
+            within("channel", self.channel.check()),
+            within("playground", self.playground.check()),
+            within("admin", self.admin.check()),
+        ];
+        found.extend(sections.into_iter().flatten());
+        found
     }
 }
 
@@ -167,17 +153,16 @@ pub struct ListenTlsConfig {
 }
 
 impl ListenTlsConfig {
-    fn check(&self, p: &mut Problems) {
-        match (&self.cert, &self.key) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                if let Err(reason) = crate::tls::server_config(Path::new(cert), Path::new(key)) {
-                    p.add("", reason);
-                }
-            }
-            (None, Some(_)) => p.add("cert", "must be set with listen_tls.key"),
-            (Some(_), None) => p.add("key", "must be set with listen_tls.cert"),
-        }
+    fn check(&self) -> Vec<Problem> {
+        let found = match (&self.cert, &self.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => crate::tls::server_config(Path::new(cert), Path::new(key))
+                .err()
+                .map(|reason| problem("", reason)),
+            (None, Some(_)) => Some(problem("cert", "must be set with listen_tls.key")),
+            (Some(_), None) => Some(problem("key", "must be set with listen_tls.cert")),
+        };
+        found.into_iter().collect()
     }
 }
 
@@ -230,14 +215,15 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    fn check(&self, p: &mut Problems) {
-        p.at_least("ttl", self.ttl, Duration::from_secs(1), "1s");
-        p.at_least(
-            "absolute_lifetime",
-            self.absolute_lifetime,
-            Duration::from_secs(1),
-            "1s",
-        );
+    fn check(&self) -> Vec<Problem> {
+        [
+            ("ttl", self.ttl),
+            ("absolute_lifetime", self.absolute_lifetime),
+        ]
+        .into_iter()
+        .filter(|(_, value)| *value < Duration::from_secs(1))
+        .map(|(field, _)| problem(field, "must be at least 1s"))
+        .collect()
     }
 }
 
@@ -258,10 +244,12 @@ impl Default for PlaygroundConfig {
 }
 
 impl PlaygroundConfig {
-    fn check(&self, p: &mut Problems) {
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.credential_ttl) {
-            p.add("credential_ttl", "must be from 1s to 1h");
-        }
+    fn check(&self) -> Vec<Problem> {
+        let allowed = Duration::from_secs(1)..=Duration::from_secs(3600);
+        (!allowed.contains(&self.credential_ttl))
+            .then(|| problem("credential_ttl", "must be from 1s to 1h"))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -304,20 +292,21 @@ impl Default for LoginThrottleConfig {
 }
 
 impl LoginThrottleConfig {
-    fn check(&self, p: &mut Problems) {
-        for (field, value) in [
+    fn check(&self) -> Vec<Problem> {
+        let mut found: Vec<Problem> = [
             ("max_failures", self.max_failures),
             ("email_slowdown_after", self.email_slowdown_after),
             ("ip_slowdown_after", self.ip_slowdown_after),
-        ] {
-            if value == 0 {
-                p.add(field, "must be positive");
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, value)| *value == 0)
+        .map(|(field, _)| problem(field, "must be positive"))
+        .collect();
         if self.window.is_zero() {
-            p.add("window", "must be positive");
+            found.push(problem("window", "must be positive"));
         }
-        p.range("capacity", self.capacity, 1_000..=10_000_000);
+        found.extend(between("capacity", self.capacity, 1_000..=10_000_000));
+        found
     }
 }
 
@@ -342,10 +331,11 @@ impl Default for PasswordHashingConfig {
 }
 
 impl PasswordHashingConfig {
-    fn check(&self, p: &mut Problems) {
-        if self.max_concurrent > 1024 {
-            p.add("max_concurrent", "at most 1024 (0: one per core)");
-        }
+    fn check(&self) -> Vec<Problem> {
+        (self.max_concurrent > 1024)
+            .then(|| problem("max_concurrent", "at most 1024 (0: one per core)"))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -404,9 +394,10 @@ impl Default for WebhooksConfig {
 }
 
 impl WebhooksConfig {
-    fn check(&self, p: &mut Problems) {
+    fn check(&self) -> Vec<Problem> {
+        let mut found = Vec::new();
         if self.retry_schedule.len() > 20 {
-            p.add("retry_schedule", "at most 20 retries");
+            found.push(problem("retry_schedule", "at most 20 retries"));
         }
         for (field, value) in [
             ("max_in_flight", self.max_in_flight),
@@ -416,18 +407,16 @@ impl WebhooksConfig {
             ),
         ] {
             if value == 0 {
-                p.add(field, "must be positive");
+                found.push(problem(field, "must be positive"));
             }
         }
         if self.lease <= self.timeout {
-            p.add("lease", "must be longer than webhooks.timeout");
+            found.push(problem("lease", "must be longer than webhooks.timeout"));
         }
-        p.at_least(
-            "history_retention",
-            self.history_retention,
-            Duration::from_secs(3600),
-            "1h",
-        );
+        if self.history_retention < Duration::from_secs(3600) {
+            found.push(problem("history_retention", "must be at least 1h"));
+        }
+        found
     }
 }
 
@@ -457,19 +446,19 @@ impl Default for AccountLimitsConfig {
 }
 
 impl AccountLimitsConfig {
-    fn check(&self, p: &mut Problems) {
-        for (field, value) in [
+    fn check(&self) -> Vec<Problem> {
+        [
             ("max_api_keys", self.max_api_keys),
             ("max_webhook_endpoints", self.max_webhook_endpoints),
             (
                 "max_pending_deliveries_per_endpoint",
                 self.max_pending_deliveries_per_endpoint,
             ),
-        ] {
-            if value == 0 {
-                p.add(field, "must be at least 1");
-            }
-        }
+        ]
+        .into_iter()
+        .filter(|(_, value)| *value == 0)
+        .map(|(field, _)| problem(field, "must be at least 1"))
+        .collect()
     }
 }
 
@@ -525,34 +514,36 @@ impl Default for WhatsAppConfig {
 }
 
 impl WhatsAppConfig {
-    fn check(&self, p: &mut Problems) {
+    fn check(&self) -> Vec<Problem> {
+        let mut found = Vec::new();
         let base = self.graph_base_url.as_str();
         if !(base.starts_with("https://") || base.starts_with("http://")) || base.ends_with('/') {
-            p.add(
+            found.push(problem(
                 "graph_base_url",
                 "must be an http(s) URL without a trailing slash",
-            );
+            ));
         }
         let version_ok = self
             .api_version
             .strip_prefix('v')
             .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
         if !version_ok {
-            p.add("api_version", "like v23.0");
+            found.push(problem("api_version", "like v23.0"));
         }
         for (field, value) in [
             ("timeout", self.timeout),
             ("connect_timeout", self.connect_timeout),
         ] {
             if value.is_zero() {
-                p.add(field, "must be positive");
+                found.push(problem(field, "must be positive"));
             }
         }
-        p.range(
+        found.extend(between(
             "webhook_max_body_bytes",
             self.webhook_max_body_bytes,
             1024..=16 * 1024 * 1024,
-        );
+        ));
+        found
     }
 }
 
@@ -571,17 +562,19 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
-    fn check(&self, p: &mut Problems) {
+    fn check(&self) -> Vec<Problem> {
+        let mut found = Vec::new();
         if self.timeline.len() != 3 {
-            p.add(
+            found.push(problem(
                 "timeline",
                 "needs exactly three delays: sent, delivered, read",
-            );
+            ));
         }
         if self.rate_per_second == 0 {
-            p.add("rate_per_second", "must be positive");
+            found.push(problem("rate_per_second", "must be positive"));
         }
-        p.section("whatsapp", |p| self.whatsapp.check(p));
+        found.extend(within("whatsapp", self.whatsapp.check()));
+        found
     }
 }
 
@@ -594,226 +587,130 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
-    fn check(&self, p: &mut Problems) {
-        if !self.email.is_empty() && !self.email.contains('@') {
-            p.add("email", "not an email address");
-        }
+    fn check(&self) -> Vec<Problem> {
+        (!self.email.is_empty() && !self.email.contains('@'))
+            .then(|| problem("email", "not an email address"))
+            .into_iter()
+            .collect()
     }
 }
 
-/// One invalid field: its full key path (`limits.redis_url`, `backends[1]`), and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub reason: String,
-    /// Where the bad value came from (file or variable), when known.
-    pub origin: Option<String>,
+/// A value the checks refuse, as figment reports one it cannot parse: `path` is its full key
+/// path, `kind` why, and `metadata` — set by [`Config::load`] — where it came from.
+type Problem = figment::Error;
+
+/// `field` (relative to its section; `""` is the section itself) and why it is refused.
+fn problem(field: &str, reason: impl Into<String>) -> Problem {
+    Problem::from(reason.into()).with_path(field)
 }
 
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)?;
-        if let Some(origin) = &self.origin {
-            write!(f, " (from {origin})")?;
-        }
-        Ok(())
-    }
+/// A section's problems under its name: `ttl` in `session` is `session.ttl`.
+fn within(section: &str, found: Vec<Problem>) -> Vec<Problem> {
+    let prefixed = |mut problem: Problem| {
+        problem.path.insert(0, section.to_owned());
+        problem
+    };
+    found.into_iter().map(prefixed).collect()
 }
 
+/// "must be between …" unless `value` lies in `range`.
+fn between<T: PartialOrd + fmt::Display>(
+    field: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Option<Problem> {
+    let reason = format!("must be between {} and {}", range.start(), range.end());
+    (!range.contains(&value)).then(|| problem(field, reason))
+}
+
+/// Why [`Config::load`] refused a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{}", join(.0))]
-    Invalid(Vec<FieldError>),
-}
-
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    /// Every problem found, each `key.path: reason (from <file or variable>)`.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 impl ConfigError {
-    /// The fields named in this error (empty for read errors).
-    pub fn fields(&self) -> Vec<&str> {
-        match self {
-            ConfigError::Read { .. } => Vec::new(),
-            ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
-        }
-    }
-}
-
-/// What one validation found wrong, every field at once. Each section checks its own fields
-/// under [`Problems::section`], which prefixes their names into full key paths.
-#[derive(Debug, Default)]
-struct Problems {
-    prefix: String,
-    found: Vec<FieldError>,
-}
-
-impl Problems {
-    /// `field` is relative to the current section; empty names the section itself.
-    fn add(&mut self, field: &str, reason: impl Into<String>) {
-        let field = match (self.prefix.is_empty(), field.is_empty()) {
-            (true, _) => field.to_owned(),
-            (false, true) => self.prefix.clone(),
-            (false, false) => format!("{}.{field}", self.prefix),
+    /// figment's errors (a chain from `extract_lossy`, or the checks' problems) as operators read
+    /// them; a value with no metadata is a default, which came from nowhere to name.
+    fn invalid(found: impl IntoIterator<Item = figment::Error>) -> ConfigError {
+        let line = |problem: figment::Error| {
+            let key = match problem.path.is_empty() {
+                true => "(top level)".to_owned(),
+                false => problem.path.join("."),
+            };
+            let from = problem.metadata.map(|m| match m.source {
+                Some(Source::File(path)) => format!(" (from config file {})", path.display()),
+                _ => format!(" (from {})", m.name),
+            });
+            format!("{key}: {}{}", problem.kind, from.unwrap_or_default())
         };
-        self.found.push(FieldError {
-            field,
-            reason: reason.into(),
-            origin: None,
-        });
-    }
-
-    /// Runs `check` with field names relative to the section `name`.
-    fn section<T>(&mut self, name: &str, check: impl FnOnce(&mut Problems) -> T) -> T {
-        let inner = if self.prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
-        let outer = std::mem::replace(&mut self.prefix, inner);
-        let compiled = check(self);
-        self.prefix = outer;
-        compiled
-    }
-
-    /// Adds "must be between …" unless `value` lies in `range`.
-    fn range<T: PartialOrd + fmt::Display>(
-        &mut self,
-        field: &str,
-        value: T,
-        range: RangeInclusive<T>,
-    ) {
-        if !range.contains(&value) {
-            let reason = format!("must be between {} and {}", range.start(), range.end());
-            self.add(field, reason);
-        }
-    }
-
-    /// Adds "must be at least `shown`" when `value` is below `min`.
-    fn at_least(&mut self, field: &str, value: Duration, min: Duration, shown: &str) {
-        if value < min {
-            self.add(field, format!("must be at least {shown}"));
-        }
-    }
-
-    fn into_result(self) -> Result<(), ConfigError> {
-        match self.found.is_empty() {
-            true => Ok(()),
-            false => Err(ConfigError::Invalid(self.found)),
-        }
+        ConfigError::Invalid(found.into_iter().map(line).collect())
     }
 }
 
-/// The file and the variables merged, and the file's name for messages.
-struct Sources {
-    figment: Figment,
-    file: Option<String>,
+/// The file, when there is one, then the variables, the aliases last so that they win.
+fn sources(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment, ConfigError> {
+    // Tried here first, so that a missing file means "all defaults" and an unreadable one is a
+    // `Read` error, not a problem of its (absent) values; figment reads it again, as the source
+    // its metadata names.
+    let figment = match std::fs::read(path) {
+        Ok(_) => Figment::from(Yaml::file_exact(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Figment::new(),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let mut vars: Vec<EnvVar> = env.into_iter().filter_map(EnvVar::captured).collect();
+    vars.sort_by_key(|var| ENV_ALIASES.iter().any(|(alias, _)| *alias == var.name));
+    Ok(vars.into_iter().fold(figment, Figment::merge))
 }
 
-impl Sources {
-    /// Parses; each error names its key path and the file or variable it came from.
-    fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        self.figment.extract_lossy().map_err(|err| {
-            ConfigError::Invalid(
-                err.into_iter()
-                    .map(|e| FieldError {
-                        field: if e.path.is_empty() {
-                            "(top level)".into()
-                        } else {
-                            e.path.join(".")
-                        },
-                        reason: e.kind.to_string(),
-                        origin: self
-                            .origin(e.metadata.as_ref())
-                            .or_else(|| self.file.clone()),
-                    })
-                    .collect(),
-            )
-        })
-    }
-
-    /// Adds to each problem the checks found where its value came from (nothing for a default).
-    fn attribute(&self, err: ConfigError) -> ConfigError {
-        match err {
-            ConfigError::Invalid(mut found) => {
-                for problem in &mut found {
-                    let key = problem.field.split('[').next().unwrap_or_default();
-                    problem.origin = self.origin(self.figment.find_metadata(key));
-                }
-                ConfigError::Invalid(found)
-            }
-            read => read,
-        }
-    }
-
-    fn origin(&self, metadata: Option<&Metadata>) -> Option<String> {
-        match metadata {
-            Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
-            Some(_) => self.file.clone(),
-            None => None,
-        }
-    }
-}
-
-const ENV_SOURCE: &str = "environment variable";
-
-/// One `PREFIX` + `A__B=value` variable as a figment provider. The rule is figment's
-/// `Env::prefixed(PREFIX).split("__")` — the rest of the name lowercased, `__` between nesting
-/// levels — applied to the variables `main` captured: `Env` reads the process environment
-/// itself, which library code does not (a reload re-applies the same variables, tests hand
-/// theirs over). The value stays a string and `extract_lossy` reads it as the field's type
-/// (`true`, `8`, `15s`, `5s,5m`), so a digits-only token stays a string. One provider per variable, so
-/// that an error names the variable.
+/// One captured variable as a figment provider: `WIZ_BACKEND__A__B` under the key figment's
+/// `Env::prefixed(ENV_PREFIX).split("__")` gives it (`a.b`), or one of the [`ENV_ALIASES`]. Not
+/// `Env` itself, which (0.10) reads the process environment — library code does not: `main`
+/// hands the variables over, and so do tests — and parses values on its own (`1234` a number,
+/// `"x"` unquoted), so a digits-only password would be refused as a string. Here the value stays
+/// a string that `extract_lossy` reads as the field's type (`true`, `8`, `15s`, `5s,5m`), and
+/// each variable is its own provider, so that its metadata names it.
 struct EnvVar {
-    var: String,
+    name: String,
     key: String,
     value: String,
 }
 
 impl EnvVar {
-    fn prefixed(prefix: &str, name: &str, value: &str) -> Option<EnvVar> {
-        let key = name
-            .strip_prefix(prefix)?
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect::<Vec<_>>();
-        if key.iter().any(String::is_empty) {
-            return None;
-        }
-        Some(EnvVar {
-            var: name.to_owned(),
-            key: key.join("."),
-            value: value.to_owned(),
-        })
-    }
-
-    /// One of the [`ENV_ALIASES`].
-    fn alias(name: &str, value: &str) -> Option<EnvVar> {
-        let (_, key) = ENV_ALIASES.iter().find(|(alias, _)| *alias == name)?;
-        Some(EnvVar {
-            var: name.to_owned(),
-            key: (*key).to_owned(),
-            value: value.to_owned(),
-        })
+    fn captured((name, value): (String, String)) -> Option<EnvVar> {
+        let key = match name.strip_prefix(ENV_PREFIX) {
+            Some(rest) => rest.replace("__", ".").to_ascii_lowercase(),
+            None => ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == name)?
+                .1
+                .to_owned(),
+        };
+        // Like `Env`, skip a name with an empty level (`WIZ_BACKEND__A____B`).
+        let levels_named = key.split('.').all(|level| !level.is_empty());
+        levels_named.then_some(EnvVar { name, key, value })
     }
 }
 
 impl Provider for EnvVar {
     fn metadata(&self) -> Metadata {
-        Metadata::named(format!("{ENV_SOURCE} {}", self.var))
+        Metadata::named(format!("environment variable {}", self.name))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
-            .into_dict()
-            .unwrap_or_default();
-        Ok(Profile::Default.collect(dict))
+        Serialized::default(&self.key, &self.value).data()
     }
 }
 

@@ -18,10 +18,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Yaml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider};
-use serde::de::DeserializeOwned;
+use figment::providers::{Format, Serialized, Yaml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer};
 
 use crate::client_ip::TrustedProxies;
@@ -124,8 +123,9 @@ impl GatewayConfig {
         let sync = p.section("sync", |p| self.sync.compile(p));
         let usage = p.section("usage", |p| self.usage.compile(p));
         p.section("log", |p| self.log.check(p));
-        problems.into_result()?;
-
+        if !problems.found.is_empty() {
+            return Err(ConfigError::Invalid(problems.found));
+        }
         let (Some(listen), Some(metrics_listen), Some(internal_token)) =
             (listen, metrics_listen, internal_token)
         else {
@@ -555,83 +555,79 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
     })
 }
 
-/// One invalid field: its full key path (`limits.redis_url`, `backends[1]`), and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub reason: String,
-    /// Where the bad value came from (file or variable), when known.
-    pub origin: Option<String>,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)?;
-        if let Some(origin) = &self.origin {
-            write!(f, " (from {origin})")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What is wrong with a configuration. Each problem is a `figment::Error`: its `path` is the full
+/// key path (`limits.redis_url`, `backends[1]`), its `kind` the reason, and its `metadata`, when
+/// known, where the value came from (the file, or the variable's own provider). figment fills these in
+/// for what it cannot parse; [`ConfigSource::load_runtime`] for what the checks refuse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{}", join(.0))]
-    Invalid(Vec<FieldError>),
+    #[error("{}", .0.iter().map(describe).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<figment::Error>),
 }
 
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+/// figment's chain of errors, all `extract_lossy` found.
+impl From<figment::Error> for ConfigError {
+    fn from(errors: figment::Error) -> ConfigError {
+        ConfigError::Invalid(errors.into_iter().collect())
+    }
 }
 
 impl ConfigError {
     /// The fields named in this error (empty for read errors).
-    pub fn fields(&self) -> Vec<&str> {
+    pub fn fields(&self) -> Vec<String> {
         match self {
             ConfigError::Read { .. } => Vec::new(),
-            ConfigError::Invalid(v) => v.iter().map(|e| e.field.as_str()).collect(),
+            ConfigError::Invalid(found) => found.iter().map(field).collect(),
         }
     }
 }
 
-/// What one validation found wrong, every field at once. Each section checks its own fields
-/// under [`Problems::section`], which prefixes their names into full key paths.
+fn field(problem: &figment::Error) -> String {
+    match problem.path.is_empty() {
+        true => "(top level)".to_owned(),
+        false => problem.path.join("."),
+    }
+}
+
+/// `limits.redis_url: <reason> (from environment variable WIZ_GATEWAY__LIMITS__REDIS_URL)`.
+fn describe(problem: &figment::Error) -> String {
+    match origin(problem) {
+        Some(origin) => format!("{}: {} (from {origin})", field(problem), problem.kind),
+        None => format!("{}: {}", field(problem), problem.kind),
+    }
+}
+
+/// `config file <path>` or `environment variable <name>`; `None` for a default value.
+fn origin(problem: &figment::Error) -> Option<String> {
+    let metadata = problem.metadata.as_ref()?;
+    Some(match &metadata.source {
+        Some(Source::File(path)) => format!("config file {}", path.display()),
+        _ => metadata.name.to_string(),
+    })
+}
+
+/// What the checks found wrong, every field at once. Each section checks its own fields under
+/// [`Problems::section`], which puts the section's name before theirs.
 #[derive(Debug, Default)]
 struct Problems {
-    prefix: String,
-    found: Vec<FieldError>,
+    section: Vec<String>,
+    found: Vec<figment::Error>,
 }
 
 impl Problems {
     fn add(&mut self, field: &str, reason: impl Into<String>) {
-        let field = if self.prefix.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{}.{field}", self.prefix)
-        };
-        self.found.push(FieldError {
-            field,
-            reason: reason.into(),
-            origin: None,
-        });
+        let mut problem = figment::Error::from(reason.into());
+        problem.path = self.section.clone();
+        self.found.push(problem.with_path(field));
     }
 
-    /// Runs `check` with field names relative to the section `name`.
-    fn section<T>(&mut self, name: &str, check: impl FnOnce(&mut Problems) -> T) -> T {
-        let inner = if self.prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
-        let outer = std::mem::replace(&mut self.prefix, inner);
-        let compiled = check(self);
-        self.prefix = outer;
+    /// Runs `compile` with field names relative to the section `name`.
+    fn section<T>(&mut self, name: &str, compile: impl FnOnce(&mut Problems) -> T) -> T {
+        self.section.push(name.to_owned());
+        let compiled = compile(self);
+        self.section.pop();
         compiled
     }
 
@@ -657,13 +653,6 @@ impl Problems {
             );
         }
         parsed
-    }
-
-    fn into_result(self) -> Result<(), ConfigError> {
-        match self.found.is_empty() {
-            true => Ok(()),
-            false => Err(ConfigError::Invalid(self.found)),
-        }
     }
 }
 
@@ -697,27 +686,37 @@ impl ConfigSource {
 
     /// Reads and parses (no validation): the file, then the variables on top.
     pub fn load(&self) -> Result<GatewayConfig, ConfigError> {
-        self.sources()?.extract()
+        Ok(self.figment()?.extract_lossy()?)
     }
 
-    /// Reads, parses, validates and compiles.
+    /// Reads, parses, validates and compiles. A refused value is traced to the file or variable
+    /// that set it.
     pub fn load_runtime(&self) -> Result<RuntimeConfig, ConfigError> {
-        let sources = self.sources()?;
-        sources
-            .extract::<GatewayConfig>()?
+        let figment = self.figment()?;
+        figment
+            .extract_lossy::<GatewayConfig>()?
             .validate()
-            .map_err(|e| sources.attribute(e))
+            .map_err(|err| match err {
+                ConfigError::Invalid(mut found) => {
+                    for problem in &mut found {
+                        let key = problem.path.join(".");
+                        let key = key.split('[').next().unwrap_or_default();
+                        problem.metadata = figment.find_metadata(key).cloned();
+                    }
+                    ConfigError::Invalid(found)
+                }
+                read => read,
+            })
     }
 
-    fn sources(&self) -> Result<Sources, ConfigError> {
+    fn figment(&self) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
-        let mut file = None;
         if let Some(path) = &self.path {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    file = Some(format!("config file {}", path.display()));
-                    figment = figment.merge(Yaml::string(&text));
-                }
+            // Tried here first: a missing default file is no file, an unreadable one a `Read`
+            // error rather than a problem of its values. figment reads it again, as the source
+            // its metadata names.
+            match std::fs::read(path) {
+                Ok(_) => figment = figment.merge(Yaml::file_exact(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.file_required => {}
                 Err(e) => {
                     return Err(ConfigError::Read {
@@ -727,94 +726,31 @@ impl ConfigSource {
                 }
             }
         }
-        for (name, value) in &self.env {
-            if let Some(var) = EnvVar::prefixed(ENV_PREFIX, name, value) {
-                figment = figment.merge(var);
-            }
-        }
-        Ok(Sources { figment, file })
+        let vars = self.env.iter().filter_map(|(k, v)| EnvVar::prefixed(k, v));
+        Ok(vars.fold(figment, Figment::merge))
     }
 }
 
-/// The file and the variables merged, and the file's name for messages.
-struct Sources {
-    figment: Figment,
-    file: Option<String>,
-}
-
-impl Sources {
-    /// Parses; each error names its key path and the file or variable it came from.
-    fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        self.figment.extract_lossy().map_err(|err| {
-            ConfigError::Invalid(
-                err.into_iter()
-                    .map(|e| FieldError {
-                        field: if e.path.is_empty() {
-                            "(top level)".into()
-                        } else {
-                            e.path.join(".")
-                        },
-                        reason: e.kind.to_string(),
-                        origin: self
-                            .origin(e.metadata.as_ref())
-                            .or_else(|| self.file.clone()),
-                    })
-                    .collect(),
-            )
-        })
-    }
-
-    /// Adds to each problem the checks found where its value came from (nothing for a default).
-    fn attribute(&self, err: ConfigError) -> ConfigError {
-        match err {
-            ConfigError::Invalid(mut found) => {
-                for problem in &mut found {
-                    let key = problem.field.split('[').next().unwrap_or_default();
-                    problem.origin = self.origin(self.figment.find_metadata(key));
-                }
-                ConfigError::Invalid(found)
-            }
-            read => read,
-        }
-    }
-
-    fn origin(&self, metadata: Option<&Metadata>) -> Option<String> {
-        match metadata {
-            Some(m) if m.name.starts_with(ENV_SOURCE) => Some(m.name.to_string()),
-            Some(_) => self.file.clone(),
-            None => None,
-        }
-    }
-}
-
-const ENV_SOURCE: &str = "environment variable";
-
-/// One `PREFIX` + `A__B=value` variable as a figment provider. The rule is figment's
-/// `Env::prefixed(PREFIX).split("__")` — the rest of the name lowercased, `__` between nesting
-/// levels — applied to the variables `main` captured: `Env` reads the process environment
-/// itself, which library code does not (a reload re-applies the same variables, tests hand
-/// theirs over). The value stays a string and `extract_lossy` reads it as the field's type
-/// (`true`, `8`, `a,b`), so a digits-only token stays a string. One provider per variable, so
-/// that an error names the variable.
+/// One captured `WIZ_GATEWAY__A__B=value` variable as a figment provider, under the key
+/// figment's `Env::prefixed(ENV_PREFIX).split("__")` gives it (`a.b`). Not `Env` itself, which
+/// (0.10) reads the process environment — library code does not: a reload re-applies what `main`
+/// captured, tests hand theirs over — and parses values on its own (`1234` a number, `"x"`
+/// unquoted), so a digits-only token would be refused as a string. Here the value stays a string
+/// that `extract_lossy` reads as the field's type (`true`, `8`, `a,b`), and each variable is its
+/// own provider, so its metadata names it.
 struct EnvVar {
-    var: String,
+    name: String,
     key: String,
     value: String,
 }
 
 impl EnvVar {
-    fn prefixed(prefix: &str, name: &str, value: &str) -> Option<EnvVar> {
-        let key = name
-            .strip_prefix(prefix)?
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect::<Vec<_>>();
-        if key.iter().any(String::is_empty) {
-            return None;
-        }
-        Some(EnvVar {
-            var: name.to_owned(),
-            key: key.join("."),
+    fn prefixed(name: &str, value: &str) -> Option<EnvVar> {
+        let key = name.strip_prefix(ENV_PREFIX)?.replace("__", ".");
+        let key = key.to_ascii_lowercase();
+        (!key.split('.').any(str::is_empty)).then(|| EnvVar {
+            name: name.to_owned(),
+            key,
             value: value.to_owned(),
         })
     }
@@ -822,14 +758,11 @@ impl EnvVar {
 
 impl Provider for EnvVar {
     fn metadata(&self) -> Metadata {
-        Metadata::named(format!("{ENV_SOURCE} {}", self.var))
+        Metadata::named(format!("environment variable {}", self.name))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let dict = figment::util::nest(&self.key, Value::from(self.value.clone()))
-            .into_dict()
-            .unwrap_or_default();
-        Ok(Profile::Default.collect(dict))
+        Serialized::default(&self.key, &self.value).data()
     }
 }
 
@@ -1336,9 +1269,11 @@ mod tests {
         let ConfigError::Invalid(found) = err else {
             panic!("{err}")
         };
+        let found: Vec<(String, Option<String>)> =
+            found.iter().map(|f| (field(f), origin(f))).collect();
         let origins: Vec<(&str, Option<&str>)> = found
             .iter()
-            .map(|f| (f.field.as_str(), f.origin.as_deref()))
+            .map(|(field, origin)| (field.as_str(), origin.as_deref()))
             .collect();
         assert_eq!(origins.len(), 3, "{origins:?}");
         assert_eq!(origins[0].0, "threads");
