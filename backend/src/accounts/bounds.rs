@@ -6,7 +6,7 @@
 
 use sqlx::AnyConnection;
 
-use crate::error::ApiError;
+use crate::refusal::Refusal;
 
 /// A bounded kind of thing an account owns.
 #[derive(Debug, Clone, Copy)]
@@ -28,16 +28,16 @@ impl Bounded {
         }
     }
 
-    fn refusal(self, max: u32) -> ApiError {
+    fn refusal(self, max: u32) -> Refusal {
         match self {
-            Bounded::ApiKeys => ApiError::unprocessable(
+            Bounded::ApiKeys => Refusal::unacceptable(
                 "too_many_api_keys",
                 format!(
                     "this account already has {max} API keys that are not revoked \
                      (account_limits.max_api_keys); revoke one first"
                 ),
             ),
-            Bounded::WebhookEndpoints => ApiError::unprocessable(
+            Bounded::WebhookEndpoints => Refusal::unacceptable(
                 "too_many_webhook_endpoints",
                 format!(
                     "this account already has {max} webhook endpoints \
@@ -49,13 +49,14 @@ impl Bounded {
 }
 
 /// Refuses one more `what` if the account holds `max` already. Call it in the inserting
-/// transaction, before the insert.
+/// transaction, before the insert. The outer error is the database's, the inner one the
+/// bound's answer (`too_many_*`), so callers write `check(..).await??`.
 pub async fn check(
     tx: &mut AnyConnection,
     account_id: &str,
     what: Bounded,
     max: u32,
-) -> Result<(), ApiError> {
+) -> Result<Result<(), Refusal>, sqlx::Error> {
     if tx.backend_name() == "PostgreSQL" {
         // NO KEY UPDATE: serialises the bound checks of one account without blocking the foreign
         // key checks (KEY SHARE) of every other insert that references the account.
@@ -64,12 +65,12 @@ pub async fn check(
             .execute(&mut *tx)
             .await?;
     }
-    let (count,): (i64,) = sqlx::query_as(what.count_sql())
+    let count: i64 = sqlx::query_scalar(what.count_sql())
         .bind(account_id)
         .fetch_one(&mut *tx)
         .await?;
     if count >= i64::from(max) {
-        return Err(what.refusal(max));
+        return Ok(Err(what.refusal(max)));
     }
-    Ok(())
+    Ok(Ok(()))
 }

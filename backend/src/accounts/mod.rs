@@ -65,7 +65,7 @@ pub struct Account {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct User {
     pub id: String,
     pub email: String,
@@ -78,51 +78,58 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-fn account_from_row(row: (String, String, String, i64)) -> Result<Account, sqlx::Error> {
-    let (id, name, plan, created_at) = row;
-    let plan = plan
-        .parse()
-        .map_err(|e: String| sqlx::Error::ColumnDecode {
-            index: "plan".into(),
-            source: e.into(),
-        })?;
-    Ok(Account {
-        id,
-        name,
-        plan,
-        created_at,
-    })
+/// A row of `accounts`, as stored; `Account` is it with the plan parsed.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: String,
+    name: String,
+    plan: String,
+    created_at: i64,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = sqlx::Error;
+
+    fn try_from(row: AccountRow) -> Result<Self, Self::Error> {
+        let plan = row
+            .plan
+            .parse()
+            .map_err(|e: String| sqlx::Error::ColumnDecode {
+                index: "plan".into(),
+                source: e.into(),
+            })?;
+        Ok(Account {
+            id: row.id,
+            name: row.name,
+            plan,
+            created_at: row.created_at,
+        })
+    }
 }
 
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Account>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, plan, created_at FROM accounts WHERE id = $1")
+    sqlx::query_as::<_, AccountRow>("SELECT id, name, plan, created_at FROM accounts WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?
-        .map(account_from_row)
+        .map(Account::try_from)
         .transpose()
 }
 
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Account>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, plan, created_at FROM accounts ORDER BY id")
+    sqlx::query_as::<_, AccountRow>("SELECT id, name, plan, created_at FROM accounts ORDER BY id")
         .fetch_all(conn)
         .await?
         .into_iter()
-        .map(account_from_row)
+        .map(Account::try_from)
         .collect()
 }
 
 pub async fn get_user(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, sqlx::Error> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, email, account_id FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(|(id, email, account_id)| User {
-        id,
-        email,
-        account_id,
-    }))
+    sqlx::query_as("SELECT id, email, account_id FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Creates an account and its first admin user (on the caller's transaction).
@@ -151,7 +158,7 @@ pub async fn create(
             password::MAX_PASSWORD_BYTES
         );
     }
-    let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE email = $1")
+    let taken: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
         .bind(&email)
         .fetch_optional(&mut *conn)
         .await?;
@@ -243,7 +250,7 @@ pub async fn bootstrap(state: &AppState) -> anyhow::Result<()> {
     .await?
     .rows_affected()
         == 1;
-    let (accounts,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM accounts")
+    let accounts: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM accounts")
         .fetch_one(&mut *tx)
         .await?;
     if !first || accounts > 0 {

@@ -19,6 +19,7 @@ use crate::{
     },
     db::Db,
     error::ApiError,
+    refusal::Refusal,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,12 @@ pub enum KeyError {
 impl From<ApiError> for KeyError {
     fn from(refusal: ApiError) -> Self {
         KeyError::Refused(refusal)
+    }
+}
+
+impl From<Refusal> for KeyError {
+    fn from(refusal: Refusal) -> Self {
+        KeyError::Refused(refusal.into())
     }
 }
 
@@ -172,7 +179,7 @@ impl Keys<'_> {
         if !account.plan.allows_api() {
             return Err(KeyError::PlanRequired(account.plan));
         }
-        bounds::check(&mut tx, account_id, Bounded::ApiKeys, max_keys).await?;
+        bounds::check(&mut tx, account_id, Bounded::ApiKeys, max_keys).await??;
         let (id, version) =
             store::insert(&mut tx, account_id, &settings, &credentials, now).await?;
         let record = load(&mut tx, account_id, &id, now).await?;

@@ -213,7 +213,7 @@ pub async fn create(
         Bounded::WebhookEndpoints,
         max_endpoints,
     )
-    .await?;
+    .await??;
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, account_id, url, description, events, enabled, secret, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
