@@ -78,21 +78,26 @@ async fn backend(dir: &std::path::Path) -> (AppState, String) {
 }
 
 async fn add_endpoints(state: &AppState, account: &str, url: &str, n: usize) {
+    let endpoints = webhooks::service::Endpoints {
+        db: &state.db,
+        secrets: &state.secrets,
+        webhooks: &state.webhooks,
+        config: &state.config.webhooks,
+    };
     for _ in 0..n {
-        webhooks::endpoints::create(
-            &state.db,
-            &state.secrets,
-            account,
-            u32::MAX,
-            webhooks::endpoints::NewEndpoint {
-                url: url.to_string(),
-                events: vec!["*".into()],
-                description: "bench".into(),
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
+        endpoints
+            .create(
+                account,
+                webhooks::service::EndpointInput {
+                    url: url.to_string(),
+                    events: vec!["*".into()],
+                    description: "bench".into(),
+                    enabled: true,
+                },
+                u32::MAX,
+            )
+            .await
+            .unwrap();
     }
 }
 

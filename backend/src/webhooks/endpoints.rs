@@ -1,5 +1,6 @@
-//! Webhook endpoints: validation and storage. Every function takes the caller's `account_id` and
-//! matches it in SQL, so another account's endpoint is simply "not found".
+//! Webhook endpoints: field checks and storage. Every function takes the caller's `account_id`
+//! and matches it in SQL, so another account's endpoint is simply "not found". What the console
+//! does with them, with its rules, is `webhooks::service`.
 
 use std::time::Duration;
 
@@ -9,12 +10,11 @@ use sqlx::AnyConnection;
 use super::sign::Secret;
 use crate::secrets::Secrets;
 use crate::{
-    accounts::bounds::{self, Bounded},
     clock::{now_ms, rfc3339},
     db::Db,
-    error::{ApiError, ApiResult},
     events::EVENT_TYPES,
     ids::new_id,
+    refusal::Refusal,
 };
 
 pub const MAX_DESCRIPTION: usize = 500;
@@ -63,8 +63,8 @@ pub struct Changes {
 /// An http(s) URL with a host, no longer than `MAX_URL`. With the SSRF guard on, an IP literal of
 /// a special-purpose address (`ssrf::SPECIAL`) is refused here already (names are judged at delivery time, where their
 /// addresses are known).
-pub fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
-    let invalid = |why: &str| ApiError::bad_request("invalid_url", format!("url: {why}"));
+pub fn validate_url(url: &str, allow_private: bool) -> Result<String, Refusal> {
+    let invalid = |why: &str| Refusal::invalid("invalid_url", format!("url: {why}"));
     let url = url.trim();
     if url.len() > MAX_URL {
         return Err(invalid(&format!("at most {MAX_URL} characters")));
@@ -77,7 +77,7 @@ pub fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
         return Err(invalid("must have a host"));
     }
     if let Err(blocked) = super::ssrf::check_url(&parsed, allow_private) {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "webhook_url_not_allowed",
             format!("url: {blocked}"),
         ));
@@ -86,16 +86,16 @@ pub fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
 }
 
 /// Known event types (SPEC §8), de-duplicated, or `["*"]` alone.
-pub fn validate_events(events: &[String]) -> ApiResult<Vec<String>> {
+pub fn validate_events(events: &[String]) -> Result<Vec<String>, Refusal> {
     if events.is_empty() {
-        return Err(ApiError::bad_request(
+        return Err(Refusal::invalid(
             "invalid_events",
             "events: subscribe to at least one event type, or [\"*\"] for all",
         ));
     }
     if events.iter().any(|e| e == ALL_EVENTS) {
         if events.len() > 1 {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_events",
                 "events: \"*\" already means all event types; list it alone",
             ));
@@ -105,7 +105,7 @@ pub fn validate_events(events: &[String]) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for event in events {
         if !EVENT_TYPES.contains(&event.as_str()) {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::invalid(
                 "invalid_events",
                 format!(
                     "events: unknown event type {event:?}; known: {}",
@@ -120,9 +120,9 @@ pub fn validate_events(events: &[String]) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-pub fn validate_description(description: &str) -> ApiResult<String> {
+pub fn validate_description(description: &str) -> Result<String, Refusal> {
     if description.chars().count() > MAX_DESCRIPTION {
-        return Err(ApiError::bad_request(
+        return Err(Refusal::invalid(
             "invalid_description",
             format!("description: at most {MAX_DESCRIPTION} characters"),
         ));
@@ -180,7 +180,6 @@ impl From<EndpointRow> for Endpoint {
     }
 }
 
-/// Creates an endpoint; the secret is returned here and never again.
 /// A validated endpoint to create.
 pub struct NewEndpoint {
     pub url: String,
@@ -189,50 +188,31 @@ pub struct NewEndpoint {
     pub enabled: bool,
 }
 
-/// Creates the endpoint unless the account has `max_endpoints` already.
-pub async fn create(
-    db: &Db,
+/// Stores a new endpoint with a fresh secret (sealed at rest) on the caller's transaction;
+/// returns its id and the plain secret, which is shown once and never again.
+pub async fn insert(
+    conn: &mut AnyConnection,
     secrets: &Secrets,
     account_id: &str,
-    max_endpoints: u32,
-    new: NewEndpoint,
-) -> ApiResult<(Endpoint, Secret)> {
-    let NewEndpoint {
-        url,
-        events,
-        description,
-        enabled,
-    } = new;
+    new: &NewEndpoint,
+) -> Result<(String, Secret), sqlx::Error> {
     let id = new_id("whk");
     let secret = Secret::generate();
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    bounds::check(
-        &mut tx,
-        account_id,
-        Bounded::WebhookEndpoints,
-        max_endpoints,
-    )
-    .await??;
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, account_id, url, description, events, enabled, secret, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(&id)
     .bind(account_id)
-    .bind(&url)
-    .bind(&description)
-    .bind(serde_json::to_string(&events).expect("strings serialize"))
-    .bind(i64::from(enabled))
+    .bind(&new.url)
+    .bind(&new.description)
+    .bind(serde_json::to_string(&new.events).expect("strings serialize"))
+    .bind(i64::from(new.enabled))
     .bind(secrets.encrypt_str(secret.expose()))
-    .bind(now)
-    .execute(&mut *tx)
+    .bind(now_ms())
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    let endpoint = get(db, account_id, &id)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
-    Ok((endpoint, secret))
+    Ok((id, secret))
 }
 
 pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<Endpoint>, sqlx::Error> {
@@ -275,13 +255,14 @@ pub async fn update(
     changes: Changes,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let current: Option<(i64,)> =
-        sqlx::query_as("SELECT enabled FROM webhook_endpoints WHERE id = $1 AND account_id = $2")
-            .bind(id)
-            .bind(account_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((was_enabled,)) = current else {
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT enabled FROM webhook_endpoints WHERE id = $1 AND account_id = $2",
+    )
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(was_enabled) = current else {
         return Ok(None);
     };
     let now = now_ms();
@@ -423,10 +404,18 @@ pub fn signing_keys(
         .collect()
 }
 
+/// An endpoint's secrets as stored: sealed (`enc:...`) or, from before sealing, plain.
+#[derive(sqlx::FromRow)]
+struct StoredSecrets {
+    id: String,
+    secret: String,
+    previous_secret: Option<String>,
+}
+
 /// Seals the secrets of rows written before secrets were encrypted at rest. Run at start-up;
 /// each row is rewritten only if it still holds what was read, so concurrent backends agree.
 pub async fn seal_plaintext_secrets(db: &Db, secrets: &Secrets) -> Result<u64, sqlx::Error> {
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<StoredSecrets> = sqlx::query_as(
         "SELECT id, secret, previous_secret FROM webhook_endpoints \
          WHERE secret NOT LIKE 'enc:%' OR previous_secret NOT LIKE 'enc:%'",
     )
@@ -440,7 +429,12 @@ pub async fn seal_plaintext_secrets(db: &Db, secrets: &Secrets) -> Result<u64, s
         }
     };
     let mut sealed = 0;
-    for (id, secret, previous) in rows {
+    for StoredSecrets {
+        id,
+        secret,
+        previous_secret: previous,
+    } in rows
+    {
         sealed += sqlx::query(
             "UPDATE webhook_endpoints SET secret = $1, previous_secret = $2 \
              WHERE id = $3 AND secret = $4",
@@ -480,9 +474,15 @@ pub async fn add_log(
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct LogRow {
+    at: i64,
+    message: String,
+}
+
 /// The newest log entries first.
 pub async fn log(db: &Db, endpoint_id: &str, limit: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    let rows: Vec<LogRow> = sqlx::query_as(
         "SELECT at, message FROM webhook_endpoint_log WHERE endpoint_id = $1 \
          ORDER BY id DESC LIMIT $2",
     )
@@ -492,9 +492,9 @@ pub async fn log(db: &Db, endpoint_id: &str, limit: i64) -> Result<Vec<LogEntry>
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(at, message)| LogEntry {
-            at: rfc3339(at),
-            message,
+        .map(|row| LogEntry {
+            at: rfc3339(row.at),
+            message: row.message,
         })
         .collect())
 }
@@ -508,24 +508,19 @@ mod tests {
         assert!(validate_url("https://hooks.example.com/wiz", false).is_ok());
         assert!(validate_url("http://hooks.example.com:8080/x?y=1", false).is_ok());
         assert_eq!(
-            validate_url("ftp://example.com/", false)
-                .unwrap_err()
-                .code(),
+            validate_url("ftp://example.com/", false).unwrap_err().code,
             "invalid_url"
         );
         assert_eq!(
-            validate_url("not a url", false).unwrap_err().code(),
+            validate_url("not a url", false).unwrap_err().code,
             "invalid_url"
         );
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL));
-        assert_eq!(
-            validate_url(&long, false).unwrap_err().code(),
-            "invalid_url"
-        );
+        assert_eq!(validate_url(&long, false).unwrap_err().code, "invalid_url");
         assert_eq!(
             validate_url("http://169.254.169.254/latest/meta-data", false)
                 .unwrap_err()
-                .code(),
+                .code,
             "webhook_url_not_allowed"
         );
         assert!(validate_url("http://127.0.0.1:9000/hook", true).is_ok());

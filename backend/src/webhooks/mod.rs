@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod in_flight;
 pub mod metrics;
 pub mod outbox;
+pub mod service;
 pub mod sign;
 pub mod ssrf;
 pub mod worker;

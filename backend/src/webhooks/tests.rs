@@ -1453,12 +1453,12 @@ async fn deleting_an_endpoint_mid_request_leaves_no_attempt_behind() {
 async fn plaintext_secrets_are_sealed_on_start() {
     let app = TestApp::new().await;
     let account = app.demo_console().await.account_id;
-    let (endpoint, secret) = super::endpoints::create(
-        &app.state.db,
+    let mut conn = app.state.db.acquire().await.unwrap();
+    let (endpoint_id, secret) = super::endpoints::insert(
+        &mut conn,
         &app.state.secrets,
         &account,
-        u32::MAX,
-        super::endpoints::NewEndpoint {
+        &super::endpoints::NewEndpoint {
             url: "http://127.0.0.1:9/hook".into(),
             events: vec!["*".into()],
             description: String::new(),
@@ -1467,11 +1467,12 @@ async fn plaintext_secrets_are_sealed_on_start() {
     )
     .await
     .unwrap();
+    drop(conn);
     let old = Secret::generate();
     sqlx::query("UPDATE webhook_endpoints SET secret = $1, previous_secret = $2 WHERE id = $3")
         .bind(secret.expose())
         .bind(old.expose())
-        .bind(&endpoint.id)
+        .bind(&endpoint_id)
         .execute(&app.state.db)
         .await
         .unwrap();
@@ -1481,7 +1482,7 @@ async fn plaintext_secrets_are_sealed_on_start() {
     assert_eq!(sealed, 1);
     let (stored, previous): (String, String) =
         sqlx::query_as("SELECT secret, previous_secret FROM webhook_endpoints WHERE id = $1")
-            .bind(&endpoint.id)
+            .bind(&endpoint_id)
             .fetch_one(&app.state.db)
             .await
             .unwrap();

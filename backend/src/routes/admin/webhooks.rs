@@ -20,10 +20,10 @@ use crate::{
     openapi::ErrorBody,
     state::AppState,
     webhooks::{
-        endpoints::{self, Changes, Endpoint, LogEntry},
+        endpoints::{self, Endpoint, LogEntry},
         metrics::Outcome,
-        outbox::{self, AttemptView, DeliveryFilter, DeliveryView},
-        worker,
+        outbox::{AttemptView, DeliveryView},
+        service::{EndpointChanges, EndpointError, EndpointInput, Endpoints},
     },
 };
 
@@ -64,8 +64,26 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
-fn not_found() -> ApiError {
-    ApiError::not_found("webhook")
+/// The HTTP answer of each refusal of the endpoint rules.
+impl From<EndpointError> for ApiError {
+    fn from(error: EndpointError) -> Self {
+        match error {
+            EndpointError::NotFound => ApiError::not_found("webhook"),
+            EndpointError::DeliveryNotFound => ApiError::not_found("delivery"),
+            e @ EndpointError::TestVanished => ApiError::Internal(e.into()),
+            EndpointError::Refused(refusal) => refusal.into(),
+            EndpointError::Db(e) => e.into(),
+        }
+    }
+}
+
+fn endpoints_of(state: &AppState) -> Endpoints<'_> {
+    Endpoints {
+        db: &state.db,
+        secrets: &state.secrets,
+        webhooks: &state.webhooks,
+        config: &state.config.webhooks,
+    }
 }
 
 fn all_events() -> Vec<String> {
@@ -195,8 +213,9 @@ async fn list(
 ) -> ApiResult<Json<WebhookList>> {
     let limit = page_limit(query.limit)?;
     let cursor = page_cursor(query.cursor, "whk")?;
-    let (data, next_cursor) =
-        endpoints::list(&state.db, &session.account_id, cursor.as_deref(), limit).await?;
+    let (data, next_cursor) = endpoints_of(&state)
+        .list(&session.account_id, cursor.as_deref(), limit)
+        .await?;
     Ok(Json(WebhookList { data, next_cursor }))
 }
 
@@ -215,23 +234,24 @@ async fn create(
     session: AdminSession,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    let allow_private = state.config.webhooks.allow_private_targets;
-    let url = endpoints::validate_url(&body.url, allow_private)?;
-    let events = endpoints::validate_events(&body.events)?;
-    let description = endpoints::validate_description(&body.description)?;
-    let (endpoint, secret) = endpoints::create(
-        &state.db,
-        &state.secrets,
-        &session.account_id,
-        state.config.account_limits.max_webhook_endpoints,
-        endpoints::NewEndpoint {
-            url,
-            events,
-            description,
-            enabled: body.enabled,
-        },
-    )
-    .await?;
+    let CreateWebhook {
+        url,
+        events,
+        description,
+        enabled,
+    } = body;
+    let (endpoint, secret) = endpoints_of(&state)
+        .create(
+            &session.account_id,
+            EndpointInput {
+                url,
+                events,
+                description,
+                enabled,
+            },
+            state.config.account_limits.max_webhook_endpoints,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedWebhook {
@@ -252,10 +272,9 @@ async fn fetch(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<WebhookDetail>> {
-    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
-    let log = endpoints::log(&state.db, &endpoint.id, LOG_LINES).await?;
+    let (endpoint, log) = endpoints_of(&state)
+        .get(&session.account_id, &id, LOG_LINES)
+        .await?;
     Ok(Json(WebhookDetail { endpoint, log }))
 }
 
@@ -272,29 +291,24 @@ async fn update(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateWebhook>,
 ) -> ApiResult<Json<Endpoint>> {
-    let allow_private = state.config.webhooks.allow_private_targets;
-    let changes = Changes {
-        url: body
-            .url
-            .map(|u| endpoints::validate_url(&u, allow_private))
-            .transpose()?,
-        events: body
-            .events
-            .map(|e| endpoints::validate_events(&e))
-            .transpose()?,
-        description: body
-            .description
-            .map(|d| endpoints::validate_description(&d))
-            .transpose()?,
-        enabled: body.enabled,
-    };
-    let endpoint = endpoints::update(&state.db, &session.account_id, &id, changes)
-        .await?
-        .ok_or_else(not_found)?;
-    if endpoint.enabled {
-        // Re-enabled: its paused deliveries are due.
-        state.webhooks.wake.notify_one();
-    }
+    let UpdateWebhook {
+        url,
+        events,
+        description,
+        enabled,
+    } = body;
+    let endpoint = endpoints_of(&state)
+        .update(
+            &session.account_id,
+            &id,
+            EndpointChanges {
+                url,
+                events,
+                description,
+                enabled,
+            },
+        )
+        .await?;
     Ok(Json(endpoint))
 }
 
@@ -309,11 +323,10 @@ async fn remove(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    if endpoints::delete(&state.db, &session.account_id, &id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found())
-    }
+    endpoints_of(&state)
+        .delete(&session.account_id, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -327,11 +340,9 @@ async fn rotate_secret(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<RotatedSecret>> {
-    let overlap = state.config.webhooks.rotation_overlap;
-    let (secret, until) =
-        endpoints::rotate_secret(&state.db, &state.secrets, &session.account_id, &id, overlap)
-            .await?
-            .ok_or_else(not_found)?;
+    let (secret, until) = endpoints_of(&state)
+        .rotate_secret(&session.account_id, &id)
+        .await?;
     Ok(Json(RotatedSecret {
         id,
         secret: secret.expose().to_string(),
@@ -355,47 +366,11 @@ async fn test(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<TestOutcome>> {
-    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
-    let config = &state.config.webhooks;
-    // The same caps as the worker's attempts, counted together with them: a test is one more
-    // connection to the endpoint, and a hanging endpoint must not collect any number of them.
-    let _slot = state
-        .webhooks
-        .in_flight
-        .try_take(
-            &endpoint.id,
-            config.max_in_flight_per_endpoint,
-            config.max_in_flight,
-        )
-        .ok_or_else(|| ApiError::TooManyRequests {
-            code: "endpoint_busy",
-            message: format!(
-                "{} attempts to this endpoint are already in flight (webhooks.\
-                 max_in_flight_per_endpoint), or the backend's webhooks.max_in_flight is \
-                 reached; try again when they finish",
-                config.max_in_flight_per_endpoint
-            ),
-            retry_after_secs: 1,
-        })?;
-    let delivery_id =
-        outbox::create_test_delivery(&state.db, &session.account_id, &endpoint.id, config.lease)
-            .await?;
-    let job = outbox::load_jobs(
-        &state.db,
-        &state.secrets,
-        std::slice::from_ref(&delivery_id),
-    )
-    .await?
-    .pop()
-    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("test delivery vanished")))?;
-    // No connection is held while the request is out.
-    let result = worker::send(&state.webhooks, config, &job).await;
-    outbox::record(&state.db, config, std::slice::from_ref(&result)).await?;
+    let attempt = endpoints_of(&state).test(&session.account_id, &id).await?;
+    let result = attempt.result;
     Ok(Json(TestOutcome {
-        delivery_id,
-        event_id: job.event_id,
+        delivery_id: attempt.delivery_id,
+        event_id: attempt.event_id,
         success: result.outcome == Outcome::Success,
         outcome: result.outcome.as_str().to_string(),
         status_code: result.status_code,
@@ -417,25 +392,17 @@ async fn deliveries(
     PathParams(id): PathParams<String>,
     QueryParams(query): QueryParams<DeliveryParams>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let endpoint = endpoints::get(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
-    let status = query.status.filter(|s| !s.is_empty());
-    if let Some(status) = &status {
-        if !matches!(status.as_str(), "pending" | "succeeded" | "failed") {
-            return Err(ApiError::bad_request(
-                "invalid_status",
-                "status: pending, succeeded or failed",
-            ));
-        }
-    }
-    let filter = DeliveryFilter {
-        status,
-        event_type: query.event_type.filter(|s| !s.is_empty()),
-        cursor: page_cursor(query.cursor, "dlv")?,
-        limit: page_limit(query.limit)?,
-    };
-    let (data, next_cursor) = outbox::list_deliveries(&state.db, &endpoint.id, &filter).await?;
+    let endpoints = endpoints_of(&state);
+    let log = endpoints
+        .delivery_log(&session.account_id, &id, query.status, query.event_type)
+        .await?;
+    let (data, next_cursor) = endpoints
+        .deliveries(
+            log,
+            page_cursor(query.cursor, "dlv")?,
+            page_limit(query.limit)?,
+        )
+        .await?;
     Ok(Json(DeliveryList { data, next_cursor }))
 }
 
@@ -454,25 +421,6 @@ async fn retry(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<(StatusCode, Json<DeliveryView>)> {
-    let not_found = || ApiError::not_found("delivery");
-    let endpoint_id = outbox::delivery_endpoint(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
-    let endpoint = endpoints::get(&state.db, &session.account_id, &endpoint_id)
-        .await?
-        .ok_or_else(not_found)?;
-    if !endpoint.enabled {
-        return Err(ApiError::conflict(
-            "endpoint_disabled",
-            "the webhook endpoint is disabled; enable it first (PATCH /admin/webhooks/{id})",
-        ));
-    }
-    outbox::retry_now(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
-    state.webhooks.wake.notify_one();
-    let view = outbox::get_delivery(&state.db, &session.account_id, &id)
-        .await?
-        .ok_or_else(not_found)?;
+    let view = endpoints_of(&state).retry(&session.account_id, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
