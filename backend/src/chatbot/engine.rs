@@ -10,8 +10,7 @@ use super::{
 };
 use crate::{
     clock::now_ms,
-    contacts::{self, ChatbotState, Contact, ContactPatch},
-    error::ApiError,
+    contacts::{self, ChatbotState, Contact, ContactError, ContactPatch},
     events,
     ids::new_id,
     messages::{
@@ -19,9 +18,12 @@ use crate::{
         store::{insert, NewMessage},
         ButtonReply, Content, Direction, InteractiveContent, TextContent,
     },
+    refusal::Refusal,
     templates,
     unit_of_work::UnitOfWork,
 };
+
+use super::ChatbotError;
 
 /// Who the bot acts for and through which channel its messages go.
 #[derive(Debug, Clone, Copy)]
@@ -75,20 +77,22 @@ pub async fn trigger(
     mut contact: Contact,
     flow: &Flow,
     variables: Map<String, Value>,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, ChatbotError> {
     if let Some(run) = store::get_run(conn, ctx.account_id, &contact.id).await? {
         if run.paused {
-            return Err(ApiError::conflict(
+            return Err(Refusal::conflict(
                 "chatbot_paused",
                 "the contact's chatbot is paused (a human has the conversation); resume it first",
-            ));
+            )
+            .into());
         }
     }
     if !contact.opted_in {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "contact_opted_out",
             "the contact opted out of messages",
-        ));
+        )
+        .into());
     }
     let mut out = Outcome::default();
     start(conn, ctx, &mut contact, flow, variables, None, &mut out).await?;
@@ -103,7 +107,7 @@ async fn start(
     variables: Map<String, Value>,
     reply: Option<&str>,
     out: &mut Outcome,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     let mut run = Run {
         contact_id: contact.id.clone(),
         flow_id: flow.id.clone(),
@@ -125,7 +129,7 @@ pub async fn on_inbound(
     mut contact: Contact,
     text: Option<&str>,
     button: Option<&ButtonReply>,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, ChatbotError> {
     let mut out = Outcome::default();
     let reply = button.and_then(|b| b.text.as_deref()).or(text);
     let Some(mut run) = store::get_run(conn, ctx.account_id, &contact.id).await? else {
@@ -264,7 +268,7 @@ async fn enter(
     step_id: &str,
     reply: Option<&str>,
     out: &mut Outcome,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     let Some(step) = flow.definition.step(step_id) else {
         end_run(conn, ctx, &contact.id, out).await?;
         return Ok(());
@@ -300,7 +304,7 @@ async fn end_run(
     ctx: Ctx<'_>,
     contact_id: &str,
     out: &mut Outcome,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     store::delete_run(conn, ctx.account_id, contact_id).await?;
     contacts::set_chatbot(conn, ctx.account_id, contact_id, None).await?;
     conn.chatbot_happened("completed");
@@ -314,7 +318,7 @@ async fn handover_event(
     contact: &Contact,
     run: &Run,
     reason: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     let mut contact_json = contact.to_json();
     contact_json["chatbot"] = serde_json::to_value(run.state()).expect("state serializes");
     events::emit(
@@ -339,7 +343,7 @@ async fn apply(
     contact: &mut Contact,
     action: &Action,
     reply: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     let patch = match action {
         Action::SetTag { tag } => {
             if contact.tags.contains(tag) {
@@ -362,18 +366,19 @@ async fn apply(
             }
         }
     };
-    match contacts::update(conn, ctx.account_id, &contact.id, patch)
-        .await
-        .map_err(ApiError::from)
-    {
+    match contacts::update(conn, ctx.account_id, &contact.id, patch).await {
         Ok(updated) => {
             *contact = updated;
         }
         // A flow's action must not break the conversation (e.g. the 51st tag): log and go on.
-        Err(err) if !err.status().is_server_error() => {
-            tracing::info!(code = err.code(), "chatbot action skipped");
+        // Only a fault (the database) stops it.
+        Err(ContactError::Refused(refusal)) => {
+            tracing::info!(code = refusal.code, "chatbot action skipped");
         }
-        Err(err) => return Err(err),
+        Err(ContactError::NotFound) => {
+            tracing::info!(code = "not_found", "chatbot action skipped");
+        }
+        Err(err) => return Err(err.into()),
     }
     Ok(())
 }
@@ -388,7 +393,7 @@ async fn send(
     message: &BotMessage,
     reply: Option<&str>,
     out: &mut Outcome,
-) -> Result<(), ApiError> {
+) -> Result<(), ChatbotError> {
     // The bot never writes to a contact who opted out.
     if !contact.opted_in {
         return Ok(());
@@ -435,7 +440,7 @@ pub async fn pause(
     conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, ChatbotError> {
     let mut out = Outcome::default();
     let mut run = active_run(conn, ctx, contact).await?;
     if !run.paused {
@@ -455,7 +460,7 @@ pub async fn resume(
     conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, ChatbotError> {
     let mut out = Outcome::default();
     let mut run = active_run(conn, ctx, contact).await?;
     out.state = Some(run.state());
@@ -479,14 +484,15 @@ async fn active_run(
     conn: &mut UnitOfWork,
     ctx: Ctx<'_>,
     contact: &Contact,
-) -> Result<Run, ApiError> {
+) -> Result<Run, ChatbotError> {
     store::get_run(conn, ctx.account_id, &contact.id)
         .await?
         .ok_or_else(|| {
-            ApiError::conflict(
+            Refusal::conflict(
                 "chatbot_not_active",
                 "the contact is not in a chatbot flow; trigger one first",
             )
+            .into()
         })
 }
 

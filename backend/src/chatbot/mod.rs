@@ -13,6 +13,8 @@
 #[cfg(test)]
 mod api_tests;
 pub mod engine;
+pub mod error;
+pub mod service;
 pub mod store;
 
 use std::collections::HashSet;
@@ -20,7 +22,9 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, db::Page, error::ApiError, messages::ReplyButton, templates};
+use crate::{clock::rfc3339, messages::ReplyButton, refusal::Refusal, templates};
+
+pub use error::ChatbotError;
 
 pub const MAX_STEPS: usize = 50;
 pub const MAX_BUTTONS: usize = 3;
@@ -134,18 +138,14 @@ pub struct FlowList {
     pub next_cursor: Option<String>,
 }
 
-/// The account's flows in creation order, one page.
-pub async fn list_page(
-    conn: &mut sqlx::AnyConnection,
-    account_id: &str,
-    page: &Page,
-) -> Result<FlowList, sqlx::Error> {
-    let (flows, next_cursor) =
-        store::list(conn, account_id, page.cursor.as_deref(), page.limit).await?;
-    Ok(FlowList {
-        data: flows.iter().map(Flow::view).collect(),
-        next_cursor,
-    })
+impl FlowList {
+    /// One page of flows as the lists show it.
+    pub fn new(flows: &[Flow], next_cursor: Option<String>) -> Self {
+        FlowList {
+            data: flows.iter().map(Flow::view).collect(),
+            next_cursor,
+        }
+    }
 }
 
 impl Flow {
@@ -184,8 +184,8 @@ pub struct FlowPatch {
     pub steps: Option<Vec<Step>>,
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::unprocessable("invalid_flow", message)
+fn invalid(message: String) -> Refusal {
+    Refusal::unacceptable("invalid_flow", message)
 }
 
 fn valid_step_id(id: &str) -> bool {
@@ -201,7 +201,7 @@ fn char_len_between(s: &str, min: usize, max: usize) -> bool {
     n >= min && n <= max && !s.trim().is_empty()
 }
 
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
+pub fn validate_name(name: &str) -> Result<(), Refusal> {
     if !char_len_between(name, 1, 200) {
         return Err(invalid("name: 1 to 200 characters".into()));
     }
@@ -211,7 +211,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 /// Checks a flow on save: the start step exists, every transition and fallback points to an
 /// existing step, buttons and texts respect WhatsApp's limits, final steps have no way out and
 /// the others have one. Errors name the step.
-pub fn validate(definition: &Definition) -> Result<(), ApiError> {
+pub fn validate(definition: &Definition) -> Result<(), Refusal> {
     if definition.keywords.len() > MAX_KEYWORDS {
         return Err(invalid(format!("keywords: at most {MAX_KEYWORDS}")));
     }
@@ -249,7 +249,7 @@ pub fn validate(definition: &Definition) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_step(step: &Step, ids: &HashSet<&str>) -> Result<(), ApiError> {
+fn validate_step(step: &Step, ids: &HashSet<&str>) -> Result<(), Refusal> {
     let at = |what: String| invalid(format!("step {:?}: {what}", step.id));
     let mut button_ids = HashSet::new();
     if let Some(message) = &step.message {
@@ -394,7 +394,7 @@ mod tests {
         let mut bad = ok.clone();
         bad["steps"][0]["transitions"][0]["next"] = json!("nope");
         let err = validate(&def(bad)).unwrap_err();
-        assert_eq!(err.code(), "invalid_flow");
+        assert_eq!(err.code, "invalid_flow");
         assert!(err.to_string().contains("unknown step \"nope\""), "{err}");
 
         let mut bad = ok.clone();

@@ -7,27 +7,34 @@ use super::{Definition, Flow};
 use crate::{
     clock::now_ms,
     contacts::{self, ChatbotState},
-    error::ApiError,
+    db::JsonText,
     ids::new_id,
 };
 
-type FlowRow = (String, String, String, String, i64, i64);
-
 const FLOW_COLUMNS: &str = "id, account_id, name, definition, created_at, updated_at";
 
-fn flow_from_row(row: FlowRow) -> Result<Flow, sqlx::Error> {
-    let (id, account_id, name, definition, created_at, updated_at) = row;
-    Ok(Flow {
-        id,
-        account_id,
-        name,
-        definition: serde_json::from_str(&definition).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "definition".into(),
-            source: Box::new(e),
-        })?,
-        created_at,
-        updated_at,
-    })
+/// A row of `FLOW_COLUMNS`, as stored; `Flow` is it with the definition parsed.
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    id: String,
+    account_id: String,
+    name: String,
+    definition: JsonText<Definition>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<FlowRow> for Flow {
+    fn from(row: FlowRow) -> Self {
+        Flow {
+            id: row.id,
+            account_id: row.account_id,
+            name: row.name,
+            definition: row.definition.0,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 pub async fn list(
@@ -44,10 +51,7 @@ pub async fn list(
     .bind(cursor.unwrap_or(""))
     .fetch_all(conn)
     .await?;
-    let flows = rows
-        .into_iter()
-        .map(flow_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let flows = rows.into_iter().map(Flow::from).collect();
     Ok(crate::db::into_page(flows, limit, |f| &f.id))
 }
 
@@ -63,7 +67,7 @@ pub async fn get(
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    row.map(flow_from_row).transpose()
+    Ok(row.map(Flow::from))
 }
 
 pub async fn insert(
@@ -114,15 +118,15 @@ pub async fn delete(
     conn: &mut AnyConnection,
     account_id: &str,
     id: &str,
-) -> Result<bool, ApiError> {
-    let runs: Vec<(String,)> = sqlx::query_as(
+) -> Result<bool, sqlx::Error> {
+    let runs: Vec<String> = sqlx::query_scalar(
         "SELECT contact_id FROM chatbot_runs WHERE account_id = $1 AND flow_id = $2",
     )
     .bind(account_id)
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
-    for (contact_id,) in runs {
+    for contact_id in runs {
         delete_run(conn, account_id, &contact_id).await?;
         contacts::set_chatbot(conn, account_id, &contact_id, None).await?;
     }
@@ -158,12 +162,36 @@ impl Run {
     }
 }
 
+/// A row of `chatbot_runs`, as stored.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    contact_id: String,
+    flow_id: String,
+    step: String,
+    paused: i64,
+    variables: JsonText<Map<String, Value>>,
+    started_at: i64,
+}
+
+impl From<RunRow> for Run {
+    fn from(row: RunRow) -> Self {
+        Run {
+            contact_id: row.contact_id,
+            flow_id: row.flow_id,
+            step: row.step,
+            paused: row.paused != 0,
+            variables: row.variables.0,
+            started_at: row.started_at,
+        }
+    }
+}
+
 pub async fn get_run(
     conn: &mut AnyConnection,
     account_id: &str,
     contact_id: &str,
 ) -> Result<Option<Run>, sqlx::Error> {
-    let row: Option<(String, String, String, i64, String, i64)> = sqlx::query_as(
+    let row: Option<RunRow> = sqlx::query_as(
         "SELECT contact_id, flow_id, step, paused, variables, started_at FROM chatbot_runs \
          WHERE account_id = $1 AND contact_id = $2",
     )
@@ -171,24 +199,7 @@ pub async fn get_run(
     .bind(contact_id)
     .fetch_optional(conn)
     .await?;
-    row.map(
-        |(contact_id, flow_id, step, paused, variables, started_at)| {
-            Ok(Run {
-                contact_id,
-                flow_id,
-                step,
-                paused: paused != 0,
-                variables: serde_json::from_str(&variables).map_err(|e| {
-                    sqlx::Error::ColumnDecode {
-                        index: "variables".into(),
-                        source: Box::new(e),
-                    }
-                })?,
-                started_at,
-            })
-        },
-    )
-    .transpose()
+    Ok(row.map(Run::from))
 }
 
 /// Saves the run and mirrors its state into `contacts.chatbot` (same connection, same

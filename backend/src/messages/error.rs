@@ -5,7 +5,8 @@
 //! HTTP answer.
 
 use crate::{
-    contacts::ContactError, error::ApiError, refusal::Refusal, templates::service::TemplateError,
+    chatbot::ChatbotError, contacts::ContactError, refusal::Refusal,
+    templates::service::TemplateError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +27,9 @@ pub enum MessageError {
     /// A stored template body no longer compiles (it was checked when saved: our fault).
     #[error("stored template does not compile: {0}")]
     BrokenTemplate(String),
-    /// The chatbot failed on an inbound message. It still answers in HTTP terms; this variant
-    /// carries that answer through until the chatbot domain has an error of its own.
+    /// The chatbot failed on an inbound message.
     #[error(transparent)]
-    Chatbot(ApiError),
+    Chatbot(ChatbotError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }

@@ -7,9 +7,8 @@ use utoipa::OpenApi;
 use crate::routes::extract::{JsonBody, PathParams, QueryParams};
 use crate::{
     auth::session::AdminSession,
-    chatbot::{self, store, Definition, FlowInput, FlowList, FlowPatch, FlowView},
-    clock::now_ms,
-    error::{ApiError, ApiResult},
+    chatbot::{service::Flows, FlowInput, FlowList, FlowPatch, FlowView},
+    error::ApiResult,
     openapi::ErrorBody,
     routes::pagination::PageQuery,
     state::AppState,
@@ -29,6 +28,10 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
+fn flows_of(state: &AppState) -> Flows<'_> {
+    Flows { db: &state.db }
+}
+
 /// List flows
 #[utoipa::path(
     get, path = "/admin/flows", operation_id = "listFlows", tag = "admin: flows",
@@ -42,10 +45,8 @@ pub async fn list(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
     let page = query.page("flw")?;
-    let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        chatbot::list_page(&mut conn, &session.account_id, &page).await?,
-    ))
+    let (flows, next_cursor) = flows_of(&state).list(&session.account_id, &page).await?;
+    Ok(Json(FlowList::new(&flows, next_cursor)))
 }
 
 /// Create a flow
@@ -63,21 +64,7 @@ pub async fn create(
     session: AdminSession,
     JsonBody(input): JsonBody<FlowInput>,
 ) -> ApiResult<(StatusCode, Json<FlowView>)> {
-    chatbot::validate_name(&input.name)?;
-    let definition = Definition {
-        keywords: input.keywords,
-        start: input.start,
-        steps: input.steps,
-    };
-    chatbot::validate(&definition)?;
-    let mut conn = state.db.acquire().await?;
-    let flow = store::insert(
-        &mut conn,
-        &session.account_id,
-        input.name.trim(),
-        definition,
-    )
-    .await?;
+    let flow = flows_of(&state).create(&session.account_id, input).await?;
     Ok((StatusCode::CREATED, Json(flow.view())))
 }
 
@@ -93,11 +80,8 @@ pub async fn fetch(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowView>> {
-    let mut conn = state.db.acquire().await?;
-    store::get(&mut conn, &session.account_id, &id)
-        .await?
-        .map(|f| Json(f.view()))
-        .ok_or(ApiError::not_found("flow"))
+    let flow = flows_of(&state).get(&session.account_id, &id).await?;
+    Ok(Json(flow.view()))
 }
 
 /// Change a flow
@@ -121,27 +105,9 @@ pub async fn patch(
     PathParams(id): PathParams<String>,
     JsonBody(patch): JsonBody<FlowPatch>,
 ) -> ApiResult<Json<FlowView>> {
-    let mut tx = state.db.begin().await?;
-    let mut flow = store::get(&mut tx, &session.account_id, &id)
-        .await?
-        .ok_or(ApiError::not_found("flow"))?;
-    if let Some(name) = patch.name {
-        chatbot::validate_name(&name)?;
-        flow.name = name.trim().to_string();
-    }
-    if let Some(keywords) = patch.keywords {
-        flow.definition.keywords = keywords;
-    }
-    if let Some(start) = patch.start {
-        flow.definition.start = start;
-    }
-    if let Some(steps) = patch.steps {
-        flow.definition.steps = steps;
-    }
-    chatbot::validate(&flow.definition)?;
-    flow.updated_at = now_ms().max(flow.updated_at);
-    store::update(&mut tx, &flow).await?;
-    tx.commit().await?;
+    let flow = flows_of(&state)
+        .update(&session.account_id, &id, patch)
+        .await?;
     Ok(Json(flow.view()))
 }
 
@@ -159,12 +125,6 @@ pub async fn remove(
     session: AdminSession,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.db.begin().await?;
-    let deleted = store::delete(&mut tx, &session.account_id, &id).await?;
-    tx.commit().await?;
-    if deleted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("flow"))
-    }
+    flows_of(&state).delete(&session.account_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

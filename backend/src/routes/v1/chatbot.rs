@@ -18,9 +18,9 @@ use crate::{
     auth::gateway::Caller,
     channel::window,
     chatbot::{
-        self,
         engine::{self, Ctx},
-        store, Action, BotMessage, End, FlowList, FlowView, Step, Transition,
+        service::{self, Flows},
+        Action, BotMessage, ChatbotError, End, FlowList, FlowView, Step, Transition,
     },
     contacts::{self, ChatbotState},
     error::{ApiError, ApiResult},
@@ -28,7 +28,6 @@ use crate::{
     messages::ReplyButton,
     openapi::ErrorBody,
     state::AppState,
-    templates,
 };
 
 pub fn router() -> Router<AppState> {
@@ -50,6 +49,18 @@ pub fn router() -> Router<AppState> {
 )]
 pub struct ApiDoc;
 
+/// The HTTP answer of each refusal of the chatbot's rules (for `/admin/flows` too).
+impl From<ChatbotError> for ApiError {
+    fn from(error: ChatbotError) -> Self {
+        match error {
+            ChatbotError::FlowNotFound => ApiError::not_found("flow"),
+            ChatbotError::Refused(refusal) => refusal.into(),
+            ChatbotError::Contact(e) => e.into(),
+            ChatbotError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// List chatbot flows
 #[utoipa::path(
     get, path = "/v1/chatbot/flows", operation_id = "listChatbotFlows", tag = "chatbot",
@@ -62,10 +73,10 @@ pub async fn list(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<FlowList>> {
     let page = query.page("flw")?;
-    let mut conn = state.db.acquire().await?;
-    Ok(Json(
-        chatbot::list_page(&mut conn, &caller.account_id, &page).await?,
-    ))
+    let (flows, next_cursor) = Flows { db: &state.db }
+        .list(&caller.account_id, &page)
+        .await?;
+    Ok(Json(FlowList::new(&flows, next_cursor)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,14 +125,10 @@ pub async fn trigger(
     PathParams(id): PathParams<String>,
     JsonBody(req): JsonBody<TriggerRequest>,
 ) -> ApiResult<(StatusCode, Json<TriggerAnswer>)> {
-    for (name, value) in &req.variables {
-        templates::variable_text(name, value)?;
-    }
+    service::check_variables(&req.variables)?;
     let account_id = caller.account_id.as_str();
     let mut tx = idem.begin(&state).await?;
-    let flow = store::get(&mut tx, account_id, &id)
-        .await?
-        .ok_or(ApiError::not_found("flow"))?;
+    let flow = service::flow(&mut tx, account_id, &id).await?;
     let contact = resolve_contact(
         &mut tx,
         account_id,

@@ -56,7 +56,7 @@ impl From<MessageError> for ApiError {
             MessageError::Contact(e) => e.into(),
             MessageError::Template(e) => e.into(),
             e @ MessageError::BrokenTemplate(_) => ApiError::Internal(e.into()),
-            MessageError::Chatbot(e) => e,
+            MessageError::Chatbot(e) => e.into(),
             MessageError::Db(e) => e.into(),
         }
     }
