@@ -494,3 +494,72 @@ async fn one_event_is_followed_from_fan_out_to_record_in_the_logs() {
     assert_eq!(attempt["outcome"], "success", "{attempt}");
     assert_eq!(record["status"], "succeeded", "{record}");
 }
+
+/// One message can be followed through the backend's JSON log to the events it caused and on
+/// to their deliveries: each event is written inside a span that names the message.
+#[tokio::test]
+async fn a_message_is_followed_to_its_events_and_their_deliveries_in_the_logs() {
+    let stack = Stack::start_with(
+        Options::default()
+            .backend("WIZ_BACKEND__LOG__FORMAT", "json")
+            .backend(
+                "WIZ_BACKEND__LOG__LEVEL",
+                "info,wiz_backend::events=debug,wiz_backend::webhooks=debug",
+            ),
+    )
+    .await;
+    let admin = stack.admin().await;
+    let (url, inbox) = receiver().await;
+    admin
+        .post(
+            "/admin/webhooks",
+            json!({"url": url, "events": ["message.sent"]}),
+        )
+        .await
+        .expect(201);
+    let key = admin.create_key(json!({})).await;
+    stack.wait_synced().await;
+    let sent = stack
+        .api(&key)
+        .post(
+            "/v1/messages",
+            json!({"to": "+14155550178", "type": "text", "text": {"body": "hi"}}),
+        )
+        .await;
+    let message_id = sent.expect(202)["id"].as_str().unwrap().to_string();
+    let delivery = eventually("the delivery", Duration::from_secs(20), || async {
+        inbox.delivered.lock().unwrap().first().cloned()
+    })
+    .await;
+    let event_id = delivery.event()["id"].as_str().unwrap().to_string();
+
+    let lines = || -> Vec<Value> {
+        let text = std::fs::read_to_string(stack.dir().join("wiz-backend.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let (written, created) =
+        eventually("the trail in the log", Duration::from_secs(10), || async {
+            let lines = lines();
+            let written = lines
+                .iter()
+                .find(|l| l["message"] == "event written" && l["event_id"] == event_id.as_str())?
+                .clone();
+            let created = lines
+                .iter()
+                .find(|l| {
+                    l["message"] == "webhook delivery created" && l["event_id"] == event_id.as_str()
+                })?
+                .clone();
+            Some((written, created))
+        })
+        .await;
+    assert_eq!(
+        written["span"]["message_id"],
+        message_id.as_str(),
+        "{written}"
+    );
+    assert_eq!(written["event_type"], "message.sent", "{written}");
+    assert!(created["delivery_id"].as_str().is_some(), "{created}");
+}
