@@ -5,6 +5,7 @@
 #   haproxy            HAProxy in front of it, no checks, no log
 #   nginx-log          nginx proxy_pass in front of it, access log on (buffered, 64k)
 #   nginx-nolog        the same, access log off
+#   pingora-bare       Pingora alone (benches/pingora_bare.rs): one worker, no checks, no log
 #   gateway-info       wiz-gateway, every check on (credentials, SHA-256 lookup, secret, plan,
 #                      whitelist, both limits, proof), access log at info
 #   gateway-warn       the same, log level warn (no access log)
@@ -37,8 +38,13 @@ duration="${1:-5}"
 rounds="${2:-3}"
 connections="${3:-32}"
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace --bins >/dev/null
-bin="$PWD/target/release"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
 gateway_bin="${GATEWAY_BIN:-$bin/wiz-gateway}"
+# Pingora alone (benches/pingora_bare.rs), built with the release profile: what Pingora's own
+# per-request work costs, so the gateway's share of the gap shows.
+bare_bin=${BARE_BIN:-}
+[ -n "$bare_bin" ] || bare_bin=$(cargo bench --bench pingora_bare --no-run 2>&1 \
+    | sed -nE 's/.*Executable .*\((.*pingora_bare-[0-9a-f]+)\).*/\1/p' | tail -1)
 
 work=$(mktemp -d)
 token="proxy-bench-internal-token-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -142,6 +148,11 @@ backend upstream
     http-reuse always
     server up 127.0.0.1:$upstream_port
 HAPROXY
+bare_port=18706
+"$bare_bin" "127.0.0.1:$bare_port" "127.0.0.1:$upstream_port" >"$work/pingora-bare.log" 2>&1 &
+bare_pid=$!
+pids+=($!)
+
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 haproxy_pid=$!
 pids+=($!)
@@ -186,6 +197,7 @@ done
 for name in "${gateway_names[@]}"; do
     wait_http "http://127.0.0.1:${gateway_port[$name]}/healthz"
 done
+wait_http "http://127.0.0.1:$bare_port/v1/x"
 
 # A console session (through the first gateway, the upstream nginx and the backend), then 60
 # keys at the highest limits a key may have (100,000 a minute each: 60 keys carry 100k req/s),
@@ -283,6 +295,7 @@ for round in $(seq "$rounds"); do
     run haproxy "$haproxy_port" "$haproxy_pid"
     run nginx-log "$nginx_log_port" "$(cat "$work/proxy.nginx.pid")"
     run nginx-nolog "$nginx_nolog_port" "$(cat "$work/proxy.nginx.pid")"
+    run pingora-bare "$bare_port" "$bare_pid"
     for name in "${gateway_names[@]}"; do
         run "$name" "${gateway_port[$name]}" "${gateway_pid[$name]}"
     done
@@ -290,7 +303,9 @@ for round in $(seq "$rounds"); do
         "gateway-warn/nginx-nolog $(ratio gateway-warn nginx-nolog)," \
         "gateway-info/haproxy $(ratio gateway-info haproxy)," \
         "gateway-warn/haproxy $(ratio gateway-warn haproxy)," \
-        "redis/memory $(ratio gateway-redis gateway-info)"
+        "redis/memory $(ratio gateway-redis gateway-info)," \
+        "pingora-bare/nginx-nolog $(ratio pingora-bare nginx-nolog)," \
+        "gateway-warn/pingora-bare $(ratio gateway-warn pingora-bare)"
     echo "CPU-per-request ratios (nginx's CPU per request / the gateway's): info vs nginx-log" \
         "$(cpu_ratio gateway-info nginx-log), warn vs nginx-nolog $(cpu_ratio gateway-warn nginx-nolog)," \
         "warn vs haproxy $(cpu_ratio gateway-warn haproxy), redis vs memory $(cpu_ratio gateway-redis gateway-info)"
@@ -303,18 +318,64 @@ for round in $(seq "$rounds"); do
     done
 done
 
-# PROFILE=1: `perf record -g` of gateway-info under the same load, then its top entries (self
-# time by symbol). The call graphs stay in PROFILE_OUT (default: not kept) for `perf report -i`.
+# Every target by name: its port and the process to measure (nginx: its worker).
+nginx_worker=$(pgrep -P "$(cat "$work/proxy.nginx.pid")" | head -1)
+declare -A target_port=([nginx-log]=$nginx_log_port [nginx-nolog]=$nginx_nolog_port
+    [haproxy]=$haproxy_port [pingora-bare]=$bare_port)
+declare -A target_pid=([nginx-log]=$nginx_worker [nginx-nolog]=$nginx_worker
+    [haproxy]=$haproxy_pid [pingora-bare]=$bare_pid)
+for name in "${gateway_names[@]}"; do
+    target_port[$name]=${gateway_port[$name]}
+    target_pid[$name]=${gateway_pid[$name]}
+done
+measured="${MEASURE_TARGETS:-nginx-log pingora-bare gateway-warn gateway-info}"
+
+# SYSCALLS=1: system calls and context switches per request of each of MEASURE_TARGETS under the
+# same load. Context switches are counted in a run of their own (strace's stops add their own);
+# `strace -c` slows the target, but its counts per request hold.
+switches() { # pid → voluntary + involuntary switches of all its threads so far
+    awk '/ctxt_switches/ { n += $2 } END { print n }' /proc/"$1"/task/*/status
+}
+if [ -n "${SYSCALLS:-}" ]; then
+    ensure_packages strace
+    for name in $measured; do
+        port=${target_port[$name]} pid=${target_pid[$name]}
+        before=$(switches "$pid")
+        wrk -t1 -c"$connections" -d"${duration}s" -s "$keys_lua" "http://127.0.0.1:$port" \
+            >"$work/$name.switch-wrk" 2>&1
+        after=$(switches "$pid")
+        requests=$(awk '/requests in/ {print $1}' "$work/$name.switch-wrk")
+        strace -c -f -p "$pid" -o "$work/$name.strace" 2>/dev/null &
+        strace_pid=$!
+        sleep 0.5
+        wrk -t1 -c"$connections" -d"${duration}s" -s "$keys_lua" "http://127.0.0.1:$port" \
+            >"$work/$name.strace-wrk" 2>&1
+        kill -INT "$strace_pid"; wait "$strace_pid" 2>/dev/null || true
+        traced=$(awk '/requests in/ {print $1}' "$work/$name.strace-wrk")
+        echo
+        echo "$name: context switches per request" \
+            "$(awk -v a="$before" -v b="$after" -v n="$requests" 'BEGIN { printf "%.2f", (b - a) / n }');" \
+            "system calls per request:"
+        awk -v n="$traced" '$1 ~ /^[0-9.]+$/ && NF >= 5 { calls = $4; name = $NF;
+            if (calls ~ /^[0-9]+$/ && name != "total" && calls / n >= 0.01) printf "  %-16s %6.2f\n", name, calls / n }' \
+            "$work/$name.strace" | sort -k2 -rn
+    done
+fi
+
+# PROFILE=1: `perf record -g` of PROFILE_TARGET (default gateway-info; any target name, e.g.
+# pingora-bare) under the same load, then its top entries (self time by symbol). The call graphs
+# stay in PROFILE_OUT (default: not kept) for `perf report -i`.
 if [ -n "${PROFILE:-}" ]; then
     data="${PROFILE_OUT:-$work/perf.data}"
-    perf record -F 999 -g -o "$data" -p "${gateway_pid[gateway-info]}" -- sleep "$duration" \
+    profiled="${PROFILE_TARGET:-gateway-info}"
+    perf record -F 999 -g -o "$data" -p "${target_pid[$profiled]}" -- sleep "$duration" \
         >/dev/null 2>&1 &
     perf_pid=$!
     wrk -t1 -c"$connections" -d"${duration}s" -s "$keys_lua" \
-        "http://127.0.0.1:${gateway_port[gateway-info]}" >/dev/null 2>&1
+        "http://127.0.0.1:${target_port[$profiled]}" >/dev/null 2>&1
     wait "$perf_pid" || true
     echo
-    echo "perf: gateway-info, self time by shared object and symbol (top entries)"
+    echo "perf: $profiled, self time by shared object and symbol (top entries)"
     perf report -i "$data" --stdio --no-children --sort dso,symbol --percent-limit 1 2>/dev/null \
         | grep -E '^ +[0-9.]+%' | head -30
     echo "perf: by shared object"
