@@ -15,7 +15,7 @@ use std::{
 use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, Admin, Options, Stack};
+use crate::harness::{eventually, Admin, ApiKey, Options, Stack};
 
 /// One request as the receiver got it.
 #[derive(Clone, Debug)]
@@ -98,6 +98,27 @@ fn verify_with_standardwebhooks(secret: &str, delivery: &Delivery) -> Result<(),
         Some(2) => panic!("standardwebhooks is not installed: {said}"),
         _ => Err(said),
     }
+}
+
+/// A receiver subscribed to `event` through the console, and a synced key to cause it with.
+async fn subscribed(stack: &Stack, event: &str) -> (ApiKey, Arc<Inbox>) {
+    let admin = stack.admin().await;
+    let (url, inbox) = receiver().await;
+    admin
+        .post("/admin/webhooks", json!({"url": url, "events": [event]}))
+        .await
+        .expect(201);
+    let key = admin.create_key(json!({})).await;
+    stack.wait_synced().await;
+    (key, inbox)
+}
+
+/// The backend's JSON log lines so far.
+fn backend_log(stack: &Stack) -> Vec<Value> {
+    let text = std::fs::read_to_string(stack.dir().join("wiz-backend.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 #[tokio::test]
@@ -209,17 +230,7 @@ async fn a_killed_backend_loses_no_webhook_deliveries() {
             ),
     )
     .await;
-    let admin = stack.admin().await;
-    let (url, inbox) = receiver().await;
-    admin
-        .post(
-            "/admin/webhooks",
-            json!({"url": url, "events": ["contact.created"]}),
-        )
-        .await
-        .expect(201);
-    let key = admin.create_key(json!({})).await;
-    stack.wait_synced().await;
+    let (key, inbox) = subscribed(&stack, "contact.created").await;
     let api = stack.api(&key);
 
     // The receiver hangs, so the first deliveries are in flight and the rest wait behind the
@@ -437,17 +448,7 @@ async fn one_event_is_followed_from_fan_out_to_record_in_the_logs() {
             ),
     )
     .await;
-    let admin = stack.admin().await;
-    let (url, inbox) = receiver().await;
-    admin
-        .post(
-            "/admin/webhooks",
-            json!({"url": url, "events": ["contact.created"]}),
-        )
-        .await
-        .expect(201);
-    let key = admin.create_key(json!({})).await;
-    stack.wait_synced().await;
+    let (key, inbox) = subscribed(&stack, "contact.created").await;
     stack
         .api(&key)
         .post("/v1/contacts", json!({"phone": "+14155550177"}))
@@ -459,12 +460,7 @@ async fn one_event_is_followed_from_fan_out_to_record_in_the_logs() {
     .await;
     let event_id = delivery.event()["id"].as_str().unwrap().to_string();
 
-    let lines = || -> Vec<Value> {
-        let text = std::fs::read_to_string(stack.dir().join("wiz-backend.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let lines = || backend_log(&stack);
     let said = |line: &Value, message: &str| line["message"] == message;
     let recorded = eventually("the record in the log", Duration::from_secs(10), || async {
         let lines = lines();
@@ -508,17 +504,7 @@ async fn a_message_is_followed_to_its_events_and_their_deliveries_in_the_logs() 
             ),
     )
     .await;
-    let admin = stack.admin().await;
-    let (url, inbox) = receiver().await;
-    admin
-        .post(
-            "/admin/webhooks",
-            json!({"url": url, "events": ["message.sent"]}),
-        )
-        .await
-        .expect(201);
-    let key = admin.create_key(json!({})).await;
-    stack.wait_synced().await;
+    let (key, inbox) = subscribed(&stack, "message.sent").await;
     let sent = stack
         .api(&key)
         .post(
@@ -533,12 +519,7 @@ async fn a_message_is_followed_to_its_events_and_their_deliveries_in_the_logs() 
     .await;
     let event_id = delivery.event()["id"].as_str().unwrap().to_string();
 
-    let lines = || -> Vec<Value> {
-        let text = std::fs::read_to_string(stack.dir().join("wiz-backend.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let lines = || backend_log(&stack);
     let (written, created) =
         eventually("the trail in the log", Duration::from_secs(10), || async {
             let lines = lines();
