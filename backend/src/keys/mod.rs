@@ -15,7 +15,7 @@ use rand::{distributions::Alphanumeric, rngs::OsRng, Rng};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{clock::rfc3339, error::ApiError};
+use crate::{clock::rfc3339, refusal::Refusal};
 
 pub const KEY_PREFIX: &str = "pk_live_";
 pub const SECRET_PREFIX: &str = "sk_live_";
@@ -107,11 +107,11 @@ impl KeyView {
 }
 
 /// 1 to 100 characters, trimmed.
-pub fn validate_name(name: &str) -> Result<String, ApiError> {
+pub fn validate_name(name: &str) -> Result<String, Refusal> {
     let name = name.trim();
     let len = name.chars().count();
     if len == 0 || len > MAX_NAME_CHARS {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "invalid_name",
             format!("name: 1 to {MAX_NAME_CHARS} characters"),
         ));
@@ -121,10 +121,10 @@ pub fn validate_name(name: &str) -> Result<String, ApiError> {
 
 /// A positive integer up to `max`. Taken as a JSON value so that `0`, `-1`, `1.5` and `"60"`
 /// all get the same precise answer naming the field.
-pub fn validate_limit(field: &'static str, value: &Value, max: i64) -> Result<i64, ApiError> {
+pub fn validate_limit(field: &'static str, value: &Value, max: i64) -> Result<i64, Refusal> {
     match integral(value) {
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::unprocessable(
+        _ => Err(Refusal::unacceptable(
             "invalid_limit",
             format!("{field}: must be an integer from 1 to {max}"),
         )),
@@ -145,9 +145,9 @@ pub fn integral(value: &Value) -> Option<i64> {
 /// Addresses and CIDRs, IPv4 or IPv6. A CIDR is stored as its network (`10.1.2.3/8` →
 /// `10.0.0.0/8`), an address in canonical form; duplicates are dropped. Every stored entry
 /// parses as `ipnet::IpNet` or `std::net::IpAddr`, as the gateway expects.
-pub fn validate_whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn validate_whitelist(entries: &[String]) -> Result<Vec<String>, Refusal> {
     if entries.len() > MAX_WHITELIST_ENTRIES {
-        return Err(ApiError::unprocessable(
+        return Err(Refusal::unacceptable(
             "invalid_ip_whitelist",
             format!("ip_whitelist: at most {MAX_WHITELIST_ENTRIES} entries"),
         ));
@@ -164,7 +164,7 @@ pub fn validate_whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
         };
         let Some(normalized) = normalized else {
             let shown: String = entry.chars().take(60).collect();
-            return Err(ApiError::unprocessable(
+            return Err(Refusal::unacceptable(
                 "invalid_ip_whitelist",
                 format!("ip_whitelist[{i}]: {shown:?} is not an IP address or CIDR"),
             ));
@@ -177,9 +177,9 @@ pub fn validate_whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
 }
 
 /// An RFC 3339 time in the future, as unix milliseconds.
-pub fn validate_expires_at(text: &str, now_ms: i64) -> Result<i64, ApiError> {
+pub fn validate_expires_at(text: &str, now_ms: i64) -> Result<i64, Refusal> {
     let invalid =
-        |why: &str| ApiError::unprocessable("invalid_expires_at", format!("expires_at: {why}"));
+        |why: &str| Refusal::unacceptable("invalid_expires_at", format!("expires_at: {why}"));
     let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|_| invalid("must be an RFC 3339 time, e.g. 2030-01-31T00:00:00Z"))?;
     let ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
@@ -220,7 +220,7 @@ mod tests {
             json!(null),
         ] {
             let err = validate_limit("daily_limit", &bad, 10).unwrap_err();
-            assert_eq!(err.code(), "invalid_limit");
+            assert_eq!(err.code, "invalid_limit");
             assert!(err.to_string().starts_with("daily_limit:"));
         }
     }
@@ -243,7 +243,7 @@ mod tests {
             assert!(entry.parse::<IpNet>().is_ok() || entry.parse::<IpAddr>().is_ok());
         }
         let err = validate_whitelist(&["10.0.0.0/33".into()]).unwrap_err();
-        assert_eq!(err.code(), "invalid_ip_whitelist");
+        assert_eq!(err.code, "invalid_ip_whitelist");
         assert!(err.to_string().contains("10.0.0.0/33"));
         assert!(validate_whitelist(&["example.com".into()]).is_err());
     }

@@ -18,7 +18,6 @@ use crate::{
         Plan,
     },
     db::Db,
-    error::ApiError,
     refusal::Refusal,
 };
 
@@ -36,21 +35,9 @@ pub enum KeyError {
     /// An input failed its check, or the account is at its key bound: the checks' own answer
     /// (`invalid_name`, `too_many_api_keys`, ...).
     #[error(transparent)]
-    Refused(ApiError),
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-}
-
-impl From<ApiError> for KeyError {
-    fn from(refusal: ApiError) -> Self {
-        KeyError::Refused(refusal)
-    }
-}
-
-impl From<Refusal> for KeyError {
-    fn from(refusal: Refusal) -> Self {
-        KeyError::Refused(refusal.into())
-    }
 }
 
 /// A new key's settings as the console sent them; limits are JSON values so that a non-integer
@@ -98,7 +85,7 @@ async fn load(
         .ok_or(KeyError::NotFound)
 }
 
-fn settings(new: NewKey, now: i64) -> Result<KeySettings, ApiError> {
+fn settings(new: NewKey, now: i64) -> Result<KeySettings, Refusal> {
     Ok(KeySettings {
         name: super::validate_name(&new.name)?,
         rate_limit_per_minute: match &new.rate_limit_per_minute {
@@ -120,7 +107,7 @@ fn settings(new: NewKey, now: i64) -> Result<KeySettings, ApiError> {
     })
 }
 
-fn apply(current: &KeyRecord, changes: &KeyChanges, now: i64) -> Result<KeySettings, ApiError> {
+fn apply(current: &KeyRecord, changes: &KeyChanges, now: i64) -> Result<KeySettings, Refusal> {
     let mut settings = KeySettings {
         name: current.name.clone(),
         rate_limit_per_minute: current.rate_limit_per_minute,

@@ -114,7 +114,7 @@ impl From<KeyError> for ApiError {
             }
             e @ KeyError::PlanRequired(_) => ApiError::forbidden("plan_required", e.to_string()),
             KeyError::NoAccount => ApiError::unauthorized("not_authenticated", "log in first"),
-            KeyError::Refused(refusal) => refusal,
+            KeyError::Refused(refusal) => refusal.into(),
             KeyError::Db(e) => e.into(),
         }
     }
