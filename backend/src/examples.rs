@@ -6,7 +6,7 @@
 use serde_json::json;
 use sqlx::AnyConnection;
 
-use crate::{chatbot, clock::now_ms, db::Db, error::ApiError, templates};
+use crate::{chatbot, clock::now_ms, db::Db, templates};
 
 /// (name, language, body)
 pub const TEMPLATES: &[(&str, &str, &str)] = &[
@@ -87,7 +87,7 @@ pub fn demo_flow() -> (&'static str, chatbot::Definition) {
 /// Seeds the accounts that have no marker yet (created before seeding moved into account
 /// creation), each in a transaction of its own. Safe with several backends starting at once:
 /// the marker's insert decides which one seeds.
-pub async fn seed_existing_accounts(db: &Db) -> Result<usize, ApiError> {
+pub async fn seed_existing_accounts(db: &Db) -> Result<usize, sqlx::Error> {
     let missing: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM accounts a WHERE NOT EXISTS \
          (SELECT 1 FROM messaging_seeds s WHERE s.account_id = a.id)",
@@ -103,7 +103,7 @@ pub async fn seed_existing_accounts(db: &Db) -> Result<usize, ApiError> {
 }
 
 /// Seeds on the caller's transaction unless the account was seeded already.
-pub async fn seed(conn: &mut AnyConnection, account_id: &str) -> Result<(), ApiError> {
+pub async fn seed(conn: &mut AnyConnection, account_id: &str) -> Result<(), sqlx::Error> {
     let first = sqlx::query(
         "INSERT INTO messaging_seeds (account_id, seeded_at) VALUES ($1, $2) \
          ON CONFLICT (account_id) DO NOTHING",

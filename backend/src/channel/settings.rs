@@ -9,7 +9,21 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use crate::{clock::rfc3339, error::ApiError, secrets::Secrets};
+use crate::{clock::rfc3339, refusal::Refusal, secrets::Secrets};
+
+/// What can go wrong with an account's channel settings; the HTTP edge answers it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A field fails its check (`invalid_channel_settings`).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A stored credential does not open with this backend's secrets key: a fault, not the
+    /// customer's mistake.
+    #[error("a stored channel credential does not open: {0}")]
+    Unsealed(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -96,7 +110,7 @@ impl Stored {
         &self,
         account_id: &str,
         secrets: &Secrets,
-    ) -> Result<Option<CloudSettings>, ApiError> {
+    ) -> Result<Option<CloudSettings>, SettingsError> {
         let (Some(phone), Some(waba), Some(token), Some(secret)) = (
             &self.phone_number_id,
             &self.waba_id,
@@ -106,11 +120,9 @@ impl Stored {
             return Ok(None);
         };
         let open = |sealed: &str| {
-            secrets.decrypt_str(sealed).map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!(
-                    "a stored channel credential does not open: {e}"
-                ))
-            })
+            secrets
+                .decrypt_str(sealed)
+                .map_err(|e| SettingsError::Unsealed(e.to_string()))
         };
         Ok(Some(CloudSettings {
             account_id: account_id.to_string(),
@@ -216,12 +228,12 @@ pub fn view(account_id: &str, stored: Option<&Stored>) -> ChannelView {
     }
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::unprocessable(code, message)
+fn invalid(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::unacceptable(code, message)
 }
 
 /// Meta's ids are decimal numbers.
-fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+fn check_id(field: &str, value: &str) -> Result<(), Refusal> {
     if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(
             "invalid_channel_settings",
@@ -232,7 +244,7 @@ fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// A credential: printable ASCII without spaces (it goes into an HTTP header or an HMAC key).
-fn check_credential(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+fn check_credential(field: &str, value: &str, max: usize) -> Result<(), Refusal> {
     if value.len() < 8 || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(
             "invalid_channel_settings",
@@ -259,7 +271,7 @@ pub async fn save(
     account_id: &str,
     input: ChannelInput,
     now: i64,
-) -> Result<Stored, ApiError> {
+) -> Result<Stored, SettingsError> {
     let current = get(conn, account_id).await?;
     for (field, value) in [
         ("phone_number_id", &input.phone_number_id),
@@ -321,7 +333,8 @@ pub async fn save(
             return Err(invalid(
                 "invalid_channel_settings",
                 format!("whatsapp_cloud needs {}", missing.join(", ")),
-            ));
+            )
+            .into());
         }
     }
     let stored = Stored {

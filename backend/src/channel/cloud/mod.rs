@@ -29,12 +29,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    settings::{self, CloudSettings},
+    settings::{self, CloudSettings, SettingsError},
     Channel, Outbound, Report, SendOutcome,
 };
 use crate::{
-    config::WhatsAppConfig, db::Db, error::ApiError, messages::ErrorInfo, metrics::Metrics,
-    secrets::Secrets,
+    config::WhatsAppConfig, db::Db, messages::ErrorInfo, metrics::Metrics, secrets::Secrets,
 };
 
 /// Stored on the messages this channel sends.
@@ -133,7 +132,10 @@ impl CloudChannel {
     }
 
     /// The account's Cloud API settings, from the cache or the database.
-    pub async fn settings(&self, account_id: &str) -> Result<Option<Arc<CloudSettings>>, ApiError> {
+    pub async fn settings(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<Arc<CloudSettings>>, SettingsError> {
         if let Some((at, cached)) = self
             .settings
             .lock()

@@ -14,7 +14,7 @@ use crate::{
     auth::session::AdminSession,
     channel::{
         cloud::ConnectionReport,
-        settings::{self, ChannelInput, ChannelKind, ChannelView},
+        settings::{self, ChannelInput, ChannelKind, ChannelView, SettingsError},
     },
     clock::now_ms,
     error::{ApiError, ApiResult},
@@ -35,6 +35,17 @@ pub fn router() -> Router<AppState> {
     tags((name = "admin: channel", description = "The account's messaging channel (console session)"))
 )]
 pub struct ApiDoc;
+
+/// The HTTP answer of a channel settings failure.
+impl From<SettingsError> for ApiError {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Refused(refusal) => refusal.into(),
+            SettingsError::Db(e) => e.into(),
+            unsealed @ SettingsError::Unsealed(_) => ApiError::Internal(unsealed.into()),
+        }
+    }
+}
 
 /// Get the channel settings
 ///
