@@ -32,12 +32,11 @@ use crate::{
     channel::settings::CloudSettings,
     clock::now_ms,
     contacts,
-    error::ApiError,
     ids::new_id,
     messages::{
         inbound::{self, Inbound},
-        store, ButtonReply, Content, ErrorInfo, MediaContent, MediaKind, Status, TextContent,
-        MAX_CAPTION_CHARS, MAX_TEXT_CHARS,
+        store, ButtonReply, Content, ErrorInfo, MediaContent, MediaKind, MessageError, Status,
+        TextContent, MAX_CAPTION_CHARS, MAX_TEXT_CHARS,
     },
     state::AppState,
     unit_of_work::UnitOfWork,
@@ -242,7 +241,7 @@ pub async fn apply(
     state: &AppState,
     settings: &CloudSettings,
     payload: &Payload,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, MessageError> {
     let account_id = settings.account_id.as_str();
     let mut applied = Applied::default();
     let mut tx = UnitOfWork::begin(state).await?;
