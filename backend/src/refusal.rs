@@ -3,8 +3,6 @@
 //! HTTP; the `code` is the one clients see in SPEC §4's error object, and `kind` says which sort
 //! of "no" it is. The HTTP edge alone picks the status (`From<Refusal> for ApiError`).
 
-use std::fmt;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     /// The input is malformed or a field fails its check (400).
@@ -21,16 +19,11 @@ pub enum RefusalKind {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct Refusal {
     pub kind: RefusalKind,
     pub code: &'static str,
     pub message: String,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl Refusal {
